@@ -1,0 +1,50 @@
+"""Default CycleGAN configuration: the official defaults of
+junyanz/pytorch-CycleGAN-and-pix2pix (train options for `--model cycle_gan`)."""
+
+import ml_collections
+
+
+def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.tfds_name = tfds_name
+  config.data.tfds_data_dir = ''  # Empty: TFDS's default (~/tensorflow_datasets).
+  config.data.image_dir = ''  # A folder with trainA/ trainB/ testA/ testB/; empty: TFDS.
+  config.data.load_size = 286
+  config.data.crop_size = 256
+  # resize_and_crop | crop | scale_width | scale_width_and_crop | none
+  config.data.preprocess = 'resize_and_crop'
+  config.data.flip = True
+  config.data.num_workers = 4  # Threads decoding and augmenting images.
+
+  config.model = ml_collections.ConfigDict()
+  # resnet_9blocks | resnet_6blocks | resnet_<N>blocks | unet_256 | unet_128
+  config.model.generator = 'resnet_9blocks'
+  config.model.discriminator = 'basic'  # basic (70x70 PatchGAN) | n_layers | pixel
+  config.model.n_layers_d = 3  # Only for discriminator='n_layers'.
+  config.model.ngf = 64
+  config.model.ndf = 64
+  config.model.dropout = False  # Official cycle_gan default: --no_dropout.
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 1  # Global: split over every device of every host.
+  config.train.n_epochs = 100  # Epochs at the initial learning rate...
+  config.train.n_epochs_decay = 100  # ...then epochs decaying linearly to zero.
+  config.train.num_steps = 0  # > 0: total steps, first half constant, second half decaying.
+  config.train.lr = 2e-4
+  config.train.beta1 = 0.5
+  config.train.beta2 = 0.999
+  config.train.gan_mode = 'lsgan'  # lsgan | vanilla | wgangp
+  config.train.lambda_gp = 10.0  # Gradient-penalty weight, wgangp only.
+  config.train.lambda_cycle = 10.0  # lambda_A = lambda_B in the official code.
+  config.train.lambda_identity = 0.5  # Identity loss = lambda_identity * lambda_cycle * L1.
+  config.train.pool_size = 50  # Per device; 0 turns the history pool off.
+
+  config.log_every_steps = 100
+  config.sample_every_steps = 1000
+  config.num_samples = 4  # Test images per domain in each sample grid.
+  config.checkpoint_every_steps = 5000
+  config.keep_checkpoints = 3
+  return config

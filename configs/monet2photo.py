@@ -1,0 +1,7 @@
+"""CycleGAN on TFDS `cycle_gan/monet2photo` with the official defaults."""
+
+from configs import default
+
+
+def get_config():
+  return default.get_config('cycle_gan/monet2photo')

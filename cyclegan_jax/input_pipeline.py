@@ -1,0 +1,212 @@
+"""Unpaired image data: TFDS `cycle_gan/*` or a folder of images -> batches.
+
+Images are read by index from random-access sources (TFDS array_record data
+sources, or files on disk), so datasets stream from disk, and every step's
+batch is a pure function of (seed, step): which A and B images it holds and
+their crops and flips. Preprocessing follows the official `get_transform`
+with PIL, so bicubic resizing matches the official code exactly.
+"""
+
+import collections
+import concurrent.futures
+import functools
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
+SPLITS = ('trainA', 'trainB', 'testA', 'testB')
+
+
+def load_image(path: str) -> np.ndarray:
+  """Any image file -> uint8 RGB array (H, W, 3), EXIF orientation applied."""
+  with Image.open(path) as image:
+    image = ImageOps.exif_transpose(image)
+    return np.asarray(image.convert('RGB'))
+
+
+def list_images(folder: str) -> list[str]:
+  """Sorted image files directly inside `folder`."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f'{folder}: no such folder; expected a folder of images '
+                            f'({"/".join(IMAGE_EXTENSIONS)})')
+  files = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                 if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.'))
+  if not files:
+    raise FileNotFoundError(f'{folder}: no images found; expected files ending in '
+                            f'{", ".join(IMAGE_EXTENSIONS)}')
+  return files
+
+
+class FolderSource(Sequence):
+  """Random access to the images of one folder (one domain of one split)."""
+
+  def __init__(self, folder: str):
+    self.files = list_images(folder)
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return load_image(self.files[index])
+
+
+class TfdsSource(Sequence):
+  """Random access to the images of one split of a TFDS image dataset."""
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None):
+    import tensorflow_datasets as tfds  # Heavy; only needed for TFDS data.
+    builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
+    builder.download_and_prepare()
+    self._source = builder.as_data_source(split=split)
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    image = np.asarray(self._source[int(index)]['image'])
+    if image.shape[-1] == 1:  # Grayscale: official `convert('RGB')`.
+      image = np.repeat(image, 3, axis=-1)
+    return image[..., :3]
+
+
+def open_sources(data_config) -> dict[str, Sequence]:
+  """{'trainA', 'trainB', 'testA', 'testB'} -> image sources."""
+  if data_config.image_dir:
+    return {split: FolderSource(os.path.join(data_config.image_dir, split)) for split in SPLITS}
+  return {split: TfdsSource(data_config.tfds_name, split, data_config.tfds_data_dir)
+          for split in SPLITS}
+
+
+def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+  return image if image.size == size else image.resize(size, Image.BICUBIC)
+
+
+def _scale_width(image: Image.Image, target_width: int, crop_size: int) -> Image.Image:
+  w, h = image.size
+  if w == target_width and h >= crop_size:
+    return image
+  return _resize(image, (target_width, int(max(target_width * h / w, crop_size))))
+
+
+def _crop(image: Image.Image, crop_size: int, rng: np.random.Generator | None) -> Image.Image:
+  """Random crop (rng) or centre crop (None); smaller images are first scaled up."""
+  w, h = image.size
+  if min(w, h) < crop_size:
+    scale = crop_size / min(w, h)
+    image = _resize(image, (max(crop_size, round(w * scale)), max(crop_size, round(h * scale))))
+    w, h = image.size
+  if rng is None:
+    x, y = (w - crop_size) // 2, (h - crop_size) // 2
+  else:
+    x, y = int(rng.integers(0, w - crop_size + 1)), int(rng.integers(0, h - crop_size + 1))
+  return image.crop((x, y, x + crop_size, y + crop_size))
+
+
+def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) -> np.ndarray:
+  """The official `get_transform`: uint8 RGB -> float32 in [-1, 1].
+
+  With `rng` it is the training transform (random crop and flip); without it,
+  the test transform (load_size = crop_size, centre crop, no flip).
+  """
+  mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
+  if rng is None:
+    load = crop
+  pil = Image.fromarray(image)
+  if mode == 'resize_and_crop':
+    pil = _crop(_resize(pil, (load, load)), crop, rng)
+  elif mode == 'crop':
+    pil = _crop(pil, crop, rng)
+  elif mode == 'scale_width':
+    pil = _scale_width(pil, load, crop)
+  elif mode == 'scale_width_and_crop':
+    pil = _crop(_scale_width(pil, load, crop), crop, rng)
+  elif mode != 'none':
+    raise ValueError(f'config.data.preprocess={mode!r}: expected one of '
+                     f'{", ".join(PREPROCESS_MODES)}')
+  # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
+  w, h = pil.size
+  pil = _resize(pil, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
+  array = np.asarray(pil, np.float32)
+  if rng is not None and data_config.flip and rng.random() < 0.5:
+    array = array[:, ::-1]
+  return array / 127.5 - 1.0
+
+
+def to_uint8(images) -> np.ndarray:
+  """[-1, 1] floats -> uint8 pixels."""
+  return np.asarray(np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255),
+                    np.uint8)
+
+
+class UnpairedBatches:
+  """The training batches of one process, a pure function of (seed, step).
+
+  Sample k = step * global_batch + j of the run is, as in the official
+  `unaligned` dataset, A image perm_e[k mod N] mod |A| (perm_e a permutation
+  of epoch e = k // N, N = max(|A|, |B|)) and a uniformly random B image.
+  This process builds rows [process_index * local, (process_index + 1) *
+  local) of each global batch.
+  """
+
+  def __init__(self, source_a, source_b, data_config, seed: int, global_batch: int,
+               process_index: int = 0, process_count: int = 1):
+    if global_batch % process_count:
+      raise ValueError(f'config.train.batch_size={global_batch} does not divide over '
+                       f'{process_count} processes')
+    self.source_a, self.source_b = source_a, source_b
+    self.data_config = data_config
+    self.seed = seed
+    self.global_batch = global_batch
+    self.local_batch = global_batch // process_count
+    self.offset = process_index * self.local_batch
+    self.epoch_length = max(len(source_a), len(source_b))
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(1, self.epoch_length // self.global_batch)
+
+  @functools.lru_cache(maxsize=2)
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, 0, epoch]).permutation(self.epoch_length)
+
+  def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    epoch, position = divmod(k, self.epoch_length)
+    index_a = self._permutation(epoch)[position] % len(self.source_a)
+    index_b = np.random.default_rng([self.seed, 1, k]).integers(len(self.source_b))
+    augment = np.random.default_rng([self.seed, 2, k])
+    return (preprocess(self.source_a[index_a], self.data_config, augment),
+            preprocess(self.source_b[index_b], self.data_config, augment))
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    first = step * self.global_batch + self.offset
+    pairs = [self._example(k) for k in range(first, first + self.local_batch)]
+    images = {'A': [a for a, _ in pairs], 'B': [b for _, b in pairs]}
+    for domain, batch in images.items():
+      if len({x.shape for x in batch}) > 1:
+        raise ValueError(
+            f'config.data.preprocess={self.data_config.preprocess!r} gives {domain} images '
+            f'of different sizes ({sorted({x.shape[:2] for x in batch})}) in one batch; '
+            'use a cropping mode or batch_size 1 per device')
+    return {domain: np.stack(batch) for domain, batch in images.items()}
+
+  def iterate(self, start_step: int, num_workers: int = 4) -> Iterator[dict[str, np.ndarray]]:
+    """Batches for start_step, start_step + 1, ..., built ahead in threads."""
+    ahead = max(1, num_workers)
+    with concurrent.futures.ThreadPoolExecutor(ahead) as pool:
+      pending = collections.deque(pool.submit(self.batch, start_step + i) for i in range(ahead))
+      step = start_step + ahead
+      while True:
+        batch = pending.popleft().result()
+        pending.append(pool.submit(self.batch, step))
+        step += 1
+        yield batch
+
+
+def test_images(source, data_config, count: int) -> np.ndarray:
+  """The first `count` images of a source with the test transform."""
+  return np.stack([preprocess(source[i], data_config, None)
+                   for i in range(min(count, len(source)))])

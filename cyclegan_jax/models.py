@@ -1,0 +1,204 @@
+"""Generators and discriminators of the official CycleGAN, as Flax linen modules.
+
+Layouts, parameter counts and initialisation follow
+junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py`. Images are NHWC.
+"""
+
+import functools
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Official `init_weights(init_type='normal', init_gain=0.02)`: conv weights
+# N(0, 0.02), biases 0.
+_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def _conv(features, kernel, stride=1, padding=0, use_bias=True, dtype=jnp.float32):
+  p = ((padding, padding), (padding, padding))
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=p,
+                 use_bias=use_bias, kernel_init=_kernel_init, dtype=dtype)
+
+
+def _conv_transpose(features, kernel, padding, output_padding, use_bias=True,
+                    dtype=jnp.float32):
+  """PyTorch's ConvTranspose2d(kernel, stride=2, padding, output_padding).
+
+  A transposed conv is a conv over the input dilated by the stride, padded with
+  (k - 1 - p) before and (k - 1 - p + output_padding) after; with
+  `transpose_kernel=True` the kernel is used the way PyTorch uses it.
+  """
+  lo = kernel - 1 - padding
+  hi = lo + output_padding
+  return nn.ConvTranspose(features, (kernel, kernel), strides=(2, 2),
+                          padding=((lo, hi), (lo, hi)), use_bias=use_bias,
+                          transpose_kernel=True, kernel_init=_kernel_init, dtype=dtype)
+
+
+def _reflect_pad(x, pad):
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
+
+
+def _instance_norm(dtype):
+  # InstanceNorm2d(affine=False, track_running_stats=False), eps 1e-5. Flax
+  # reduces the statistics in float32 even when activations are bfloat16.
+  return nn.InstanceNorm(epsilon=1e-5, use_bias=False, use_scale=False, dtype=dtype)
+
+
+class ResnetBlock(nn.Module):
+  features: int
+  dropout: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    y = _conv(self.features, 3, dtype=self.dtype)(_reflect_pad(x, 1))
+    y = nn.relu(_instance_norm(self.dtype)(y))
+    if self.dropout:
+      y = nn.Dropout(0.5, deterministic=not train)(y)
+    y = _conv(self.features, 3, dtype=self.dtype)(_reflect_pad(y, 1))
+    y = _instance_norm(self.dtype)(y)
+    return x + y
+
+
+class ResnetGenerator(nn.Module):
+  """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-3, tanh."""
+  n_blocks: int = 9
+  ngf: int = 64
+  output_nc: int = 3
+  dropout: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = x.astype(self.dtype)
+    x = _conv(self.ngf, 7, dtype=self.dtype)(_reflect_pad(x, 3))
+    x = nn.relu(_instance_norm(self.dtype)(x))
+    for mult in (2, 4):  # Two stride-2 downsamplings.
+      x = _conv(self.ngf * mult, 3, stride=2, padding=1, dtype=self.dtype)(x)
+      x = nn.relu(_instance_norm(self.dtype)(x))
+    for _ in range(self.n_blocks):
+      x = ResnetBlock(self.ngf * 4, self.dropout, self.dtype)(x, train)
+    for mult in (2, 1):  # Two stride-2 upsamplings, k3 p1 output_padding 1.
+      x = _conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1, dtype=self.dtype)(x)
+      x = nn.relu(_instance_norm(self.dtype)(x))
+    x = _conv(self.output_nc, 7, dtype=self.dtype)(_reflect_pad(x, 3))
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class UnetGenerator(nn.Module):
+  """The official recursive U-Net, unrolled: level 0 is the outermost block.
+
+  Level i maps `inner[i-1]` channels to `inner[i]` on the way down and back on
+  the way up, its input concatenated to its output (skip connection).
+  """
+  num_downs: int = 8
+  ngf: int = 64
+  output_nc: int = 3
+  dropout: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    n, ngf = self.num_downs, self.ngf
+    inner = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)
+    down = functools.partial(_conv, kernel=4, stride=2, padding=1, dtype=self.dtype)
+    up = functools.partial(_conv_transpose, kernel=4, padding=1, output_padding=0,
+                           dtype=self.dtype)
+    x = x.astype(self.dtype)
+    skips = []
+    for i in range(n):
+      if i > 0:
+        x = nn.leaky_relu(x, 0.2)
+      x = down(inner[i])(x)
+      if 0 < i < n - 1:  # Neither the outermost nor the innermost level is normalised.
+        x = _instance_norm(self.dtype)(x)
+      skips.append(x)
+    for i in reversed(range(n)):
+      if i < n - 1:
+        x = jnp.concatenate([skips[i], x], axis=-1)
+      x = up(inner[i - 1] if i > 0 else self.output_nc)(nn.relu(x))
+      if i > 0:
+        x = _instance_norm(self.dtype)(x)
+      if self.dropout and 4 <= i <= n - 2:  # The extra ngf*8 blocks carry dropout.
+        x = nn.Dropout(0.5, deterministic=not train)(x)
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class NLayerDiscriminator(nn.Module):
+  """PatchGAN: C(ndf) without norm, then n_layers-1 stride-2 and one stride-1
+  conv with instance norm, then a conv to one channel; k4 p1, LeakyReLU 0.2.
+  With n_layers=3 this is the 70x70 PatchGAN (`basic`)."""
+  ndf: int = 64
+  n_layers: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.astype(self.dtype)
+    x = nn.leaky_relu(_conv(self.ndf, 4, stride=2, padding=1, dtype=self.dtype)(x), 0.2)
+    for n in range(1, self.n_layers + 1):
+      stride = 2 if n < self.n_layers else 1
+      x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1, dtype=self.dtype)(x)
+      x = nn.leaky_relu(_instance_norm(self.dtype)(x), 0.2)
+    x = _conv(1, 4, padding=1, dtype=self.dtype)(x)
+    return x.astype(jnp.float32)
+
+
+class PixelDiscriminator(nn.Module):
+  """1x1 PatchGAN (`pixel`)."""
+  ndf: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.astype(self.dtype)
+    x = nn.leaky_relu(_conv(self.ndf, 1, dtype=self.dtype)(x), 0.2)
+    x = _instance_norm(self.dtype)(_conv(self.ndf * 2, 1, dtype=self.dtype)(x))
+    x = _conv(1, 1, dtype=self.dtype)(nn.leaky_relu(x, 0.2))
+    return x.astype(jnp.float32)
+
+
+GENERATORS = ('resnet_9blocks', 'resnet_6blocks', 'resnet_<N>blocks', 'unet_256', 'unet_128')
+DISCRIMINATORS = ('basic', 'n_layers', 'pixel')
+
+
+def create_generator(model_config) -> nn.Module:
+  name = model_config.generator
+  dtype = jnp.dtype(model_config.get('dtype', 'float32'))
+  resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
+  if resnet:
+    return ResnetGenerator(n_blocks=int(resnet.group(1)), ngf=model_config.ngf,
+                           dropout=model_config.dropout, dtype=dtype)
+  if name in ('unet_256', 'unet_128'):
+    return UnetGenerator(num_downs=8 if name == 'unet_256' else 7, ngf=model_config.ngf,
+                         dropout=model_config.dropout, dtype=dtype)
+  raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
+
+
+def create_discriminator(model_config) -> nn.Module:
+  name = model_config.discriminator
+  dtype = jnp.dtype(model_config.get('dtype', 'float32'))
+  if name == 'basic':
+    return NLayerDiscriminator(ndf=model_config.ndf, n_layers=3, dtype=dtype)
+  if name == 'n_layers':
+    return NLayerDiscriminator(ndf=model_config.ndf, n_layers=model_config.n_layers_d,
+                               dtype=dtype)
+  if name == 'pixel':
+    return PixelDiscriminator(ndf=model_config.ndf, dtype=dtype)
+  raise ValueError(
+      f'config.model.discriminator={name!r}: expected one of {", ".join(DISCRIMINATORS)}')
+
+
+def generator_multiple(generator: nn.Module) -> int:
+  """Height and width a generator's input must be a multiple of."""
+  if isinstance(generator, UnetGenerator):
+    return 2**generator.num_downs
+  return 4
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

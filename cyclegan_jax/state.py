@@ -1,0 +1,99 @@
+"""The CycleGAN train state: both generators, both discriminators with their
+Optax optimisers, both image-history pools, the step and the base RNG key."""
+
+from typing import Callable
+
+import flax.struct
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
+
+from cyclegan_jax import image_pool
+from cyclegan_jax import models
+
+
+@flax.struct.dataclass
+class CycleGANState:
+  step: jax.Array  # int32 scalar: train steps done.
+  gen_ab: train_state.TrainState  # G: A -> B (official G_A).
+  gen_ba: train_state.TrainState  # F: B -> A (official G_B).
+  disc_a: train_state.TrainState  # D_A of the paper: real A vs F(B) (official D_B).
+  disc_b: train_state.TrainState  # D_B of the paper: real B vs G(A) (official D_A).
+  pool_fake_a: image_pool.ImagePool  # History of F(B), one pool per device.
+  pool_fake_b: image_pool.ImagePool  # History of G(A), one pool per device.
+  rng: jax.Array  # Base key; step keys are fold_in(rng, step).
+
+
+def schedule_steps(train_config, steps_per_epoch: int) -> tuple[int, int]:
+  """(constant steps, decay steps) of the learning-rate schedule."""
+  if train_config.num_steps > 0:
+    constant = train_config.num_steps // 2
+    return constant, train_config.num_steps - constant
+  return (train_config.n_epochs * steps_per_epoch,
+          train_config.n_epochs_decay * steps_per_epoch)
+
+
+def learning_rate_schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
+  """Constant, then linear to zero.
+
+  The official code multiplies the rate by 1 - max(0, e - n_epochs) /
+  (n_epochs_decay + 1) once per epoch e; this decays the same line per step.
+  """
+  constant, decay = schedule_steps(train_config, steps_per_epoch)
+  lr = train_config.lr
+  return optax.join_schedules(
+      [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, max(decay, 1))], [constant])
+
+
+def create_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  return optax.adam(schedule, b1=train_config.beta1, b2=train_config.beta2)
+
+
+def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule,
+                 generator=None, discriminator=None) -> CycleGANState:
+  """A fresh state. `image_shape` is (H, W, C) of training images."""
+  generator = generator or models.create_generator(config.model)
+  discriminator = discriminator or models.create_discriminator(config.model)
+  tx = create_optimizer(config.train, schedule)
+  key = jax.random.PRNGKey(config.seed)
+  key, *init_keys = jax.random.split(key, 5)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+
+  def network(module, init_key):
+    params = module.init(init_key, dummy)['params']
+    return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+  def pools():
+    pool = image_pool.create(config.train.pool_size, image_shape)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices, *x.shape)), pool)
+
+  return CycleGANState(
+      step=jnp.zeros((), jnp.int32),
+      gen_ab=network(generator, init_keys[0]),
+      gen_ba=network(generator, init_keys[1]),
+      disc_a=network(discriminator, init_keys[2]),
+      disc_b=network(discriminator, init_keys[3]),
+      pool_fake_a=pools(),
+      pool_fake_b=pools(),
+      rng=key)
+
+
+def partition_specs(state: CycleGANState) -> CycleGANState:
+  """Everything replicated over the `data` axis except the per-device pools."""
+  specs = jax.tree.map(lambda _: P(), state)
+  per_device = lambda pool: jax.tree.map(lambda _: P('data'), pool)
+  return specs.replace(pool_fake_a=per_device(state.pool_fake_a),
+                       pool_fake_b=per_device(state.pool_fake_b))
+
+
+def shardings(mesh: jax.sharding.Mesh, state: CycleGANState) -> CycleGANState:
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(state))
+
+
+def create_sharded_state(config, image_shape, mesh, schedule) -> CycleGANState:
+  """Creates the state directly in its shardings, on every host alike."""
+  init = lambda: create_state(config, image_shape, mesh.size, schedule)
+  abstract = jax.eval_shape(init)
+  return jax.jit(init, out_shardings=shardings(mesh, abstract))()

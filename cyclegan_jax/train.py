@@ -1,0 +1,129 @@
+"""train_and_evaluate(config, workdir): the training loop. Reads no flags."""
+
+import functools
+import os
+import time
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import jax
+import numpy as np
+from PIL import Image
+
+from cyclegan_jax import checkpoints
+from cyclegan_jax import input_pipeline
+from cyclegan_jax import models
+from cyclegan_jax import state as state_lib
+from cyclegan_jax import train_step as train_step_lib
+
+
+def training_image_shape(config, batches) -> tuple[int, int, int]:
+  if config.data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
+    return (config.data.crop_size, config.data.crop_size, 3)
+  return batches.batch(0)['A'].shape[1:]  # Sizes that follow the data.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _translate_and_back(generator, params_there, params_back, images):
+  translated = generator.apply({'params': params_there}, images, train=False)
+  return translated, generator.apply({'params': params_back}, translated, train=False)
+
+
+def sample_grid(generator, state, test_a, test_b) -> np.ndarray:
+  """Rows of real | translated | reconstructed, for the A then the B images."""
+  p_ab, p_ba = state.gen_ab.params, state.gen_ba.params
+  fake_b, rec_a = _translate_and_back(generator, p_ab, p_ba, test_a)
+  fake_a, rec_b = _translate_and_back(generator, p_ba, p_ab, test_b)
+  rows = [np.concatenate(row, axis=1) for row in zip(test_a, fake_b, rec_a)]
+  rows += [np.concatenate(row, axis=1) for row in zip(test_b, fake_a, rec_b)]
+  return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
+
+
+def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
+  """Trains CycleGAN, resuming from the newest checkpoint in `workdir`."""
+  workdir = os.path.abspath(workdir)
+  num_devices = jax.device_count()
+  if config.train.batch_size % num_devices:
+    raise ValueError(f'config.train.batch_size={config.train.batch_size} is not divisible by '
+                     f'the {num_devices} devices; use a multiple of {num_devices}')
+  generator = models.create_generator(config.model)
+  discriminator = models.create_discriminator(config.model)
+
+  sources = input_pipeline.open_sources(config.data)
+  batches = input_pipeline.UnpairedBatches(
+      sources['trainA'], sources['trainB'], config.data, config.seed,
+      config.train.batch_size, jax.process_index(), jax.process_count())
+  image_shape = training_image_shape(config, batches)
+  schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
+  total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
+  logging.info('Data: %d A and %d B training images, %d steps per epoch, %d steps in all.',
+               len(sources['trainA']), len(sources['trainB']), batches.steps_per_epoch,
+               total_steps)
+
+  mesh = jax.make_mesh((num_devices,), ('data',))
+  state = state_lib.create_sharded_state(config, image_shape, mesh, schedule)
+  for name in ('gen_ab', 'gen_ba', 'disc_a', 'disc_b'):
+    count = models.count_params(getattr(state, name).params)
+    logging.info('%s: %s parameters', name, f'{count:,}')
+    print(f'{name}: {count:,} parameters', flush=True)
+
+  checkpoints.save_config(config, workdir)
+  manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
+  state = checkpoints.restore_latest(manager, state)
+  start_step = int(state.step)
+  if start_step:
+    logging.info('Resuming from the checkpoint at step %d.', start_step)
+
+  train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
+  batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  test_a = input_pipeline.test_images(sources['testA'], config.data, config.num_samples)
+  test_b = input_pipeline.test_images(sources['testB'], config.data, config.num_samples)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() != 0)
+  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  hooks = [report_progress] if jax.process_index() == 0 else []
+
+  data = batches.iterate(start_step, config.data.num_workers)
+  buffered_metrics = []
+  last_log = (start_step, time.time())
+  for step in range(start_step, total_steps):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      local = next(data)
+      if local['A'].shape[1:] != image_shape or local['B'].shape[1:] != image_shape:
+        raise ValueError(f'step {step}: images of {local["A"].shape[1:]}/{local["B"].shape[1:]} '
+                         f'after preprocessing, but training started with {image_shape}; '
+                         f'config.data.preprocess={config.data.preprocess!r} needs images of '
+                         'one size')
+      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+               for k, v in local.items()}
+      state, metrics = train_step(state, batch)
+      buffered_metrics.append(metrics)
+    done = step + 1
+    for hook in hooks:
+      hook(done)
+    is_last = done == total_steps
+
+    if done % config.log_every_steps == 0 or is_last:
+      summary = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(buffered_metrics))
+      elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
+      summary['steps_per_sec'] = elapsed_steps / elapsed_time
+      writer.write_scalars(done, summary)
+      buffered_metrics, last_log = [], (done, time.time())
+
+    if done % config.sample_every_steps == 0 or is_last:
+      with report_progress.timed('sample'):
+        grid = sample_grid(generator, state, test_a, test_b)
+        writer.write_images(done, {'samples': grid[None]})
+        if jax.process_index() == 0:
+          os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+          Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
+
+    if done % config.checkpoint_every_steps == 0 or is_last:
+      with report_progress.timed('checkpoint'):
+        checkpoints.save(manager, state)
+
+  manager.wait_until_finished()
+  writer.flush()
+  return state

@@ -1,0 +1,93 @@
+"""Parameter counts, shapes and initialisation against the official networks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from cyclegan_jax import models
+
+# Official counts at ngf = ndf = 64 with instance norm (networks.print_networks).
+# unet_128, pixel and n_layers=5 are summed layer by layer from networks.py:
+# unet_128 = unet_256 - one ngf*8 level (4,194,816 down + 8,389,120 up);
+# pixel = 3*64+64 + 64*128+128 + 128+1; n_layers=5 adds two 512->512 k4 convs.
+GENERATOR_PARAMS = {
+    'resnet_9blocks': 11_378_179,
+    'resnet_6blocks': 7_837_699,
+    'unet_256': 54_409_603,
+    'unet_128': 41_825_667,
+}
+DISCRIMINATOR_PARAMS = {('basic', 3): 2_764_737, ('n_layers', 3): 2_764_737,
+                        ('n_layers', 5): 11_154_369, ('pixel', 3): 8_705}
+
+
+def _abstract_params(module, size):
+  variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+  return variables['params']
+
+
+@pytest.mark.parametrize('name,expected', GENERATOR_PARAMS.items())
+def test_generator_parameter_count_and_shape(name, expected):
+  config = default.get_config().model
+  config.generator = name
+  generator = models.create_generator(config)
+  size = 256 if name == 'unet_256' else 128
+  params = _abstract_params(generator, size)
+  assert models.count_params(params) == expected
+  out = jax.eval_shape(lambda p, x: generator.apply({'params': p}, x), params,
+                       jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+  assert out.shape == (2, size, size, 3)
+
+
+@pytest.mark.parametrize('name,n_layers', DISCRIMINATOR_PARAMS)
+def test_discriminator_parameter_count(name, n_layers):
+  config = default.get_config().model
+  config.discriminator, config.n_layers_d = name, n_layers
+  params = _abstract_params(models.create_discriminator(config), 256)
+  assert models.count_params(params) == DISCRIMINATOR_PARAMS[(name, n_layers)]
+
+
+@pytest.mark.parametrize('name,patches', [('basic', 30), ('pixel', 256)])
+def test_discriminator_patch_shape(name, patches):
+  """The 70x70 PatchGAN scores a 30x30 grid of patches of a 256px image."""
+  config = default.get_config().model
+  config.discriminator = name
+  disc = models.create_discriminator(config)
+  out = jax.eval_shape(lambda: disc.apply(disc.init(jax.random.PRNGKey(0),
+                                                    jnp.zeros((1, 256, 256, 3))),
+                                          jnp.zeros((1, 256, 256, 3))))
+  assert out.shape == (1, patches, patches, 1)
+
+
+def test_resnet_with_n_blocks_and_small_sizes():
+  config = default.get_config().model
+  config.generator, config.ngf = 'resnet_2blocks', 8
+  generator = models.create_generator(config)
+  x = jnp.zeros((1, 36, 20, 3))
+  variables = generator.init(jax.random.PRNGKey(0), x)
+  y = generator.apply(variables, x)
+  assert y.shape == x.shape and bool(jnp.all(jnp.abs(y) <= 1))
+
+
+def test_initialisation_is_normal_002_with_zero_bias():
+  config = default.get_config().model
+  generator = models.create_generator(config)
+  params = generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))['params']
+  kernels = np.concatenate([np.ravel(p) for path, p in
+                            jax.tree_util.tree_leaves_with_path(params)
+                            if 'kernel' in jax.tree_util.keystr(path)])
+  biases = [p for path, p in jax.tree_util.tree_leaves_with_path(params)
+            if 'bias' in jax.tree_util.keystr(path)]
+  assert abs(kernels.std() - 0.02) < 0.001 and abs(kernels.mean()) < 0.001
+  assert all(not np.any(b) for b in biases)
+
+
+def test_unknown_names_are_clear_errors():
+  config = default.get_config().model
+  config.generator = 'resnet_nine'
+  with pytest.raises(ValueError, match='config.model.generator'):
+    models.create_generator(config)
+  config.discriminator = 'huge'
+  with pytest.raises(ValueError, match='config.model.discriminator'):
+    models.create_discriminator(config)
