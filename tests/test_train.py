@@ -1,0 +1,147 @@
+"""End-to-end training runs on tiny configs."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import tiny
+from cyclegan_jax import checkpoints
+from cyclegan_jax import train
+from cyclegan_jax import translate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _leaves_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_one_step_under_tfds_mock_data(tmp_path):
+  config = tiny.get_config()
+  config.train.num_steps = 1
+  with tfds.testing.mock_data(num_examples=4):
+    state = train.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 1
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+  assert os.path.isfile(tmp_path / 'samples' / 'step_00000001.png')
+  assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+  assert json.loads((tmp_path / 'config.json').read_text())['data']['tfds_name'] == \
+      'cycle_gan/horse2zebra'
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(image_folder, tmp_path_factory):
+  """A folder run of 4 steps, checkpointing every 2."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 4
+  return workdir, config
+
+
+def test_folder_run_checkpoints_samples_and_logs(trained_workdir):
+  workdir, config = trained_workdir
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples', 'step_00000004.png')))
+  # num_samples rows per domain; real | translated | reconstructed.
+  assert grid.shape == (2 * config.num_samples * 32, 3 * 32, 3)
+  assert np.std(grid[:, 32:64].astype(float)) > 0
+
+
+def test_rerun_resumes_from_the_latest_checkpoint_and_continues(trained_workdir):
+  workdir, config = trained_workdir
+  _, saved = checkpoints.load_params(workdir, ('gen_ab', 'disc_b'))
+  # The same command again: nothing left to do, the state is the checkpoint's.
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 4
+  assert _leaves_equal(state.gen_ab.params, saved['gen_ab'])
+  assert _leaves_equal(state.disc_b.params, saved['disc_b'])
+  # A longer run continues counting from 4.
+  config = config.copy_and_resolve_references()
+  config.train.num_steps = 6
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 6
+  assert sorted(map(int, os.listdir(os.path.join(workdir, 'checkpoints')))) == [2, 4, 6]
+  assert not _leaves_equal(state.gen_ab.params, saved['gen_ab'])
+
+
+def test_translate_any_size_keeps_names_and_inputs(trained_workdir, tmp_path):
+  workdir, _ = trained_workdir
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  rng = np.random.default_rng(0)
+  originals = {'wide.jpg': rng.integers(0, 256, (37, 50, 3), dtype=np.uint8),
+               'gray.png': rng.integers(0, 256, (21, 19), dtype=np.uint8),
+               'big.bmp': rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)}
+  for name, pixels in originals.items():
+    Image.fromarray(pixels).save(inputs / name)
+  before = {name: (inputs / name).read_bytes() for name in originals}
+  for direction in ('AtoB', 'BtoA'):
+    out = tmp_path / direction
+    written = translate.translate_folder(workdir, str(inputs), str(out), direction)
+    assert sorted(os.path.basename(p) for p in written) == ['big.png', 'gray.png', 'wide.png']
+    for name, pixels in originals.items():
+      result = np.asarray(Image.open(out / (os.path.splitext(name)[0] + '.png')))
+      assert result.shape == (*pixels.shape[:2], 3)
+  assert {name: (inputs / name).read_bytes() for name in originals} == before
+  with pytest.raises(ValueError, match='direction'):
+    translate.translate_folder(workdir, str(inputs), str(tmp_path / 'x'), 'AtoC')
+
+
+def _run(args, env=None, timeout=300):
+  result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result
+
+
+def test_command_line_train_then_translate(image_folder, tmp_path):
+  workdir = tmp_path / 'w'
+  result = _run(['main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+                 f'--config.data.image_dir={image_folder}', '--config.train.num_steps=2'])
+  assert 'gen_ab: 50,947 parameters' in result.stdout
+  assert 'disc_b: 44,537 parameters' in result.stdout
+  _run(['main.py', '--mode=translate', f'--workdir={workdir}',
+        f'--input={image_folder}/testB', f'--output={tmp_path}/out', '--direction=BtoA'])
+  assert sorted(os.listdir(tmp_path / 'out')) == sorted(os.listdir(f'{image_folder}/testB'))
+
+
+FOUR_DEVICES = '''
+import sys
+import jax, numpy as np
+from configs import tiny
+from cyclegan_jax import train
+assert jax.device_count() == 4, jax.devices()
+config = tiny.get_config()
+config.data.image_dir = sys.argv[1]
+config.train.batch_size = 4
+config.train.num_steps = 2
+state = train.train_and_evaluate(config, sys.argv[2])
+assert int(state.step) == 2
+# One pool per device, each holding its own 2 steps x 1 image.
+assert state.pool_fake_a.images.shape[0] == 4
+np.testing.assert_array_equal(np.asarray(state.pool_fake_b.num_stored), [2, 2, 2, 2])
+assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(state.gen_ab.params)))
+config.train.batch_size = 6
+try:
+  train.train_and_evaluate(config, sys.argv[2] + '_bad')
+  raise AssertionError('a batch of 6 over 4 devices should be refused')
+except ValueError as e:
+  assert 'config.train.batch_size=6 is not divisible by the 4 devices' in str(e), e
+print('OK four devices')
+'''
+
+
+def test_train_on_four_devices(image_folder, tmp_path):
+  result = _run(['-c', FOUR_DEVICES, image_folder, str(tmp_path)],
+                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert 'OK four devices' in result.stdout
