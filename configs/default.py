@@ -12,6 +12,10 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.data.tfds_name = tfds_name
   config.data.tfds_data_dir = ''  # Empty: TFDS's default (~/tensorflow_datasets).
   config.data.image_dir = ''  # A folder with trainA/ trainB/ testA/ testB/; empty: TFDS.
+  # A dataset built once from files an installed package ships ('skimage_dusk'
+  # for the quick start), into cache_dir; empty: image_dir or TFDS.
+  config.data.builtin = ''
+  config.data.cache_dir = '~/.cache/cyclegan_jax'
   config.data.load_size = 286
   config.data.crop_size = 256
   # resize_and_crop | crop | scale_width | scale_width_and_crop | none

@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from cyclegan_jax import quickstart_data
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
 SPLITS = ('trainA', 'trainB', 'testA', 'testB')
@@ -75,8 +77,11 @@ class TfdsSource(Sequence):
 
 def open_sources(data_config) -> dict[str, Sequence]:
   """{'trainA', 'trainB', 'testA', 'testB'} -> image sources."""
-  if data_config.image_dir:
-    return {split: FolderSource(os.path.join(data_config.image_dir, split)) for split in SPLITS}
+  image_dir = data_config.image_dir
+  if data_config.builtin:
+    image_dir = quickstart_data.build(data_config.builtin, data_config.cache_dir)
+  if image_dir:
+    return {split: FolderSource(os.path.join(image_dir, split)) for split in SPLITS}
   return {split: TfdsSource(data_config.tfds_name, split, data_config.tfds_data_dir)
           for split in SPLITS}
 

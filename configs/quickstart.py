@@ -1,0 +1,22 @@
+"""Quick start: trains in minutes on a CPU, no download.
+
+Day -> dusk on crops of the photos scikit-image ships
+(cyclegan_jax/quickstart_data.py), at 64px with a small ResNet generator.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.builtin = 'skimage_dusk'
+  config.data.load_size = 72
+  config.data.crop_size = 64
+  config.model.generator = 'resnet_3blocks'
+  config.model.ngf = 16
+  config.model.ndf = 16
+  config.train.num_steps = 2000
+  config.log_every_steps = 100
+  config.sample_every_steps = 250
+  config.checkpoint_every_steps = 500
+  return config
