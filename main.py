@@ -1,6 +1,7 @@
 """cyclegan_jax command line: train (default) or translate.
 
   python main.py --config=configs/horse2zebra.py --workdir=runs/h2z
+  python main.py ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
 """
 
@@ -9,6 +10,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from cyclegan_jax import distributed
 from cyclegan_jax import train
 from cyclegan_jax import translate
 
@@ -21,12 +23,24 @@ flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
 flags.DEFINE_string('output', None, 'translate: folder for the translated PNGs.')
 flags.DEFINE_enum('direction', 'AtoB', ['AtoB', 'BtoA'], 'translate: which generator.')
 flags.DEFINE_integer('step', None, 'translate: checkpoint step (default: the latest).')
+flags.DEFINE_bool('distributed', False,
+                  'Join a multi-process run and let JAX find the cluster (TPU pod slice; '
+                  'SLURM and Open MPI launches with several tasks are joined anyway).')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-process: host:port of process 0, e.g. 10.0.0.1:1234.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-process: this process, 0 to num_processes-1.')
 flags.mark_flag_as_required('workdir')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           force=FLAGS.distributed)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   if FLAGS.mode == 'train':
     if FLAGS.config is None:
       raise app.UsageError('--config is required to train, e.g. --config=configs/horse2zebra.py')

@@ -31,6 +31,9 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.model.ngf = 64
   config.model.ndf = 64
   config.model.dropout = False  # Official cycle_gan default: --no_dropout.
+  # float32 | bfloat16: the dtype of activations and convolutions. Parameters,
+  # optimiser state, losses and instance-norm statistics stay float32.
+  config.model.dtype = 'float32'
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 1  # Global: split over every device of every host.

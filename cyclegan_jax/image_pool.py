@@ -14,20 +14,23 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class ImagePool:
-  images: jax.Array  # (pool_size, H, W, C); the first `num_stored` are valid.
+  # (pool_size, H, W, C); the first `num_stored` are valid. None when the pool
+  # is off (pool_size 0): checkpoints cannot hold arrays of size zero.
+  images: jax.Array | None
   num_stored: jax.Array  # int32 scalar.
 
 
 def create(pool_size: int, image_shape, dtype=jnp.float32) -> ImagePool:
-  return ImagePool(images=jnp.zeros((pool_size, *image_shape), dtype),
+  images = jnp.zeros((pool_size, *image_shape), dtype) if pool_size > 0 else None
+  return ImagePool(images=images,
                    num_stored=jnp.zeros((), jnp.int32))
 
 
 def query(pool: ImagePool, images: jax.Array, key: jax.Array):
   """Returns (new pool, images for the discriminator) for a batch of images."""
-  pool_size = pool.images.shape[0]
-  if pool_size == 0:  # pool_size=0 turns the pool off.
+  if pool.images is None:  # pool_size=0 turns the pool off.
     return pool, images
+  pool_size = pool.images.shape[0]
 
   def one_image(pool, inputs):
     image, key = inputs

@@ -147,14 +147,38 @@ def to_uint8(images) -> np.ndarray:
                     np.uint8)
 
 
+class Shard:
+  """Images [start, end) of a source: what one process of several reads.
+
+  Contiguous, near-equal ranges, the same boundaries as
+  `tfds.even_splits(split, n=process_count)` (what `tfds.split_for_jax_process`
+  uses), for TFDS and image folders alike."""
+
+  def __init__(self, source, name: str, process_index: int, process_count: int):
+    n = len(source)
+    self.source = source
+    self.start, self.end = n * process_index // process_count, n * (process_index + 1) // process_count
+    if self.start == self.end:
+      raise ValueError(f'{name} has {n} images, fewer than the {process_count} processes; '
+                       'each process needs a shard of at least one image')
+
+  def __len__(self) -> int:
+    return self.end - self.start
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    return self.source[self.start + int(i)]
+
+
 class UnpairedBatches:
   """The training batches of one process, a pure function of (seed, step).
 
-  Sample k = step * global_batch + j of the run is, as in the official
-  `unaligned` dataset, A image perm_e[k mod N] mod |A| (perm_e a permutation
-  of epoch e = k // N, N = max(|A|, |B|)) and a uniformly random B image.
-  This process builds rows [process_index * local, (process_index + 1) *
-  local) of each global batch.
+  Process p of P reads only its own shard of each domain (`Shard`) and builds
+  its `global_batch / P` rows of every global batch. Its local sample k =
+  step * local_batch + j is, as in the official `unaligned` dataset, A image
+  perm_e[k mod N] mod |A_p| (perm_e a permutation for local epoch e = k // N,
+  N = max(|A_p|, |B_p|)) and a uniformly random B image of its shard, with
+  crops and flips drawn from (seed, p, k). So a resumed run sees exactly the
+  images an uninterrupted one would have.
   """
 
   def __init__(self, source_a, source_b, data_config, seed: int, global_batch: int,
@@ -162,32 +186,36 @@ class UnpairedBatches:
     if global_batch % process_count:
       raise ValueError(f'config.train.batch_size={global_batch} does not divide over '
                        f'{process_count} processes')
-    self.source_a, self.source_b = source_a, source_b
+    self.shard_a = Shard(source_a, 'trainA', process_index, process_count)
+    self.shard_b = Shard(source_b, 'trainB', process_index, process_count)
     self.data_config = data_config
-    self.seed = seed
+    self.seed, self.process_index = seed, process_index
     self.global_batch = global_batch
     self.local_batch = global_batch // process_count
-    self.offset = process_index * self.local_batch
     self.epoch_length = max(len(source_a), len(source_b))
+    self.local_epoch_length = max(len(self.shard_a), len(self.shard_b))
 
   @property
   def steps_per_epoch(self) -> int:
     return max(1, self.epoch_length // self.global_batch)
 
+  def _rng(self, stream: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([self.seed, stream, self.process_index, index])
+
   @functools.lru_cache(maxsize=2)
   def _permutation(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.seed, 0, epoch]).permutation(self.epoch_length)
+    return self._rng(0, epoch).permutation(self.local_epoch_length)
 
   def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-    epoch, position = divmod(k, self.epoch_length)
-    index_a = self._permutation(epoch)[position] % len(self.source_a)
-    index_b = np.random.default_rng([self.seed, 1, k]).integers(len(self.source_b))
-    augment = np.random.default_rng([self.seed, 2, k])
-    return (preprocess(self.source_a[index_a], self.data_config, augment),
-            preprocess(self.source_b[index_b], self.data_config, augment))
+    epoch, position = divmod(k, self.local_epoch_length)
+    index_a = self._permutation(epoch)[position] % len(self.shard_a)
+    index_b = self._rng(1, k).integers(len(self.shard_b))
+    augment = self._rng(2, k)
+    return (preprocess(self.shard_a[index_a], self.data_config, augment),
+            preprocess(self.shard_b[index_b], self.data_config, augment))
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    first = step * self.global_batch + self.offset
+    first = step * self.local_batch
     pairs = [self._example(k) for k in range(first, first + self.local_batch)]
     images = {'A': [a for a, _ in pairs], 'B': [b for _, b in pairs]}
     for domain, batch in images.items():

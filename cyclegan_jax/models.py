@@ -162,13 +162,23 @@ class PixelDiscriminator(nn.Module):
     return x.astype(jnp.float32)
 
 
+DTYPES = ('float32', 'bfloat16')
+
+
+def compute_dtype(model_config) -> jnp.dtype:
+  name = model_config.get('dtype', 'float32')
+  if name not in DTYPES:
+    raise ValueError(f'config.model.dtype={name!r}: expected one of {", ".join(DTYPES)}')
+  return jnp.dtype(name)
+
+
 GENERATORS = ('resnet_9blocks', 'resnet_6blocks', 'resnet_<N>blocks', 'unet_256', 'unet_128')
 DISCRIMINATORS = ('basic', 'n_layers', 'pixel')
 
 
 def create_generator(model_config) -> nn.Module:
   name = model_config.generator
-  dtype = jnp.dtype(model_config.get('dtype', 'float32'))
+  dtype = compute_dtype(model_config)
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
   if resnet:
     return ResnetGenerator(n_blocks=int(resnet.group(1)), ngf=model_config.ngf,
@@ -181,7 +191,7 @@ def create_generator(model_config) -> nn.Module:
 
 def create_discriminator(model_config) -> nn.Module:
   name = model_config.discriminator
-  dtype = jnp.dtype(model_config.get('dtype', 'float32'))
+  dtype = compute_dtype(model_config)
   if name == 'basic':
     return NLayerDiscriminator(ndf=model_config.ndf, n_layers=3, dtype=dtype)
   if name == 'n_layers':

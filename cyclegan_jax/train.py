@@ -44,9 +44,10 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
   """Trains CycleGAN, resuming from the newest checkpoint in `workdir`."""
   workdir = os.path.abspath(workdir)
   num_devices = jax.device_count()
-  if config.train.batch_size % num_devices:
-    raise ValueError(f'config.train.batch_size={config.train.batch_size} is not divisible by '
-                     f'the {num_devices} devices; use a multiple of {num_devices}')
+  logging.info('Process %d of %d, %d of %d devices here: %s.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), num_devices,
+               jax.devices()[0].device_kind)
+  train_step_lib.check_global_batch(config.train.batch_size, num_devices)
   generator = models.create_generator(config.model)
   discriminator = models.create_discriminator(config.model)
 

@@ -103,6 +103,13 @@ def local_train_step(state: state_lib.CycleGANState, batch, *, config, schedule)
   return new_state, metrics
 
 
+def check_global_batch(batch_size: int, num_devices: int) -> None:
+  """Each device takes an equal share of the global batch."""
+  if batch_size % num_devices:
+    raise ValueError(f'config.train.batch_size={batch_size} is not divisible by the '
+                     f'{num_devices} devices; use a multiple of {num_devices}')
+
+
 def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
   """Returns jit(shard_map(local_train_step)): (state, batch) -> (state, metrics).
 

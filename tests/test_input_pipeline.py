@@ -90,15 +90,40 @@ def test_batches_are_a_pure_function_of_seed_and_step():
     np.testing.assert_array_equal(next(iterator)['A'], batches.batch(step)['A'])
 
 
-def test_processes_build_their_rows_of_the_global_batch():
-  a, b = _Ids(range(16)), _Ids(range(16))
+class _Recording(_Ids):
+  """An _Ids source that remembers which indices were read."""
+
+  def __init__(self, *args):
+    super().__init__(*args)
+    self.read = set()
+
+  def __getitem__(self, i):
+    self.read.add(int(i))
+    return super().__getitem__(i)
+
+
+def test_processes_read_disjoint_shards():
   config = _data_config()
-  whole = input_pipeline.UnpairedBatches(a, b, config, seed=0, global_batch=4).batch(2)
-  parts = [input_pipeline.UnpairedBatches(a, b, config, seed=0, global_batch=4,
-                                          process_index=i, process_count=2).batch(2)
-           for i in range(2)]
-  np.testing.assert_array_equal(np.concatenate([p['A'] for p in parts]), whole['A'])
-  np.testing.assert_array_equal(np.concatenate([p['B'] for p in parts]), whole['B'])
+  reads_a, reads_b, seen_a = [], [], []
+  for process in range(2):
+    a, b = _Recording(range(11)), _Recording(range(100, 109))
+    batches = input_pipeline.UnpairedBatches(a, b, config, seed=0, global_batch=4,
+                                             process_index=process, process_count=2)
+    assert batches.local_batch == 2 and batches.steps_per_epoch == 2  # 11 // 4
+    ids = sum((_ids(batches.batch(s)['A']) for s in range(3)), [])  # One local epoch.
+    reads_a.append(a.read)
+    reads_b.append(b.read)
+    seen_a.append(ids)
+  # Even contiguous shards: A 0-4 | 5-10, B 0-3 | 4-8 (tfds.even_splits' boundaries).
+  assert reads_a == [set(range(5)), set(range(5, 11))]
+  assert reads_b[0] <= set(range(4)) and reads_b[1] <= set(range(4, 9))
+  assert sorted(seen_a[1]) == list(range(5, 11))  # Every image of its shard, once.
+  with pytest.raises(ValueError, match='trainB has 1 images, fewer than the 2 processes'):
+    input_pipeline.UnpairedBatches(_Ids(range(4)), _Ids([7]), config, seed=0, global_batch=2,
+                                   process_index=0, process_count=2)
+  with pytest.raises(ValueError, match='batch_size=3 does not divide over 2 processes'):
+    input_pipeline.UnpairedBatches(_Ids(range(4)), _Ids(range(4)), config, seed=0,
+                                   global_batch=3, process_index=0, process_count=2)
 
 
 def test_folder_source_reads_every_format_and_mode_as_rgb(tmp_path):

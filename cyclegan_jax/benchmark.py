@@ -1,0 +1,163 @@
+"""Times the real CycleGAN train step on synthetic data; prints one JSON line.
+
+  python -m cyclegan_jax.benchmark --config=configs/horse2zebra.py --steps=20 --warmup=3
+  python -m cyclegan_jax.benchmark --config=configs/tiny.py --config.model.dtype=bfloat16
+
+The step is `train_step.make_train_step` on a batch of uniform noise of the
+configured size, made once and reused. `images_per_second` counts one image as
+one A plus one B sample, as the official code counts a training iteration
+(`batch_size` pairs), so it is `config.train.batch_size / median_step_seconds`.
+`flops_per_step` is XLA's cost analysis, summed over all devices; `mfu` divides
+the achieved rate by the dense peak of the devices (null where the peak is not
+in PEAK_TFLOPS, e.g. on CPU).
+"""
+
+import json
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import jax
+import numpy as np
+
+from cyclegan_jax import state as state_lib
+from cyclegan_jax import train_step as train_step_lib
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                lock_config=True)
+flags.DEFINE_integer('steps', 20, 'Timed train steps.')
+flags.DEFINE_integer('warmup', 3, 'Untimed train steps after compiling.')
+
+# Dense peak TFLOP/s per device: (bfloat16, float32). The first substring of
+# device_kind that matches wins. float32 on NVIDIA: TF32 tensor cores, which XLA
+# uses for f32 convolutions and matmuls by default. On TPU, f32 matmuls run as
+# bf16 passes at the default precision, so both columns are the bf16 peak.
+PEAK_TFLOPS = (
+    ('H100 PCIe', (756.0, 378.0)),
+    ('H100', (989.0, 494.7)),  # SXM.
+    ('H200', (989.0, 494.7)),
+    ('A100', (312.0, 156.0)),
+    ('TPU v4', (275.0, 275.0)),
+    ('TPU v5 lite', (197.0, 197.0)),  # v5e.
+    ('TPU v5e', (197.0, 197.0)),
+    ('TPU v5', (459.0, 459.0)),  # v5p.
+    ('TPU v6', (918.0, 918.0)),  # v6e ("TPU v6 lite").
+)
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+  for key, (bf16, fp32) in PEAK_TFLOPS:
+    if key.lower() in device_kind.lower():
+      return bf16 if dtype == 'bfloat16' else fp32
+  return None
+
+
+def flops_per_step(compiled) -> float | None:
+  """All devices' FLOPs for one step, from XLA's cost analysis.
+
+  The analysis is of the SPMD program that each device runs, so its 'flops' are
+  per device: with the same global batch, 2 CPU devices report about half of
+  what 1 device does (tiny config, batch 4: 9.03e8 on 1 device, 4.53e8 on 2).
+  Hence the product with the device count.
+  """
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # Not implemented on every backend.
+    return None
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get('flops')
+  return float(flops) * jax.device_count() if flops and flops > 0 else None
+
+
+def peak_memory_bytes() -> int | None:
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:
+      stats = None
+    if stats and 'peak_bytes_in_use' in stats:
+      peaks.append(int(stats['peak_bytes_in_use']))
+  return max(peaks) if peaks else None
+
+
+def run_benchmark(config, steps: int, warmup: int) -> dict:
+  """Compiles and times the train step; returns the JSON-ready results."""
+  num_devices, batch_size = jax.device_count(), config.train.batch_size
+  train_step_lib.check_global_batch(batch_size, num_devices)
+  if steps < 1 or warmup < 0:
+    raise ValueError(f'need --steps >= 1 and --warmup >= 0, got {steps} and {warmup}')
+  crop = config.data.crop_size
+  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
+  mesh = jax.make_mesh((num_devices,), ('data',))
+  state = state_lib.create_sharded_state(config, (crop, crop, 3), mesh, schedule)
+  train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
+
+  sharding = jax.NamedSharding(mesh, jax.P('data'))
+  rng = np.random.default_rng(config.seed)
+  local_batch = batch_size // jax.process_count()
+  batch = {}
+  for key in ('A', 'B'):
+    images = rng.uniform(-1, 1, (local_batch, crop, crop, 3)).astype(np.float32)
+    batch[key] = (jax.device_put(images, sharding) if jax.process_count() == 1 else
+                  jax.make_array_from_process_local_data(sharding, images))
+
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - start
+
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, metrics = jax.block_until_ready(compiled(state, batch))  # State is donated.
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  median, p90 = float(np.median(times)), float(np.percentile(times, 90))
+
+  dtype = config.model.get('dtype', 'float32')
+  device_kind = jax.devices()[0].device_kind
+  flops = flops_per_step(compiled)
+  tflops = flops / median / 1e12 if flops else None
+  peak = peak_tflops(device_kind, dtype)
+  return {
+      'device_kind': device_kind,
+      'platform': jax.devices()[0].platform,
+      'device_count': num_devices,
+      'process_count': jax.process_count(),
+      'image_size': crop,
+      'global_batch': batch_size,
+      'dtype': dtype,
+      'generator': config.model.generator,
+      'discriminator': config.model.discriminator,
+      'compile_seconds': compile_seconds,
+      'median_step_seconds': median,
+      'p90_step_seconds': p90,
+      'images_per_second': batch_size / median,
+      'flops_per_step': flops,
+      'tflops_per_second': tflops,
+      'peak_tflops_per_device': peak,
+      'mfu': tflops / (peak * num_devices) if tflops and peak else None,
+      'peak_memory_bytes': peak_memory_bytes(),
+      'steps': steps,
+      'warmup': warmup,
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/tiny.py')
+  try:
+    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup)
+  except ValueError as e:
+    sys.exit(f'benchmark: error: {e}')  # One line on stderr, exit status 1.
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

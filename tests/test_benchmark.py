@@ -1,0 +1,66 @@
+"""The train-step benchmark: the library function and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import tiny
+from cyclegan_jax import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = {
+    'device_kind', 'platform', 'device_count', 'process_count', 'image_size', 'global_batch',
+    'dtype', 'generator', 'discriminator', 'compile_seconds', 'median_step_seconds',
+    'p90_step_seconds', 'images_per_second', 'flops_per_step', 'tflops_per_second',
+    'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'steps', 'warmup'}
+
+
+def _run_cli(*args, xla_flags=None):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  if xla_flags:
+    env['XLA_FLAGS'] = xla_flags
+  return subprocess.run([sys.executable, '-m', 'cyclegan_jax.benchmark',
+                         '--config=configs/tiny.py', *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_peak_table():
+  assert benchmark.peak_tflops('NVIDIA H100 80GB HBM3', 'bfloat16') == 989.0
+  assert benchmark.peak_tflops('NVIDIA H100 80GB HBM3', 'float32') == 494.7
+  assert benchmark.peak_tflops('NVIDIA H200', 'bfloat16') == 989.0
+  assert benchmark.peak_tflops('NVIDIA A100-SXM4-80GB', 'float32') == 156.0
+  assert benchmark.peak_tflops('TPU v5 lite', 'bfloat16') == 197.0
+  assert benchmark.peak_tflops('TPU v5', 'bfloat16') == 459.0
+  assert benchmark.peak_tflops('cpu', 'float32') is None
+
+
+def test_cli_prints_one_json_line():
+  proc = _run_cli('--steps=3', '--warmup=1')
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert set(result) == KEYS
+  assert result['image_size'] == 32 and result['global_batch'] == 1
+  assert result['device_count'] == 1 and result['platform'] == 'cpu'
+  assert result['dtype'] == 'float32' and result['generator'] == 'resnet_2blocks'
+  assert (result['steps'], result['warmup']) == (3, 1)
+  for key in ('compile_seconds', 'median_step_seconds', 'p90_step_seconds',
+              'images_per_second', 'flops_per_step', 'tflops_per_second'):
+    assert isinstance(result[key], float) and result[key] > 0, key
+  assert result['p90_step_seconds'] >= result['median_step_seconds']
+  assert result['images_per_second'] == pytest.approx(1 / result['median_step_seconds'])
+  assert result['tflops_per_second'] == pytest.approx(
+      result['flops_per_step'] / result['median_step_seconds'] / 1e12)
+  assert result['peak_tflops_per_device'] is None and result['mfu'] is None  # CPU.
+
+
+def test_cli_indivisible_batch_is_a_clean_error():
+  proc = _run_cli('--config.train.batch_size=3',
+                  xla_flags='--xla_force_host_platform_device_count=2')
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert 'config.train.batch_size=3' in last and '2 devices' in last, proc.stderr
+  assert not proc.stdout.strip()

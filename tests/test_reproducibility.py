@@ -1,0 +1,94 @@
+"""Same config and seed, same bits: reruns, and runs killed and resumed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from cyclegan_jax import checkpoints
+from cyclegan_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_STEPS = 80
+# Every source of randomness in play: shuffled epochs (12 images, batch 2),
+# random B images, crops and flips, dropout, and a pool that fills and swaps.
+OVERRIDES = {'train.num_steps': NUM_STEPS, 'train.batch_size': 2, 'train.pool_size': 3,
+             'model.dropout': True, 'checkpoint_every_steps': 10, 'keep_checkpoints': 20,
+             'log_every_steps': 10, 'sample_every_steps': 1000}
+
+
+def _config(image_folder, seed=0):
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  config.seed = seed
+  for field, value in OVERRIDES.items():
+    section, _, name = field.rpartition('.')
+    (config[section] if section else config)[name] = value
+  return config
+
+
+def _final_state(workdir) -> dict:
+  """The whole saved train state at the last step: parameters, Adam moments,
+  pools, step and RNG key, as numpy arrays."""
+  manager = ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir)))
+  assert manager.latest_step() == NUM_STEPS
+  restored = manager.restore(NUM_STEPS, args=ocp.args.StandardRestore())
+  return jax.tree.map(np.asarray, restored)
+
+
+def _identical(a, b) -> bool:
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(leaves_a) == len(leaves_b) and all(
+      x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b))
+
+
+def _command(image_folder, workdir):
+  return [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+          f'--config.data.image_dir={image_folder}',
+          *(f'--config.{field}={value}' for field, value in OVERRIDES.items())]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(image_folder, tmp_path_factory):
+  """The final state of one uninterrupted run with seed 0."""
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  state = train.train_and_evaluate(_config(image_folder), str(workdir))
+  assert int(state.step) == NUM_STEPS
+  return _final_state(workdir)
+
+
+def test_reruns_match_bit_for_bit_and_seeds_differ(image_folder, uninterrupted, tmp_path):
+  train.train_and_evaluate(_config(image_folder), str(tmp_path / 'again'))
+  assert _identical(_final_state(tmp_path / 'again'), uninterrupted)
+  train.train_and_evaluate(_config(image_folder, seed=1), str(tmp_path / 'other_seed'))
+  other = _final_state(tmp_path / 'other_seed')
+  assert not np.array_equal(other['gen_ab']['params']['Conv_0']['kernel'],
+                            uninterrupted['gen_ab']['params']['Conv_0']['kernel'])
+
+
+def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(image_folder, uninterrupted,
+                                                           tmp_path):
+  workdir = tmp_path / 'killed'
+  command = _command(image_folder, workdir)
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  first_checkpoint = workdir / 'checkpoints' / '10'  # Orbax renames it into place when done.
+  deadline = time.time() + 300
+  while not first_checkpoint.is_dir() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+  assert steps and steps[-1] < NUM_STEPS, f'killed too late: checkpoints {steps}'
+
+  resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resuming from the checkpoint at step {steps[-1]}' in resumed.stderr
+  assert _identical(_final_state(workdir), uninterrupted)
