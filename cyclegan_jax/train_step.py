@@ -120,4 +120,9 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
   step = jax.shard_map(
       functools.partial(local_train_step, config=config, schedule=schedule),
       mesh=mesh, in_specs=(specs, P('data')), out_specs=(specs, P()))
-  return jax.jit(step, donate_argnums=0)
+  # The new state in exactly the shardings the state came in (shard_map would
+  # spell them P(None, ...), which the jit cache does not match with P()), so
+  # that step 2 runs the program compiled for step 1.
+  state_shardings = state_lib.shardings(mesh, abstract_state)
+  return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P())),
+                 donate_argnums=0)

@@ -21,10 +21,15 @@ def _run_steps(config, num_steps=2):
   step = train_step_lib.make_train_step(config, mesh, state, schedule)
   sharding = jax.NamedSharding(mesh, jax.P('data'))
   rng = np.random.default_rng(0)
+  expected_shardings = [x.sharding for x in jax.tree.leaves(state)]
   for _ in range(num_steps):
     batch = {d: jax.device_put(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32), sharding)
              for d in 'AB'}
     state, metrics = step(state, batch)
+    # The new state comes back in the shardings it went in with, so the next
+    # step reuses the compiled program instead of compiling a second one.
+    assert [x.sharding for x in jax.tree.leaves(state)] == expected_shardings
+  assert step._cache_size() == 1  # pylint: disable=protected-access
   return state, jax.device_get(metrics)
 
 
