@@ -53,5 +53,8 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.sample_every_steps = 1000
   config.num_samples = 4  # Test images per domain in each sample grid.
   config.checkpoint_every_steps = 5000
+  # > 0: a jax.profiler trace of this many steps, from step 10 on (after
+  # compilation), into workdir/plugins/profile for TensorBoard's profiler.
+  config.profile_steps = 0
   config.keep_checkpoints = 3
   return config

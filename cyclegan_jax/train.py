@@ -18,6 +18,9 @@ from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 
 
+PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
+
+
 def training_image_shape(config, batches) -> tuple[int, int, int]:
   if config.data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
     return (config.data.crop_size, config.data.crop_size, 3)
@@ -85,6 +88,10 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
       workdir, just_logging=jax.process_index() != 0)
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if jax.process_index() == 0 else []
+  if config.get('profile_steps', 0) > 0 and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(
+        logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
+        first_profile=PROFILE_FIRST_STEP, every_secs=None))
 
   data = batches.iterate(start_step, config.data.num_workers)
   buffered_metrics = []

@@ -145,3 +145,14 @@ def test_train_on_four_devices(image_folder, tmp_path):
   result = _run(['-c', FOUR_DEVICES, image_folder, str(tmp_path)],
                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   assert 'OK four devices' in result.stdout
+
+
+def test_profile_steps_write_a_trace(image_folder, tmp_path):
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  config.train.num_steps = 14
+  config.profile_steps = 2  # Steps 11 and 12.
+  config.sample_every_steps = config.checkpoint_every_steps = 100
+  train.train_and_evaluate(config, str(tmp_path))
+  traces = glob.glob(str(tmp_path / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
