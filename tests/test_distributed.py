@@ -115,6 +115,7 @@ def test_two_processes_end_with_identical_parameters(image_folder, tmp_path):
   # Written once: one checkpoint folder per saved step, one sample grid each.
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '3']
   assert sorted(os.listdir(workdir / 'samples')) == ['step_00000002.png', 'step_00000003.png']
+  assert len([f for f in os.listdir(workdir) if f.startswith('events.out.tfevents')]) == 1
 
 
 def test_initialize_needs_all_three_flags_and_is_a_no_op_alone(monkeypatch):
@@ -131,3 +132,14 @@ def test_initialize_needs_all_three_flags_and_is_a_no_op_alone(monkeypatch):
   assert not distributed.launched_as_several_processes()
   monkeypatch.setenv('SLURM_NTASKS', '8')
   assert distributed.launched_as_several_processes()
+
+
+def test_command_line_refuses_incomplete_process_flags(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path}',
+       '--coordinator_address=127.0.0.1:1234', '--process_id=0'],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  assert '--coordinator_address, --num_processes and --process_id go together' in result.stderr
+  assert not os.listdir(tmp_path)
