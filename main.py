@@ -5,6 +5,10 @@
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
 """
 
+import contextlib
+import importlib.util
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -33,25 +37,77 @@ flags.DEFINE_integer('process_id', None, 'Multi-process: this process, 0 to num_
 flags.mark_flag_as_required('workdir')
 
 
+def _missing_override(argv) -> str | None:
+  """The first `--config.a.b=v` whose field the config file lacks, explained."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if path is None:
+    return None
+  spec = importlib.util.spec_from_file_location('config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    name = arg[len('--config.'):].split('=', 1)[0]
+    node, parts = config, name.split('.')
+    for i, part in enumerate(parts):
+      where = 'config' + ''.join('.' + p for p in parts[:i])
+      if not hasattr(node, 'keys'):
+        return f'--config.{name}: {where} is a {type(node).__name__}, not a group of fields'
+      if part not in node:
+        return (f'--config.{name}: {where} has no field {part!r} '
+                f'(its fields: {", ".join(sorted(node.keys()))})')
+      node = node[part]
+  return None
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with every flag or config error on one line."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), '?')
+  try:
+    rest = FLAGS(argv)
+    if FLAGS.config is not None:
+      FLAGS.config.keys()  # A config file that failed to load raises only when used.
+    return rest
+  except flags.Error as e:
+    _fail(str(e), status=2)
+  except (AttributeError, KeyError, TypeError) as e:  # An override names a missing field?
+    missing = None
+    with contextlib.suppress(Exception):
+      missing = _missing_override(argv)
+    _fail(missing or f'--config={path}: {type(e).__name__}: {e}', status=2)
+  except Exception as e:  # pylint: disable=broad-except  # Whatever the config file raised.
+    _fail(f'--config={path}: cannot load this config file '
+          f'({str(e).strip().splitlines()[-1].strip()})', status=2)
+
+
+def _fail(message: str, status: int = 1):
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    _fail(f'unexpected arguments: {" ".join(argv[1:])}', status=2)
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            force=FLAGS.distributed)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
-  if FLAGS.mode == 'train':
-    if FLAGS.config is None:
-      raise app.UsageError('--config is required to train, e.g. --config=configs/horse2zebra.py')
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  else:
-    if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError('--mode=translate needs --input=DIR and --output=DIR')
-    written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                         FLAGS.direction, FLAGS.step)
-    logging.info('Wrote %d images to %s', len(written), FLAGS.output)
+    if FLAGS.mode == 'train':
+      if FLAGS.config is None:
+        _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      if not FLAGS.input or not FLAGS.output:
+        _fail('--mode=translate needs --input=DIR and --output=DIR', status=2)
+      written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                           FLAGS.direction, FLAGS.step)
+      logging.info('Wrote %d images to %s', len(written), FLAGS.output)
+  # What the library raises for bad input, bad data, a full disk or a NaN:
+  # one line, no traceback. Anything else is a bug and keeps its traceback.
+  except (ValueError, OSError, FloatingPointError) as e:
+    _fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

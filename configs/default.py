@@ -22,6 +22,9 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.data.preprocess = 'resize_and_crop'
   config.data.flip = True
   config.data.num_workers = 4  # Threads decoding and augmenting images.
+  # False: a corrupt or unreadable training image stops training with its name.
+  # True: it is replaced by another image of its domain and counted in the log.
+  config.data.skip_bad_images = False
 
   config.model = ml_collections.ConfigDict()
   # resnet_9blocks | resnet_6blocks | resnet_<N>blocks | unet_256 | unet_128

@@ -2,16 +2,20 @@
 
 import functools
 import os
+import signal
+import threading
 import time
 
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from PIL import Image
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import config_checks
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
@@ -43,6 +47,58 @@ def sample_grid(generator, state, test_a, test_b) -> np.ndarray:
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
 
 
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or infinite; the state of that step was not saved."""
+
+
+def _check_finite(done: int, metrics, manager) -> None:
+  values = jax.device_get(metrics)
+  bad = {k: float(v) for k, v in values.items() if not np.isfinite(v)}
+  if bad:
+    manager.wait_until_finished()  # The checkpoints already under way complete.
+    name, value = next(iter(bad.items()))
+    raise NonFiniteLossError(
+        f'step {done}: loss {name} is {value} (non-finite: {", ".join(bad)}); stopped without '
+        f'saving this state. The newest checkpoint is step {manager.latest_step()}: lower '
+        'config.train.lr, or check the data, then run again (it resumes from there)')
+
+
+class _StopSignals:
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to save and stop.
+
+  A second signal of the same kind gets the default behaviour (exit at once).
+  """
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():  # Python's rule for handlers.
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+    signal.signal(signum, self._previous[signum])
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+  def stop_now(self, done: int, every: int) -> bool:
+    """Whether to stop after step `done`. Processes of a multi-process run
+    agree first (each sees its own signal), at every `every`-th step."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    if done % every:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self.received is not None))
+    return bool(np.any(flags))
+
+
 def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
   """Trains CycleGAN, resuming from the newest checkpoint in `workdir`."""
   workdir = os.path.abspath(workdir)
@@ -50,9 +106,13 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
   logging.info('Process %d of %d, %d of %d devices here: %s.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), num_devices,
                jax.devices()[0].device_kind)
-  train_step_lib.check_global_batch(config.train.batch_size, num_devices)
+  config_checks.validate(config, num_devices)
+  checkpoints.prepare_workdir(workdir)
+  manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
+  if manager.latest_step() is not None and checkpoints.has_config(workdir):
+    config_checks.check_resumable(checkpoints.load_config(workdir), config, workdir)
+  checkpoints.save_config(config, workdir)
   generator = models.create_generator(config.model)
-  discriminator = models.create_discriminator(config.model)
 
   sources = input_pipeline.open_sources(config.data)
   batches = input_pipeline.UnpairedBatches(
@@ -72,8 +132,6 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
     logging.info('%s: %s parameters', name, f'{count:,}')
     print(f'{name}: {count:,} parameters', flush=True)
 
-  checkpoints.save_config(config, workdir)
-  manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   state = checkpoints.restore_latest(manager, state)
   start_step = int(state.step)
   if start_step:
@@ -95,43 +153,59 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
 
   data = batches.iterate(start_step, config.data.num_workers)
   buffered_metrics = []
+  previous = None  # (step count, metrics) of the step before, checked while this one runs.
   last_log = (start_step, time.time())
-  for step in range(start_step, total_steps):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      local = next(data)
-      if local['A'].shape[1:] != image_shape or local['B'].shape[1:] != image_shape:
-        raise ValueError(f'step {step}: images of {local["A"].shape[1:]}/{local["B"].shape[1:]} '
-                         f'after preprocessing, but training started with {image_shape}; '
-                         f'config.data.preprocess={config.data.preprocess!r} needs images of '
-                         'one size')
-      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-               for k, v in local.items()}
-      state, metrics = train_step(state, batch)
-      buffered_metrics.append(metrics)
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    is_last = done == total_steps
+  with _StopSignals() as signals:
+    for step in range(start_step, total_steps):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        local = next(data)
+        if local['A'].shape[1:] != image_shape or local['B'].shape[1:] != image_shape:
+          raise ValueError(f'step {step}: images of {local["A"].shape[1:]}/'
+                           f'{local["B"].shape[1:]} after preprocessing, but training started '
+                           f'with {image_shape}; config.data.preprocess='
+                           f'{config.data.preprocess!r} needs images of one size')
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                 for k, v in local.items()}
+        state, metrics = train_step(state, batch)
+        buffered_metrics.append(metrics)
+      done = step + 1
+      # A NaN stops training at once. Checking the previous step's losses
+      # while this step runs keeps the device busy.
+      if previous is not None:
+        _check_finite(*previous, manager)
+      previous = (done, metrics)
+      for hook in hooks:
+        hook(done)
+      stop = signals.stop_now(done, config.log_every_steps)
+      is_last = done == total_steps or stop
 
-    if done % config.log_every_steps == 0 or is_last:
-      summary = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(buffered_metrics))
-      elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
-      summary['steps_per_sec'] = elapsed_steps / elapsed_time
-      writer.write_scalars(done, summary)
-      buffered_metrics, last_log = [], (done, time.time())
+      if done % config.log_every_steps == 0 or is_last:
+        summary = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(buffered_metrics))
+        elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
+        summary['steps_per_sec'] = elapsed_steps / elapsed_time
+        writer.write_scalars(done, summary)
+        buffered_metrics, last_log = [], (done, time.time())
 
-    if done % config.sample_every_steps == 0 or is_last:
-      with report_progress.timed('sample'):
-        grid = sample_grid(generator, state, test_a, test_b)
-        writer.write_images(done, {'samples': grid[None]})
-        if jax.process_index() == 0:
-          os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-          Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
+      if done % config.sample_every_steps == 0 or is_last:
+        with report_progress.timed('sample'):
+          grid = sample_grid(generator, state, test_a, test_b)
+          writer.write_images(done, {'samples': grid[None]})
+          if jax.process_index() == 0:
+            os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
+            Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
 
-    if done % config.checkpoint_every_steps == 0 or is_last:
-      with report_progress.timed('checkpoint'):
-        checkpoints.save(manager, state)
+      if done % config.checkpoint_every_steps == 0 or is_last:
+        _check_finite(done, metrics, manager)  # Never save a NaN state.
+        with report_progress.timed('checkpoint'):
+          checkpoints.save(manager, state)
 
-  manager.wait_until_finished()
+      if stop:
+        message = (f'Stopped by {signals.received or "another process"} after step {done} '
+                   f'and saved a checkpoint there; run the same command to resume.')
+        logging.warning(message)
+        print(message, flush=True)
+        break
+
+  checkpoints.wait_until_finished(manager)
   writer.flush()
   return state

@@ -1,0 +1,112 @@
+"""Checks a training config before anything is loaded or compiled, so that a
+typo costs a one-line error naming the field rather than a traceback (or a
+run that trains something else than intended)."""
+
+import re
+
+from cyclegan_jax import input_pipeline
+from cyclegan_jax import losses
+from cyclegan_jax import models
+from cyclegan_jax import train_step
+
+
+def _field(config, name: str):
+  value = config
+  for part in name.split('.'):
+    value = value[part]
+  return value
+
+
+def _require(ok: bool, config, name: str, expected: str) -> None:
+  if not ok:
+    raise ValueError(f'config.{name}={_field(config, name)!r}: expected {expected}')
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises ValueError naming the first field with an impossible value."""
+  is_int = lambda name: isinstance(_field(config, name), int) and not isinstance(
+      _field(config, name), bool)
+  number = lambda name: isinstance(_field(config, name), (int, float)) and not isinstance(
+      _field(config, name), bool)
+
+  def at_least(name, low, kind='an integer'):
+    ok = (is_int(name) if kind == 'an integer' else number(name)) and _field(config, name) >= low
+    _require(ok, config, name, f'{kind} >= {low}')
+
+  def one_of(name, options):
+    _require(_field(config, name) in options, config, name, 'one of ' + ', '.join(options))
+
+  # Model.
+  _require(isinstance(config.model.generator, str) and (
+      re.fullmatch(r'resnet_\d+blocks', config.model.generator)
+      or config.model.generator in ('unet_256', 'unet_128')),
+           config, 'model.generator', 'one of ' + ', '.join(models.GENERATORS))
+  one_of('model.discriminator', models.DISCRIMINATORS)
+  one_of('model.dtype', models.DTYPES)
+  for name in ('model.ngf', 'model.ndf', 'model.n_layers_d'):
+    at_least(name, 1)
+
+  # Data.
+  data = config.data
+  one_of('data.preprocess', input_pipeline.PREPROCESS_MODES)
+  at_least('data.crop_size', 4)
+  at_least('data.load_size', 4)
+  at_least('data.num_workers', 0)
+  if data.preprocess in ('resize_and_crop', 'scale_width_and_crop'):
+    _require(data.crop_size <= data.load_size, config, 'data.crop_size',
+             f'<= config.data.load_size={data.load_size} (images are resized to load_size, '
+             'then cropped)')
+  multiple = models.generator_multiple(models.create_generator(config.model))
+  if data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
+    _require(data.crop_size % multiple == 0, config, 'data.crop_size',
+             f'a multiple of {multiple} for model.generator={config.model.generator!r}')
+  if not (data.builtin or data.image_dir or data.tfds_name):
+    raise ValueError('config.data: no dataset; set data.image_dir (a folder), data.tfds_name '
+                     'or data.builtin')
+
+  # Training.
+  t = config.train
+  at_least('train.batch_size', 1)
+  train_step.check_global_batch(t.batch_size, num_devices)
+  for name in ('train.n_epochs', 'train.n_epochs_decay', 'train.num_steps', 'train.pool_size'):
+    at_least(name, 0)
+  if t.num_steps == 0 and t.n_epochs + t.n_epochs_decay == 0:
+    raise ValueError('config.train: n_epochs + n_epochs_decay = 0 and num_steps = 0; '
+                     'expected some training')
+  _require(number('train.lr') and t.lr > 0, config, 'train.lr', 'a number > 0')
+  for name in ('train.beta1', 'train.beta2'):
+    _require(number(name) and 0 <= _field(config, name) < 1, config, name,
+             'a number in [0, 1)')
+  one_of('train.gan_mode', losses.GAN_MODES)
+  for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp'):
+    at_least(name, 0, kind='a number')
+
+  # Loop.
+  for name in ('log_every_steps', 'sample_every_steps', 'checkpoint_every_steps'):
+    at_least(name, 1)
+  at_least('num_samples', 1)
+  for name in ('keep_checkpoints', 'profile_steps'):
+    at_least(name, 0)
+  _require(is_int('seed'), config, 'seed', 'an integer')
+
+
+# Fields that fix the shapes of the saved state: a checkpoint cannot be
+# resumed with other values.
+SHAPE_FIELDS = ('model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
+                'model.ndf', 'train.pool_size', 'data.crop_size', 'data.preprocess')
+
+
+def _get(config, name: str):
+  try:
+    return _field(config, name)
+  except (KeyError, AttributeError):
+    return None
+
+
+def check_resumable(stored, config, workdir: str) -> None:
+  """Refuses to resume a workdir trained with another model shape."""
+  differ = [f'{name}: {_get(stored, name)!r} there, {_get(config, name)!r} now'
+            for name in SHAPE_FIELDS if _get(stored, name) != _get(config, name)]
+  if differ:
+    raise ValueError(f'{workdir} holds checkpoints of another model shape ({"; ".join(differ)}); '
+                     'use another --workdir, or the same values to resume')

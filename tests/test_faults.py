@@ -1,0 +1,158 @@
+"""Hostile configs, command lines and faults during training: each ends in a
+clear one-line message and a workdir that resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from cyclegan_jax import checkpoints
+from cyclegan_jax import config_checks
+from cyclegan_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(image_folder, **overrides):
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  for field, value in overrides.items():
+    node = config
+    *groups, name = field.split('.')
+    for group in groups:
+      node = node[group]
+    node[name] = value
+  return config
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('data.crop_size', 300, "config.data.crop_size=300: expected <= config.data.load_size=36"),
+    ('data.crop_size', 30, 'config.data.crop_size=30: expected a multiple of 4'),
+    ('data.preprocess', 'resize', "config.data.preprocess='resize': expected one of"),
+    ('model.generator', 'resnet9', "config.model.generator='resnet9': expected one of"),
+    ('model.discriminator', 'patch', "config.model.discriminator='patch': expected one of"),
+    ('model.dtype', 'float16', "config.model.dtype='float16': expected one of"),
+    ('model.ngf', 0, 'config.model.ngf=0: expected an integer >= 1'),
+    ('train.gan_mode', 'lsgan2', "config.train.gan_mode='lsgan2': expected one of"),
+    ('train.lambda_cycle', -1.0, 'config.train.lambda_cycle=-1.0: expected a number >= 0'),
+    ('train.lambda_identity', -0.5, 'config.train.lambda_identity=-0.5: expected a number >= 0'),
+    ('train.lr', 0.0, 'config.train.lr=0.0: expected a number > 0'),
+    ('train.beta1', 1.0, 'config.train.beta1=1.0: expected a number in [0, 1)'),
+    ('train.batch_size', 0, 'config.train.batch_size=0: expected an integer >= 1'),
+    ('train.batch_size', 6, 'config.train.batch_size=6 is not divisible by the 4 devices'),
+    ('train.pool_size', -1, 'config.train.pool_size=-1: expected an integer >= 0'),
+    ('checkpoint_every_steps', 0, 'config.checkpoint_every_steps=0: expected an integer >= 1'),
+    ('num_samples', 0, 'config.num_samples=0: expected an integer >= 1'),
+])
+def test_impossible_config_values_name_the_field(field, value, message):
+  config = _tiny('/nowhere', **{field: value})
+  with pytest.raises(ValueError) as error:
+    config_checks.validate(config, num_devices=4 if field == 'train.batch_size' else 1)
+  assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_every_shipped_config_is_valid():
+  config_checks.validate(tiny.get_config(), num_devices=1)
+  from configs import default, quickstart  # pylint: disable=import-outside-toplevel
+  config_checks.validate(default.get_config(), num_devices=1)
+  config_checks.validate(quickstart.get_config(), num_devices=1)
+
+
+def _main(*args, timeout=300, **kwargs):
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout, **kwargs)
+
+
+def _one_line_error(result, status):
+  assert result.returncode == status, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: '), result.stderr[-3000:]
+  return last
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config=configs/tiny.py', '--config.train.lambda_cycl=5'],
+     "error: --config.train.lambda_cycl: config.train has no field 'lambda_cycl' (its fields: "),
+    (['--config=configs/tiny.py', '--config.train.lr=fast'],
+     "error: flag --config.train.lr=fast: could not convert string to float: 'fast'"),
+    (['--config=configs/tiny2.py'],
+     'error: --config=configs/tiny2.py: cannot load this config file ([Errno 2] No such file'),
+    (['--config=configs/tiny.py', '--config.data.crop_size=40'],
+     'error: config.data.crop_size=40: expected <= config.data.load_size=36'),
+])
+def test_command_line_mistakes_are_one_line(args, message, tmp_path):
+  workdir = tmp_path / 'w'
+  result = _main(*args, f'--workdir={workdir}')
+  assert message in _one_line_error(result, 2 if 'crop_size' not in message else 1)
+  assert not workdir.exists() or not os.listdir(workdir)
+
+
+def test_resuming_with_another_model_shape_is_refused(image_folder, tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 1}), workdir)
+  stored = (tmp_path / 'config.json').read_text()
+  other = _tiny(image_folder, **{'train.num_steps': 2, 'model.ngf': 16, 'train.pool_size': 7})
+  with pytest.raises(ValueError) as error:
+    train.train_and_evaluate(other, workdir)
+  assert str(error.value) == (
+      f'{workdir} holds checkpoints of another model shape (model.ngf: 8 there, 16 now; '
+      'train.pool_size: 50 there, 7 now); use another --workdir, or the same values to resume')
+  assert (tmp_path / 'config.json').read_text() == stored
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+  # Other fields (here the length of the run) may change on resume.
+  state = train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 2}), workdir)
+  assert int(state.step) == 2
+
+
+def test_a_nan_stops_training_and_no_nan_state_is_saved(image_folder, tmp_path):
+  # A learning rate of 1e30 moves every weight by ~1e30 in step 1, which
+  # overflows the losses of step 2.
+  config = _tiny(image_folder, **{'train.lr': 1e30, 'train.num_steps': 8,
+                                  'checkpoint_every_steps': 1})
+  with pytest.raises(train.NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert str(error.value).startswith('step 2: loss ')
+  assert 'stopped without saving this state. The newest checkpoint is step 1' in str(error.value)
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
+  manager = ocp.CheckpointManager(checkpoints.checkpoint_dir(str(tmp_path)))
+  saved = manager.restore(1, args=ocp.args.StandardRestore())
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(saved))
+
+
+def test_unwritable_workdir_is_a_clear_error_before_compiling(image_folder, tmp_path):
+  (tmp_path / 'file').write_text('not a folder')
+  workdir = tmp_path / 'file' / 'run'
+  with pytest.raises(OSError, match=f'{workdir}: cannot write to this workdir'):
+    train.train_and_evaluate(_tiny(image_folder), str(workdir))
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_checkpoint(image_folder, tmp_path):
+  workdir = tmp_path / 'w'
+  args = ['main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+          f'--config.data.image_dir={image_folder}']
+  # Files over 400 kB fail with EFBIG, as on a full disk: config.json and the
+  # event file fit, a checkpoint's arrays (about 2 MB) do not.
+  result = subprocess.run(['bash', '-c', 'ulimit -f 400 && exec "$0" "$@"', sys.executable,
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+  # Orbax logs the failure of its background writer with a traceback (and
+  # threads may log after it); the command's own message is one line.
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert (f'error: {workdir}/checkpoints: could not write a checkpoint (File too large); '
+          'the newest complete checkpoint is none yet. Free some space (or fix the '
+          'permissions) and run the same command again to resume from there'
+          ) in result.stderr.splitlines(), result.stderr[-3000:]
+  manager = ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir)))
+  assert manager.latest_step() is None  # Nothing half-written passes for a checkpoint.
+  # With space again, the same command trains from the start to the end.
+  result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir))).latest_step() == 4
+  assert json.loads((workdir / 'config.json').read_text())['train']['num_steps'] == 4
