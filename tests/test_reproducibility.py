@@ -1,6 +1,8 @@
 """Same config and seed, same bits: reruns, and runs killed and resumed."""
 
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -73,22 +75,60 @@ def test_reruns_match_bit_for_bit_and_seeds_differ(image_folder, uninterrupted, 
                             uninterrupted['gen_ab']['params']['Conv_0']['kernel'])
 
 
-def test_run_killed_after_a_checkpoint_resumes_bit_for_bit(image_folder, uninterrupted,
-                                                           tmp_path):
-  workdir = tmp_path / 'killed'
+def _complete_steps(workdir) -> list[int]:
+  folder = workdir / 'checkpoints'
+  return sorted(int(s) for s in os.listdir(folder) if s.isdigit()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_saves_and_resumes_bit_for_bit(image_folder, uninterrupted, tmp_path,
+                                                        signum):
+  workdir = tmp_path / 'stopped'
   command = _command(image_folder, workdir)
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  first_checkpoint = workdir / 'checkpoints' / '10'  # Orbax renames it into place when done.
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 300
-  while not first_checkpoint.is_dir() and process.poll() is None and time.time() < deadline:
+  while not _complete_steps(workdir) and process.poll() is None and time.time() < deadline:
     time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
-  assert steps and steps[-1] < NUM_STEPS, f'killed too late: checkpoints {steps}'
+  process.send_signal(signum)
+  output, _ = process.communicate(timeout=300)
+  assert process.returncode == 0, output[-3000:]
+  stopped = re.search(rf'Stopped by {signum.name} after step (\d+) and saved a checkpoint '
+                      r'there; run the same command to resume\.', output)
+  assert stopped, output[-3000:]
+  step = int(stopped.group(1))
+  assert 10 <= step < NUM_STEPS and _complete_steps(workdir)[-1] == step
+  if signum == signal.SIGINT:
+    return  # Resuming is the same as after SIGTERM, checked below.
 
   resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'Resuming from the checkpoint at step {steps[-1]}' in resumed.stderr
+  assert f'Resuming from the checkpoint at step {step}' in resumed.stderr
+  assert _identical(_final_state(workdir), uninterrupted)
+
+
+def test_repeated_sigkill_at_random_moments_resumes_bit_for_bit(image_folder, uninterrupted,
+                                                                tmp_path):
+  """Killed with SIGKILL again and again, each time at a random moment after
+  a new checkpoint; with a checkpoint every 2 steps, some kills land
+  mid-save. Each restart resumes from the newest complete checkpoint."""
+  workdir = tmp_path / 'killed'
+  command = [*_command(image_folder, workdir), '--config.checkpoint_every_steps=2']
+  rng = random.Random(0)
+  resumed_from = []
+  for _ in range(4):
+    before = (_complete_steps(workdir) or [0])[-1]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while ((_complete_steps(workdir) or [0])[-1] <= before and process.poll() is None
+           and time.time() < deadline):
+      time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.4))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_from.append(before)
+  assert len(set(resumed_from)) == 4 and resumed_from[-1] < NUM_STEPS, resumed_from
+  final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert final.returncode == 0, final.stderr[-3000:]
   assert _identical(_final_state(workdir), uninterrupted)
