@@ -11,8 +11,10 @@ import collections
 import concurrent.futures
 import functools
 import os
+import threading
 from typing import Iterator, Sequence
 
+from absl import logging
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -23,20 +25,53 @@ PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_c
 SPLITS = ('trainA', 'trainB', 'testA', 'testB')
 
 
+# 16-bit grayscale (PNG opens as 'I;16'; older Pillow gives 'I'). convert('RGB')
+# would clip it at 255, so these are scaled to 8 bits by hand.
+SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
+class BadImageError(ValueError):
+  """An image file that cannot be decoded: corrupt, truncated or not an image."""
+
+
 def load_image(path: str) -> np.ndarray:
-  """Any image file -> uint8 RGB array (H, W, 3), EXIF orientation applied."""
-  with Image.open(path) as image:
-    image = ImageOps.exif_transpose(image)
-    return np.asarray(image.convert('RGB'))
+  """Any image file -> uint8 RGB array (H, W, 3), EXIF orientation applied.
+
+  Raises BadImageError, naming the file, for anything that does not decode
+  completely (a truncated file included).
+  """
+  try:
+    with Image.open(path) as image:
+      # Decode every pixel here, inside the try: Image.open reads only the
+      # header, so a truncated file fails only now ('image file is truncated').
+      image.load()
+      image = ImageOps.exif_transpose(image)
+      if image.mode in SIXTEEN_BIT_MODES:
+        # Keep the high byte (65535 -> 255, 32768 -> 128), as Pillow itself
+        # does when it opens a 16-bit RGB PNG.
+        gray = (np.clip(np.asarray(image, np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+      return np.asarray(image.convert('RGB'))
+  except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError...
+    reason = ' '.join(str(e).split()) or type(e).__name__  # One line.
+    raise BadImageError(f'{path}: cannot read this image ({reason})') from e
+
+
+def _with_skip_hint(error: BadImageError) -> BadImageError:
+  return BadImageError(f'{error}; remove or replace it, or set '
+                       'config.data.skip_bad_images=True to skip such files')
 
 
 def list_images(folder: str) -> list[str]:
   """Sorted image files directly inside `folder`."""
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f'{folder}: no such folder; expected a folder of images '
+    problem = 'not a folder' if os.path.exists(folder) else 'no such folder'
+    raise FileNotFoundError(f'{folder}: {problem}; expected a folder of images '
                             f'({"/".join(IMAGE_EXTENSIONS)})')
-  files = sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                 if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.'))
+  with os.scandir(folder) as entries:  # is_file(): a sub-folder named x.png is no image.
+    files = sorted(entry.path for entry in entries
+                   if entry.name.lower().endswith(IMAGE_EXTENSIONS)
+                   and not entry.name.startswith('.') and entry.is_file())
   if not files:
     raise FileNotFoundError(f'{folder}: no images found; expected files ending in '
                             f'{", ".join(IMAGE_EXTENSIONS)}')
@@ -81,6 +116,16 @@ def open_sources(data_config) -> dict[str, Sequence]:
   if data_config.builtin:
     image_dir = quickstart_data.build(data_config.builtin, data_config.cache_dir)
   if image_dir:
+    image_dir = os.path.expanduser(image_dir)
+    if not os.path.isdir(image_dir):
+      raise FileNotFoundError(f'config.data.image_dir={image_dir}: no such folder; expected a '
+                              f'folder holding {", ".join(SPLITS)}')
+    # Every missing split at once, so one run shows all that needs fixing.
+    missing = [os.path.join(image_dir, split) for split in SPLITS
+               if not os.path.isdir(os.path.join(image_dir, split))]
+    if missing:
+      raise FileNotFoundError(f'{", ".join(missing)}: no such folder; config.data.image_dir '
+                              f'must hold {", ".join(SPLITS)} folders of images')
     return {split: FolderSource(os.path.join(image_dir, split)) for split in SPLITS}
   return {split: TfdsSource(data_config.tfds_name, split, data_config.tfds_data_dir)
           for split in SPLITS}
@@ -156,7 +201,7 @@ class Shard:
 
   def __init__(self, source, name: str, process_index: int, process_count: int):
     n = len(source)
-    self.source = source
+    self.source, self.name = source, name
     self.start, self.end = n * process_index // process_count, n * (process_index + 1) // process_count
     if self.start == self.end:
       raise ValueError(f'{name} has {n} images, fewer than the {process_count} processes; '
@@ -167,6 +212,11 @@ class Shard:
 
   def __getitem__(self, i: int) -> np.ndarray:
     return self.source[self.start + int(i)]
+
+  def describe(self, i: int) -> str:
+    """Image i's file, or its split and index for sources without files (TFDS)."""
+    files = getattr(self.source, 'files', None)
+    return files[self.start + i] if files else f'{self.name} image {self.start + i}'
 
 
 class UnpairedBatches:
@@ -179,6 +229,11 @@ class UnpairedBatches:
   N = max(|A_p|, |B_p|)) and a uniformly random B image of its shard, with
   crops and flips drawn from (seed, p, k). So a resumed run sees exactly the
   images an uninterrupted one would have.
+
+  A file that cannot be read raises BadImageError naming it, or, with
+  `data_config.skip_bad_images`, is replaced by the next readable image of
+  its shard (wrapping), which keeps batches a pure function of (seed, step);
+  `skipped` holds the names of the files skipped so far.
   """
 
   def __init__(self, source_a, source_b, data_config, seed: int, global_batch: int,
@@ -194,6 +249,8 @@ class UnpairedBatches:
     self.local_batch = global_batch // process_count
     self.epoch_length = max(len(source_a), len(source_b))
     self.local_epoch_length = max(len(self.shard_a), len(self.shard_b))
+    self.skipped: set[str] = set()
+    self._skipped_lock = threading.Lock()  # `iterate` calls `batch` from several threads.
 
   @property
   def steps_per_epoch(self) -> int:
@@ -211,8 +268,26 @@ class UnpairedBatches:
     index_a = self._permutation(epoch)[position] % len(self.shard_a)
     index_b = self._rng(1, k).integers(len(self.shard_b))
     augment = self._rng(2, k)
-    return (preprocess(self.shard_a[index_a], self.data_config, augment),
-            preprocess(self.shard_b[index_b], self.data_config, augment))
+    return (preprocess(self._read(self.shard_a, index_a), self.data_config, augment),
+            preprocess(self._read(self.shard_b, index_b), self.data_config, augment))
+
+  def _read(self, shard: Shard, index: int) -> np.ndarray:
+    """Image `index` of the shard, or (skip_bad_images) the next one that reads."""
+    for i in range(index, index + len(shard)):
+      try:
+        return shard[i % len(shard)]
+      except BadImageError as e:
+        if not self.data_config.skip_bad_images:
+          raise _with_skip_hint(e) from e
+        error, name = e, shard.describe(i % len(shard))
+        with self._skipped_lock:
+          first_time = name not in self.skipped
+          self.skipped.add(name)
+          count = len(self.skipped)
+        if first_time:  # Once per file, not once per epoch.
+          logging.warning('Skipping a bad training image (%d so far): %s', count, e)
+    raise BadImageError(f'{shard.name}: none of the {len(shard)} images of this shard '
+                        f'can be read, e.g. {error}')
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     first = step * self.local_batch
@@ -229,7 +304,8 @@ class UnpairedBatches:
   def iterate(self, start_step: int, num_workers: int = 4) -> Iterator[dict[str, np.ndarray]]:
     """Batches for start_step, start_step + 1, ..., built ahead in threads."""
     ahead = max(1, num_workers)
-    with concurrent.futures.ThreadPoolExecutor(ahead) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(ahead)
+    try:
       pending = collections.deque(pool.submit(self.batch, start_step + i) for i in range(ahead))
       step = start_step + ahead
       while True:
@@ -237,9 +313,27 @@ class UnpairedBatches:
         pending.append(pool.submit(self.batch, step))
         step += 1
         yield batch
+    finally:
+      # No waiting for the workers: the garbage collector may close an
+      # abandoned iterator (training stopped by an error) in one of them, and
+      # a thread cannot join itself.
+      pool.shutdown(wait=False, cancel_futures=True)
 
 
 def test_images(source, data_config, count: int) -> np.ndarray:
-  """The first `count` images of a source with the test transform."""
-  return np.stack([preprocess(source[i], data_config, None)
-                   for i in range(min(count, len(source)))])
+  """The first `count` images of a source with the test transform; with
+  `data_config.skip_bad_images`, the first `count` that can be read."""
+  images, error = [], None
+  for i in range(len(source)):
+    if len(images) == count:
+      break
+    try:
+      images.append(preprocess(source[i], data_config, None))
+    except BadImageError as e:
+      if not data_config.skip_bad_images:
+        raise _with_skip_hint(e) from e
+      logging.warning('Skipping a bad test image: %s', e)
+      error = e
+  if not images and error:
+    raise BadImageError(f'none of the {len(source)} test images can be read, e.g. {error}')
+  return np.stack(images)

@@ -1,7 +1,9 @@
 """Translate a folder of images with a trained generator, at each image's size."""
 
+import collections
 import functools
 import os
+import tempfile
 
 import jax
 import numpy as np
@@ -34,21 +36,64 @@ def translate_image(generator, params, image: np.ndarray) -> np.ndarray:
   return input_pipeline.to_uint8(y)
 
 
+def output_names(files: list[str]) -> list[str]:
+  """The output file name of each input: `<stem>.png`, except for inputs that
+  share a stem (a.jpg and a.png), which keep their whole name (a.jpg.png,
+  a.png.png) so that neither overwrites the other."""
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  counts = collections.Counter(stem.lower() for stem in stems)  # lower(): case-blind disks.
+  names = [(stem if counts[stem.lower()] == 1 else os.path.basename(f)) + '.png'
+           for stem, f in zip(stems, files)]
+  taken = {}
+  for f, name in zip(files, names):  # Still possible: a.jpg, a.png and a.jpg.png.
+    if name.lower() in taken:
+      raise ValueError(f'{taken[name.lower()]} and {f} would both be translated to {name}; '
+                       'rename one of them')
+    taken[name.lower()] = f
+  return names
+
+
+def _check_output_dir(output_dir: str, input_dir: str) -> None:
+  """Refuses an output folder that is the input folder or cannot be written,
+  before any work is done."""
+  if os.path.realpath(output_dir) == os.path.realpath(input_dir):
+    raise ValueError(f'--output={output_dir} is the input folder {input_dir}; choose another '
+                     'folder, so that translations cannot overwrite or mix with the inputs')
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise FileExistsError(f'--output={output_dir} is a file; expected a folder (it is '
+                          'created if missing)')
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=output_dir):  # Can files be written there?
+      pass
+  except OSError as e:
+    raise OSError(f'--output={output_dir}: cannot create this folder or write in it '
+                  f'({e.strerror or e})') from e
+
+
 def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = 'AtoB',
                      step: int | None = None) -> list[str]:
-  """Writes `output_dir/<name>.png` for every image in `input_dir`."""
+  """Writes `output_dir/<name>.png` for every image in `input_dir` (names as
+  `output_names` gives them); returns the paths written.
+
+  The inputs are never written to: an output folder that is the input folder
+  is refused. A file that cannot be read stops the run with an error naming
+  it (input_pipeline.BadImageError); the images before it are already written.
+  """
   if direction not in DIRECTIONS:
     raise ValueError(f'--direction={direction!r}: expected AtoB or BtoA')
   config = checkpoints.load_config(workdir)
   files = input_pipeline.list_images(input_dir)
+  names = output_names(files)
+  _check_output_dir(output_dir, input_dir)
   step, params = checkpoints.load_params(workdir, (DIRECTIONS[direction],), step)
   params = params[DIRECTIONS[direction]]
   generator = models.create_generator(config.model)
-  os.makedirs(output_dir, exist_ok=True)
   written = []
-  for path in tqdm.tqdm(files, desc=f'{direction} (step {step})', unit='image'):
+  for path, name in zip(tqdm.tqdm(files, desc=f'{direction} (step {step})', unit='image'),
+                        names):
     output = translate_image(generator, params, input_pipeline.load_image(path))
-    out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
+    out_path = os.path.join(output_dir, name)
     Image.fromarray(output).save(out_path)
     written.append(out_path)
   return written

@@ -1,0 +1,99 @@
+"""translate_folder's refusals and file naming (the happy path is in test_train.py)."""
+
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import tiny
+from cyclegan_jax import input_pipeline
+from cyclegan_jax import train
+from cyclegan_jax import translate
+from tests import synthetic
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  """A one-step run: enough for a checkpoint to translate with."""
+  config = tiny.get_config()
+  config.data.image_dir = synthetic.make_unpaired_folder(
+      str(tmp_path_factory.mktemp('data')), n_train=4, n_test=2)
+  config.train.num_steps = 1
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _inputs(folder, sizes):
+  """Writes random images {name: (h, w)} into folder; returns {name: bytes}."""
+  folder.mkdir(exist_ok=True)
+  rng = np.random.default_rng(0)
+  for name, (h, w) in sizes.items():
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+  return _contents(folder)
+
+
+def _contents(folder):
+  return {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+
+
+def test_missing_or_empty_input_folder_is_named(workdir, tmp_path):
+  with pytest.raises(FileNotFoundError, match=f'^{tmp_path / "nowhere"}: no such folder'):
+    translate.translate_folder(workdir, str(tmp_path / 'nowhere'), str(tmp_path / 'out'))
+  (tmp_path / 'empty').mkdir()
+  (tmp_path / 'empty' / 'notes.txt').write_text('not an image')
+  with pytest.raises(FileNotFoundError, match=f'^{tmp_path / "empty"}: no images found'):
+    translate.translate_folder(workdir, str(tmp_path / 'empty'), str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+def test_output_folder_equal_to_the_input_folder_is_refused(workdir, tmp_path):
+  inputs = tmp_path / 'in'
+  before = _inputs(inputs, {'a.png': (8, 8), 'b.jpg': (9, 7)})
+  (tmp_path / 'link').symlink_to(inputs)
+  for output in (inputs, f'{inputs}/', tmp_path / 'link', tmp_path / 'link' / '..' / 'in'):
+    with pytest.raises(ValueError, match=f'--output={output} is the input folder'):
+      translate.translate_folder(workdir, str(inputs), str(output))
+  assert _contents(inputs) == before
+
+
+def test_unwritable_output_is_refused_before_any_work(workdir, tmp_path, monkeypatch):
+  inputs = tmp_path / 'in'
+  _inputs(inputs, {'a.png': (8, 8)})
+  # Refusals come before the checkpoint is even read.
+  monkeypatch.setattr(translate.checkpoints, 'load_params',
+                      lambda *args: pytest.fail('load_params called'))
+  (tmp_path / 'file').write_text('')
+  with pytest.raises(FileExistsError, match=f'^--output={tmp_path / "file"} is a file'):
+    translate.translate_folder(workdir, str(inputs), str(tmp_path / 'file'))
+  output = tmp_path / 'file' / 'out'  # Its parent is a file.
+  with pytest.raises(OSError, match=f'^--output={output}: cannot create this folder or write '
+                                    r'in it \(Not a directory\)'):
+    translate.translate_folder(workdir, str(inputs), str(output))
+
+
+def test_inputs_sharing_a_name_get_distinct_outputs(workdir, tmp_path):
+  inputs = tmp_path / 'in'
+  sizes = {'a.jpg': (12, 20), 'a.png': (16, 8), 'A.bmp': (8, 12), 'b.png': (10, 10)}
+  before = _inputs(inputs, sizes)
+  written = translate.translate_folder(workdir, str(inputs), str(tmp_path / 'out'))
+  outputs = {'A.bmp': 'A.bmp.png', 'a.jpg': 'a.jpg.png', 'a.png': 'a.png.png', 'b.png': 'b.png'}
+  assert sorted(os.listdir(tmp_path / 'out')) == sorted(outputs.values())
+  assert written == [str(tmp_path / 'out' / outputs[name]) for name in sorted(sizes)]
+  for name, output in outputs.items():
+    assert np.asarray(Image.open(tmp_path / 'out' / output)).shape == (*sizes[name], 3)
+  assert _contents(inputs) == before
+  # A set no renaming rule can keep apart is refused, naming both files.
+  with pytest.raises(ValueError, match='a.jpg and .*a.jpg.png would both be translated to '
+                                       'a.jpg.png; rename one of them'):
+    translate.output_names(['d/a.jpg', 'd/a.jpg.png', 'd/a.png'])
+
+
+def test_a_corrupt_input_is_named(workdir, tmp_path):
+  inputs = tmp_path / 'in'
+  _inputs(inputs, {'a.png': (8, 8)})
+  (inputs / 'b.jpg').write_text('not a jpeg')
+  with pytest.raises(input_pipeline.BadImageError,
+                     match=f'^{inputs / "b.jpg"}: cannot read this image'):
+    translate.translate_folder(workdir, str(inputs), str(tmp_path / 'out'))
