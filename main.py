@@ -1,7 +1,8 @@
-"""cyclegan_jax command line: train (default) or translate.
+"""cyclegan_jax command line: train (default), write the test results page, or translate.
 
   python main.py --config=configs/horse2zebra.py --workdir=runs/h2z
   python main.py ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+  python main.py --mode=test --workdir=runs/h2z [--num_test=50]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
 """
 
@@ -15,18 +16,21 @@ from absl import logging
 from ml_collections import config_flags
 
 from cyclegan_jax import distributed
+from cyclegan_jax import results_page
 from cyclegan_jax import train
 from cyclegan_jax import translate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'train', ['train', 'translate'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'translate', 'test'], 'What to do: train, '
+                  'translate a folder, or write the test results page.')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
 flags.DEFINE_string('output', None, 'translate: folder for the translated PNGs.')
 flags.DEFINE_enum('direction', 'AtoB', ['AtoB', 'BtoA'], 'translate: which generator.')
-flags.DEFINE_integer('step', None, 'translate: checkpoint step (default: the latest).')
+flags.DEFINE_integer('step', None, 'translate, test: checkpoint step (default: the latest).')
+flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
 flags.DEFINE_bool('distributed', False,
                   'Join a multi-process run and let JAX find the cluster (TPU pod slice; '
                   'SLURM and Open MPI launches with several tasks are joined anyway).')
@@ -97,6 +101,9 @@ def main(argv):
       if FLAGS.config is None:
         _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == 'test':
+      page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step)
+      print(f'Wrote {page}', flush=True)
     else:
       if not FLAGS.input or not FLAGS.output:
         _fail('--mode=translate needs --input=DIR and --output=DIR', status=2)

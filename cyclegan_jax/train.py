@@ -1,6 +1,5 @@
 """train_and_evaluate(config, workdir): the training loop. Reads no flags."""
 
-import functools
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
+from cyclegan_jax import translate
 
 
 PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
@@ -31,17 +31,11 @@ def training_image_shape(config, batches) -> tuple[int, int, int]:
   return batches.batch(0)['A'].shape[1:]  # Sizes that follow the data.
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _translate_and_back(generator, params_there, params_back, images):
-  translated = generator.apply({'params': params_there}, images, train=False)
-  return translated, generator.apply({'params': params_back}, translated, train=False)
-
-
 def sample_grid(generator, state, test_a, test_b) -> np.ndarray:
   """Rows of real | translated | reconstructed, for the A then the B images."""
   p_ab, p_ba = state.gen_ab.params, state.gen_ba.params
-  fake_b, rec_a = _translate_and_back(generator, p_ab, p_ba, test_a)
-  fake_a, rec_b = _translate_and_back(generator, p_ba, p_ab, test_b)
+  fake_b, rec_a = translate.translate_and_back(generator, p_ab, p_ba, test_a)
+  fake_a, rec_b = translate.translate_and_back(generator, p_ba, p_ab, test_b)
   rows = [np.concatenate(row, axis=1) for row in zip(test_a, fake_b, rec_a)]
   rows += [np.concatenate(row, axis=1) for row in zip(test_b, fake_a, rec_b)]
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))

@@ -22,6 +22,13 @@ def _generate(generator, params, images):
   return generator.apply({'params': params}, images, train=False)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def translate_and_back(generator, params_there, params_back, images):
+  """(G(x), F(G(x))) for a batch: the translation and its reconstruction."""
+  translated = generator.apply({'params': params_there}, images, train=False)
+  return translated, generator.apply({'params': params_back}, translated, train=False)
+
+
 def translate_image(generator, params, image: np.ndarray) -> np.ndarray:
   """uint8 RGB (H, W, 3) of any size -> translated uint8 RGB of the same size.
 
