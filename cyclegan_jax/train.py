@@ -49,7 +49,7 @@ def _check_finite(done: int, metrics, manager) -> None:
   values = jax.device_get(metrics)
   bad = {k: float(v) for k, v in values.items() if not np.isfinite(v)}
   if bad:
-    manager.wait_until_finished()  # The checkpoints already under way complete.
+    checkpoints.wait_until_finished(manager)  # The checkpoints under way complete.
     name, value = next(iter(bad.items()))
     raise NonFiniteLossError(
         f'step {done}: loss {name} is {value} (non-finite: {", ".join(bad)}); stopped without '
