@@ -1,8 +1,12 @@
-"""cyclegan_jax command line: train (default), write the test results page, or translate.
+"""cyclegan_jax command line: train (default), evaluate, write the test results page,
+translate, or import official PyTorch generators.
 
   python main.py --config=configs/horse2zebra.py --workdir=runs/h2z
   python main.py ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
   python main.py --mode=test --workdir=runs/h2z [--num_test=50]
+  python main.py --mode=evaluate --workdir=runs/h2z [--step=N]
+  python main.py --mode=import_torch --config=configs/horse2zebra.py --workdir=runs/official \
+      --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
 """
 
@@ -21,16 +25,22 @@ from cyclegan_jax import train
 from cyclegan_jax import translate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'train', ['train', 'translate', 'test'], 'What to do: train, '
-                  'translate a folder, or write the test results page.')
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'test', 'translate', 'import_torch'],
+                  'What to do: train; FID/KID of the test split; write the test results '
+                  'page; translate a folder; or make a workdir from official PyTorch '
+                  'generator checkpoints.')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
 flags.DEFINE_string('output', None, 'translate: folder for the translated PNGs.')
 flags.DEFINE_enum('direction', 'AtoB', ['AtoB', 'BtoA'], 'translate: which generator.')
-flags.DEFINE_integer('step', None, 'translate, test: checkpoint step (default: the latest).')
+flags.DEFINE_integer('step', None,
+                     'evaluate, test, translate: checkpoint step (default: the latest).')
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
+flags.DEFINE_string('torch_checkpoint', None, 'import_torch: the official G_A (A->B) '
+                    '`.pth`, or a pretrained single-generator `.pth` such as horse2zebra.pth.')
+flags.DEFINE_string('torch_checkpoint_b', None, 'import_torch: the official G_B (B->A) `.pth`.')
 flags.DEFINE_bool('distributed', False,
                   'Join a multi-process run and let JAX find the cluster (TPU pod slice; '
                   'SLURM and Open MPI launches with several tasks are joined anyway).')
@@ -101,6 +111,17 @@ def main(argv):
       if FLAGS.config is None:
         _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == 'evaluate':
+      from cyclegan_jax import evaluate  # pylint: disable=import-outside-toplevel
+      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step)
+    elif FLAGS.mode == 'import_torch':
+      if FLAGS.config is None or not FLAGS.torch_checkpoint:
+        _fail('--mode=import_torch needs --config=FILE (the architecture) and '
+              '--torch_checkpoint=PATH', status=2)
+      # Imported here: torch is an optional extra that only this mode needs.
+      from cyclegan_jax import torch_import  # pylint: disable=import-outside-toplevel
+      torch_import.import_torch_checkpoints(FLAGS.config, FLAGS.workdir, FLAGS.torch_checkpoint,
+                                            FLAGS.torch_checkpoint_b)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step)
       print(f'Wrote {page}', flush=True)

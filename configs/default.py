@@ -60,4 +60,15 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   # compilation), into workdir/plugins/profile for TensorBoard's profiler.
   config.profile_steps = 0
   config.keep_checkpoints = 3
+
+  config.eval = ml_collections.ConfigDict()
+  # FID/KID of the test-split translations (both directions) against the real
+  # test images, with pytorch-fid's Inception-v3. A weights file written by
+  # `python -m cyclegan_jax.inception_weights` (see README); empty: no FID.
+  config.eval.inception_weights = ''
+  config.eval.every_steps = 0  # > 0: evaluate during training too, keeping the best step.
+  config.eval.num_images = 0  # Test images per domain; 0: all of them.
+  config.eval.batch_size = 50  # Images per Inception forward pass.
+  config.eval.kid_subsets = 100  # KID: mean and std over this many random subsets...
+  config.eval.kid_subset_size = 1000  # ...of min(this, n_real, n_fake) images each.
   return config
