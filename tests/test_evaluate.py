@@ -1,0 +1,178 @@
+"""--mode=evaluate: FID/KID of both directions' test translations.
+
+One tiny workdir, one evaluation (in a subprocess, as users run it); the
+statistics themselves are test_fid.py's. fid.fid_from_features takes 13 s or
+more on 2 CPU cores (scipy's sqrtm of a 2048 x 2048 matrix), so the evaluation
+runs once and the check recomputes FID through the few nonzero eigenvalues.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from configs import tiny
+from cyclegan_jax import checkpoints
+from cyclegan_jax import evaluate
+from cyclegan_jax import fid
+from cyclegan_jax import inception
+from cyclegan_jax import inception_weights
+from cyclegan_jax import input_pipeline
+from cyclegan_jax import models
+from cyclegan_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_IMAGES, KID_SUBSETS, KID_SUBSET_SIZE = 3, 5, 2  # Of the 4 test images per domain.
+
+
+def _fid_through_eigenvalues(x, y):
+  """The Frechet distance of few samples: the nonzero eigenvalues of S1 S2,
+  S = Xc^T Xc / (n - 1), are those of the small (Xc Yc^T)(Yc Xc^T) / ((n1-1)(n2-1)).
+  (Agrees with fid.fid_from_features to ~2e-7 relative on 3-4 samples.)"""
+  xc, yc = x - x.mean(0), y - y.mean(0)
+  small = xc @ yc.T
+  eigenvalues = np.linalg.eigvals(small @ small.T).real / ((len(x) - 1) * (len(y) - 1))
+  diff = x.mean(0) - y.mean(0)
+  return (diff @ diff + (xc**2).sum() / (len(x) - 1) + (yc**2).sum() / (len(y) - 1)
+          - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
+def _main(*args):
+  # One OpenBLAS thread: scipy's sqrtm ran 2.4-3.7x slower with two (13.7 s
+  # against 32-51 s per FID) on a 2-core machine busy with other work.
+  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env={**os.environ, 'OPENBLAS_NUM_THREADS': '1'})
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('inception') / 'random_fid_inception.npz')
+  inception_weights.save(path, inception.init_variables(seed=0))
+  return path
+
+
+@pytest.fixture(scope='module')
+def trained(image_folder, weights, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  config.train.num_steps = 1
+  config.eval.inception_weights = weights
+  config.eval.num_images = NUM_IMAGES
+  config.eval.batch_size = 2  # 3 images: a full batch, then a padded one.
+  config.eval.kid_subsets = KID_SUBSETS
+  config.eval.kid_subset_size = KID_SUBSET_SIZE  # < 3 images, so subsets differ.
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def evaluated(trained):
+  result = _main('--mode=evaluate', f'--workdir={trained}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evaluated):
+  lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
+  assert len(lines) == 2, evaluated.stdout
+  for line, (name, source, target) in zip(lines, evaluate.DIRECTIONS):
+    assert re.fullmatch(rf'step 1 {name}: FID \d+\.\d{{4}}, KID -?\d+\.\d{{6}} ± \d+\.\d{{6}} '
+                        rf'\(3 translated test{source} images vs 3 real test{target} images\)',
+                        line), line
+  path = trained / 'eval' / 'step_00000001.json'
+  assert f'Wrote {path}' in evaluated.stdout
+  result = json.loads(path.read_text())
+  assert json.loads((trained / 'eval' / 'latest.json').read_text()) == result
+  assert set(result) == {'step', 'AtoB', 'BtoA'} and result['step'] == 1
+  for name in ('AtoB', 'BtoA'):
+    assert set(result[name]) == {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}
+    assert result[name]['fid'] > 0 and result[name]['num_fake'] == result[name]['num_real'] == 3
+  logged = {}
+  for events in glob.glob(str(trained / 'events.out.tfevents.*')):  # Training's and ours.
+    for event in tf.compat.v1.train.summary_iterator(events):
+      for value in event.summary.value:
+        if value.tag.startswith('eval/'):
+          logged[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+  assert logged == {f'eval/{name}/{key}': (1, pytest.approx(result[name][key], rel=1e-6))
+                    for name in ('AtoB', 'BtoA') for key in ('fid', 'kid_mean', 'kid_std')}
+
+
+def test_scores_are_those_of_independently_computed_features(trained, evaluated, weights,
+                                                             image_folder):
+  """The plumbing: which generator translates which domain, compared with
+  which real images, the num_images limit, the padded last batch, the KID
+  subsets; images read straight from the files."""
+  result = json.loads((trained / 'eval' / 'step_00000001.json').read_text())
+  config = checkpoints.load_config(str(trained))
+  _, params = checkpoints.load_params(str(trained), ('gen_ab', 'gen_ba'))
+  generator = models.create_generator(config.model)
+  variables = inception_weights.load(weights)
+  real = {}
+  for domain in 'AB':
+    folder = os.path.join(image_folder, 'test' + domain)
+    files = sorted(os.listdir(folder))[:NUM_IMAGES]
+    real[domain] = np.stack([np.asarray(Image.open(os.path.join(folder, f)).convert('RGB'))
+                             for f in files])  # Already 32x32: the test resize is a no-op.
+  features = lambda uint8: np.asarray(inception.features(variables, uint8 / np.float32(255)))
+  for name, source, target, network in (('AtoB', 'A', 'B', 'gen_ab'),
+                                        ('BtoA', 'B', 'A', 'gen_ba')):
+    fake = input_pipeline.to_uint8(generator.apply(
+        {'params': params[network]}, real[source] / np.float32(127.5) - 1, train=False))
+    fake_features, real_features = features(fake), features(real[target])
+    kid = fid.kernel_inception_distance(fake_features, real_features, KID_SUBSETS,
+                                        KID_SUBSET_SIZE)
+    np.testing.assert_allclose([result[name]['kid_mean'], result[name]['kid_std']], kid,
+                               rtol=1e-4)
+    assert result[name]['kid_std'] > 0
+    # Other subset settings give other numbers: the config's were used.
+    for other in ((KID_SUBSETS + 1, KID_SUBSET_SIZE), (KID_SUBSETS, KID_SUBSET_SIZE + 1)):
+      assert abs(fid.kernel_inception_distance(fake_features, real_features, *other)[0]
+                 - kid[0]) > 1e-3 * abs(kid[0])
+    np.testing.assert_allclose(
+        result[name]['fid'],
+        _fid_through_eigenvalues(fake_features.astype(np.float64),
+                                 real_features.astype(np.float64)), rtol=1e-4)
+
+
+def test_errors_name_what_is_missing(trained, weights, tmp_path):
+  with pytest.raises(FileNotFoundError, match='missing.npz: no such Inception weights file; '
+                     'write a weights file once with `python -m cyclegan_jax.inception_weights'):
+    # The argument wins over the config's (valid) weights file.
+    evaluate.evaluate_workdir(str(trained), inception_weights=str(tmp_path / 'missing.npz'))
+  with pytest.raises(FileNotFoundError, match='no checkpoint at step 7'):
+    evaluate.evaluate_workdir(str(trained), step=7)
+  config = checkpoints.load_config(str(trained))
+  config.eval.inception_weights = ''
+  with pytest.raises(ValueError, match='config.eval.inception_weights is empty'):
+    evaluate.Evaluator(config, models.create_generator(config.model))
+
+  # On the command line: one line, exit status 1. A workdir without weights
+  # configured (checked first: before any slow work) and one without
+  # checkpoints; both processes at once, to save their start-up time.
+  cases = {'no_weights': ('', 'error: config.eval.inception_weights is empty: FID and KID '
+                              'need '),
+           'no_checkpoint': (weights, f'error: {tmp_path}/no_checkpoint/checkpoints: no '
+                                      'checkpoint')}
+  processes = {}
+  for name, (weights_file, _) in cases.items():
+    workdir = tmp_path / name
+    workdir.mkdir()
+    config.eval.inception_weights = weights_file
+    checkpoints.save_config(config, str(workdir))
+    processes[name] = subprocess.Popen(
+        [sys.executable, 'main.py', '--mode=evaluate', f'--workdir={workdir}'], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for name, process in processes.items():
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(cases[name][1]), last
+    assert '--inception_weights=PATH' in last or name == 'no_checkpoint'
