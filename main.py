@@ -34,7 +34,8 @@ config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
 flags.DEFINE_string('output', None, 'translate: folder for the translated PNGs.')
-flags.DEFINE_enum('direction', 'AtoB', ['AtoB', 'BtoA'], 'translate: which generator.')
+flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA'], 'translate: which generator '
+                  '(default: AtoB, or the direction a pix2pix model was trained for).')
 flags.DEFINE_integer('step', None,
                      'evaluate, test, translate: checkpoint step (default: the latest).')
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')

@@ -11,7 +11,10 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.data = ml_collections.ConfigDict()
   config.data.tfds_name = tfds_name
   config.data.tfds_data_dir = ''  # Empty: TFDS's default (~/tensorflow_datasets).
-  config.data.image_dir = ''  # A folder with trainA/ trainB/ testA/ testB/; empty: TFDS.
+  # CycleGAN: a folder with trainA/ trainB/ testA/ testB/; empty: TFDS.
+  # pix2pix: a folder with train/ test/ (val/) of side-by-side AB images (the
+  # official `aligned` layout), or trainA/ trainB/ testA/ testB/ paired by file name.
+  config.data.image_dir = ''
   # A dataset built once from files an installed package ships ('skimage_dusk'
   # for the quick start), into cache_dir; empty: image_dir or TFDS.
   config.data.builtin = ''
@@ -25,15 +28,20 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   # False: a corrupt or unreadable training image stops training with its name.
   # True: it is replaced by another image of its domain and counted in the log.
   config.data.skip_bad_images = False
+  # pix2pix: AtoB translates the A images (left halves) into the B images, BtoA back.
+  config.data.direction = 'AtoB'
 
   config.model = ml_collections.ConfigDict()
+  config.model.kind = 'cyclegan'  # cyclegan (unpaired) | pix2pix (paired; configs/pix2pix.py)
   # resnet_9blocks | resnet_6blocks | resnet_<N>blocks | unet_256 | unet_128
   config.model.generator = 'resnet_9blocks'
   config.model.discriminator = 'basic'  # basic (70x70 PatchGAN) | n_layers | pixel
   config.model.n_layers_d = 3  # Only for discriminator='n_layers'.
   config.model.ngf = 64
   config.model.ndf = 64
+  config.model.norm = 'instance'  # instance | batch (batch: statistics of the batch, always)
   config.model.dropout = False  # Official cycle_gan default: --no_dropout.
+  config.model.dropout_at_test = False  # Keep dropout on when translating (pix2pix does).
   # float32 | bfloat16: the dtype of activations and convolutions. Parameters,
   # optimiser state, losses and instance-norm statistics stay float32.
   config.model.dtype = 'float32'
@@ -51,6 +59,7 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.train.lambda_cycle = 10.0  # lambda_A = lambda_B in the official code.
   config.train.lambda_identity = 0.5  # Identity loss = lambda_identity * lambda_cycle * L1.
   config.train.pool_size = 50  # Per device; 0 turns the history pool off.
+  config.train.lambda_l1 = 100.0  # pix2pix only: weight of |G(x) - y|.
 
   config.log_every_steps = 100
   config.sample_every_steps = 1000

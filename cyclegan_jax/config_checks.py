@@ -5,7 +5,11 @@ run that trains something else than intended)."""
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
+from cyclegan_jax import paired_data
 from cyclegan_jax import train_step
+
+
+MODEL_KINDS = ('cyclegan', 'pix2pix')
 
 
 def _field(config, name: str):
@@ -34,7 +38,9 @@ def validate(config, num_devices: int) -> None:
   def one_of(name, options):
     _require(_field(config, name) in options, config, name, 'one of ' + ', '.join(options))
 
-  # Model: the constructors name an unknown generator, discriminator or dtype.
+  # Model: the constructors name an unknown generator, discriminator, norm or dtype.
+  one_of('model.kind', MODEL_KINDS)
+  pix2pix = config.model.kind == 'pix2pix'
   generator = models.create_generator(config.model)
   models.create_discriminator(config.model)
   for name in ('model.ngf', 'model.ndf', 'model.n_layers_d'):
@@ -54,7 +60,12 @@ def validate(config, num_devices: int) -> None:
   if data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
     _require(data.crop_size % multiple == 0, config, 'data.crop_size',
              f'a multiple of {multiple} for model.generator={config.model.generator!r}')
-  if not (data.builtin or data.image_dir or data.tfds_name):
+  if pix2pix:
+    one_of('data.direction', paired_data.DIRECTIONS)
+    _require(bool(data.image_dir), config, 'data.image_dir',
+             'a folder of paired images for pix2pix (train/ and test/ of side-by-side AB '
+             'images, or trainA/ trainB/ testA/ testB/ paired by file name)')
+  elif not (data.builtin or data.image_dir or data.tfds_name):
     raise ValueError('config.data: no dataset; set data.image_dir (a folder), data.tfds_name '
                      'or data.builtin')
 
@@ -72,7 +83,8 @@ def validate(config, num_devices: int) -> None:
     _require(number(name) and 0 <= _field(config, name) < 1, config, name,
              'a number in [0, 1)')
   one_of('train.gan_mode', losses.GAN_MODES)
-  for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp'):
+  for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp',
+               'train.lambda_l1'):
     at_least(name, 0, kind='a number')
 
   # Loop.
@@ -86,15 +98,19 @@ def validate(config, num_devices: int) -> None:
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be
 # resumed with other values.
-SHAPE_FIELDS = ('model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
+SHAPE_FIELDS = ('model.kind', 'model.norm', 'model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
                 'model.ndf', 'train.pool_size', 'data.crop_size', 'data.preprocess')
+
+
+# Shape fields added later, as workdirs from before them were trained.
+_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance'}
 
 
 def _get(config, name: str):
   try:
     return _field(config, name)
   except (KeyError, AttributeError):
-    return None
+    return _FORMER_DEFAULTS.get(name)
 
 
 def check_resumable(stored, config, workdir: str) -> None:

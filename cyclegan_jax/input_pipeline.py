@@ -237,12 +237,13 @@ class UnpairedBatches:
   """
 
   def __init__(self, source_a, source_b, data_config, seed: int, global_batch: int,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1,
+               names: tuple[str, str] = ('trainA', 'trainB')):
     if global_batch % process_count:
       raise ValueError(f'config.train.batch_size={global_batch} does not divide over '
                        f'{process_count} processes')
-    self.shard_a = Shard(source_a, 'trainA', process_index, process_count)
-    self.shard_b = Shard(source_b, 'trainB', process_index, process_count)
+    self.shard_a = Shard(source_a, names[0], process_index, process_count)
+    self.shard_b = Shard(source_b, names[1], process_index, process_count)
     self.data_config = data_config
     self.seed, self.process_index = seed, process_index
     self.global_batch = global_batch

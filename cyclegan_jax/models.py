@@ -48,19 +48,63 @@ def _instance_norm(dtype):
   return nn.InstanceNorm(epsilon=1e-5, use_bias=False, use_scale=False, dtype=dtype)
 
 
+class BatchNorm(nn.Module):
+  """BatchNorm2d(affine=True), eps 1e-5, normalising with the statistics of the
+  batch it is given, at training and at test time alike.
+
+  That is how the official code runs it: its test script calls `model.eval()`
+  only with `--eval`, which pix2pix does not use, so the running averages are
+  kept but never read. They are not kept here. Under data parallelism the
+  statistics are each device's own, as on one GPU of the official code.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    # Official init: weight N(1, 0.02), bias 0.
+    scale = self.param('scale', lambda key, shape: 1.0 + 0.02 * jax.random.normal(key, shape),
+                       (features,))
+    bias = self.param('bias', nn.initializers.zeros, (features,))
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=(0, 1, 2))
+    var = jnp.var(x32, axis=(0, 1, 2))
+    y = (x32 - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+    return y.astype(self.dtype)
+
+
+NORMS = ('instance', 'batch')
+
+
+def _norm_layer(norm: str, dtype):
+  if norm == 'instance':
+    return _instance_norm(dtype)
+  if norm == 'batch':
+    return BatchNorm(dtype)
+  raise ValueError(f'config.model.norm={norm!r}: expected one of {", ".join(NORMS)}')
+
+
+def _uses_bias(norm: str) -> bool:
+  # Official `use_bias = norm_layer == InstanceNorm2d`: a conv before a batch
+  # norm needs no bias (the norm's own bias does its job).
+  return norm == 'instance'
+
+
 class ResnetBlock(nn.Module):
   features: int
   dropout: bool = False
+  norm: str = 'instance'
+  dropout_at_test: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    y = _conv(self.features, 3, dtype=self.dtype)(_reflect_pad(x, 1))
-    y = nn.relu(_instance_norm(self.dtype)(y))
+    conv = functools.partial(_conv, self.features, 3, use_bias=_uses_bias(self.norm),
+                             dtype=self.dtype)
+    y = nn.relu(_norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(x, 1))))
     if self.dropout:
-      y = nn.Dropout(0.5, deterministic=not train)(y)
-    y = _conv(self.features, 3, dtype=self.dtype)(_reflect_pad(y, 1))
-    y = _instance_norm(self.dtype)(y)
+      y = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(y)
+    y = _norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(y, 1)))
     return x + y
 
 
@@ -70,22 +114,27 @@ class ResnetGenerator(nn.Module):
   ngf: int = 64
   output_nc: int = 3
   dropout: bool = False
+  norm: str = 'instance'
+  dropout_at_test: bool = False  # Dropout also at test time (pix2pix, as in its paper).
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    x = x.astype(self.dtype)
-    x = _conv(self.ngf, 7, dtype=self.dtype)(_reflect_pad(x, 3))
-    x = nn.relu(_instance_norm(self.dtype)(x))
+    bias, dtype = _uses_bias(self.norm), self.dtype
+    norm = lambda: _norm_layer(self.norm, dtype)
+    x = x.astype(dtype)
+    x = nn.relu(norm()(_conv(self.ngf, 7, use_bias=bias, dtype=dtype)(_reflect_pad(x, 3))))
     for mult in (2, 4):  # Two stride-2 downsamplings.
-      x = _conv(self.ngf * mult, 3, stride=2, padding=1, dtype=self.dtype)(x)
-      x = nn.relu(_instance_norm(self.dtype)(x))
+      x = _conv(self.ngf * mult, 3, stride=2, padding=1, use_bias=bias, dtype=dtype)(x)
+      x = nn.relu(norm()(x))
     for _ in range(self.n_blocks):
-      x = ResnetBlock(self.ngf * 4, self.dropout, self.dtype)(x, train)
+      x = ResnetBlock(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype)(
+          x, train)
     for mult in (2, 1):  # Two stride-2 upsamplings, k3 p1 output_padding 1.
-      x = _conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1, dtype=self.dtype)(x)
-      x = nn.relu(_instance_norm(self.dtype)(x))
-    x = _conv(self.output_nc, 7, dtype=self.dtype)(_reflect_pad(x, 3))
+      x = _conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1, use_bias=bias,
+                          dtype=dtype)(x)
+      x = nn.relu(norm()(x))
+    x = _conv(self.output_nc, 7, dtype=dtype)(_reflect_pad(x, 3))
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -99,15 +148,19 @@ class UnetGenerator(nn.Module):
   ngf: int = 64
   output_nc: int = 3
   dropout: bool = False
+  norm: str = 'instance'
+  dropout_at_test: bool = False  # Dropout also at test time (pix2pix, as in its paper).
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    n, ngf = self.num_downs, self.ngf
+    n, ngf, bias = self.num_downs, self.ngf, _uses_bias(self.norm)
     inner = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)
-    down = functools.partial(_conv, kernel=4, stride=2, padding=1, dtype=self.dtype)
+    down = functools.partial(_conv, kernel=4, stride=2, padding=1, use_bias=bias,
+                             dtype=self.dtype)
     up = functools.partial(_conv_transpose, kernel=4, padding=1, output_padding=0,
                            dtype=self.dtype)
+    norm = lambda: _norm_layer(self.norm, self.dtype)
     x = x.astype(self.dtype)
     skips = []
     for i in range(n):
@@ -115,16 +168,17 @@ class UnetGenerator(nn.Module):
         x = nn.leaky_relu(x, 0.2)
       x = down(inner[i])(x)
       if 0 < i < n - 1:  # Neither the outermost nor the innermost level is normalised.
-        x = _instance_norm(self.dtype)(x)
+        x = norm()(x)
       skips.append(x)
     for i in reversed(range(n)):
       if i < n - 1:
         x = jnp.concatenate([skips[i], x], axis=-1)
-      x = up(inner[i - 1] if i > 0 else self.output_nc)(nn.relu(x))
+      # The outermost up-convolution keeps its bias whatever the norm.
+      x = up(inner[i - 1] if i > 0 else self.output_nc, use_bias=bias or i == 0)(nn.relu(x))
       if i > 0:
-        x = _instance_norm(self.dtype)(x)
+        x = norm()(x)
       if self.dropout and 4 <= i <= n - 2:  # The extra ngf*8 blocks carry dropout.
-        x = nn.Dropout(0.5, deterministic=not train)(x)
+        x = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -134,6 +188,7 @@ class NLayerDiscriminator(nn.Module):
   With n_layers=3 this is the 70x70 PatchGAN (`basic`)."""
   ndf: int = 64
   n_layers: int = 3
+  norm: str = 'instance'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -142,8 +197,9 @@ class NLayerDiscriminator(nn.Module):
     x = nn.leaky_relu(_conv(self.ndf, 4, stride=2, padding=1, dtype=self.dtype)(x), 0.2)
     for n in range(1, self.n_layers + 1):
       stride = 2 if n < self.n_layers else 1
-      x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1, dtype=self.dtype)(x)
-      x = nn.leaky_relu(_instance_norm(self.dtype)(x), 0.2)
+      x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
+                use_bias=_uses_bias(self.norm), dtype=self.dtype)(x)
+      x = nn.leaky_relu(_norm_layer(self.norm, self.dtype)(x), 0.2)
     x = _conv(1, 4, padding=1, dtype=self.dtype)(x)
     return x.astype(jnp.float32)
 
@@ -151,14 +207,17 @@ class NLayerDiscriminator(nn.Module):
 class PixelDiscriminator(nn.Module):
   """1x1 PatchGAN (`pixel`)."""
   ndf: int = 64
+  norm: str = 'instance'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    bias = _uses_bias(self.norm)
     x = x.astype(self.dtype)
     x = nn.leaky_relu(_conv(self.ndf, 1, dtype=self.dtype)(x), 0.2)
-    x = _instance_norm(self.dtype)(_conv(self.ndf * 2, 1, dtype=self.dtype)(x))
-    x = _conv(1, 1, dtype=self.dtype)(nn.leaky_relu(x, 0.2))
+    x = _norm_layer(self.norm, self.dtype)(
+        _conv(self.ndf * 2, 1, use_bias=bias, dtype=self.dtype)(x))
+    x = _conv(1, 1, use_bias=bias, dtype=self.dtype)(nn.leaky_relu(x, 0.2))
     return x.astype(jnp.float32)
 
 
@@ -172,35 +231,47 @@ def compute_dtype(model_config) -> jnp.dtype:
   return jnp.dtype(name)
 
 
-GENERATORS = ('resnet_9blocks', 'resnet_6blocks', 'resnet_<N>blocks', 'unet_256', 'unet_128')
+GENERATORS = ('resnet_9blocks', 'resnet_6blocks', 'resnet_<N>blocks', 'unet_256', 'unet_128',
+              'unet_<2^N>')
 DISCRIMINATORS = ('basic', 'n_layers', 'pixel')
 
 
 def create_generator(model_config) -> nn.Module:
   name = model_config.generator
-  dtype = compute_dtype(model_config)
+  common = dict(ngf=model_config.ngf, dropout=model_config.dropout,
+                norm=_norm_name(model_config),
+                dropout_at_test=model_config.get('dropout_at_test', False),
+                dtype=compute_dtype(model_config))
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
   if resnet:
-    return ResnetGenerator(n_blocks=int(resnet.group(1)), ngf=model_config.ngf,
-                           dropout=model_config.dropout, dtype=dtype)
-  if name in ('unet_256', 'unet_128'):
-    return UnetGenerator(num_downs=8 if name == 'unet_256' else 7, ngf=model_config.ngf,
-                         dropout=model_config.dropout, dtype=dtype)
+    return ResnetGenerator(n_blocks=int(resnet.group(1)), **common)
+  unet = re.fullmatch(r'unet_(\d+)', name)
+  # unet_256 has 8 downsamplings (256 = 2^8), unet_128 7; unet_32 (5) is for tests.
+  size = int(unet.group(1)) if unet else 0
+  if unet and size >= 32 and size & (size - 1) == 0:
+    return UnetGenerator(num_downs=size.bit_length() - 1, **common)
   raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
 
 
 def create_discriminator(model_config) -> nn.Module:
   name = model_config.discriminator
-  dtype = compute_dtype(model_config)
+  common = dict(ndf=model_config.ndf, norm=_norm_name(model_config),
+                dtype=compute_dtype(model_config))
   if name == 'basic':
-    return NLayerDiscriminator(ndf=model_config.ndf, n_layers=3, dtype=dtype)
+    return NLayerDiscriminator(n_layers=3, **common)
   if name == 'n_layers':
-    return NLayerDiscriminator(ndf=model_config.ndf, n_layers=model_config.n_layers_d,
-                               dtype=dtype)
+    return NLayerDiscriminator(n_layers=model_config.n_layers_d, **common)
   if name == 'pixel':
-    return PixelDiscriminator(ndf=model_config.ndf, dtype=dtype)
+    return PixelDiscriminator(**common)
   raise ValueError(
       f'config.model.discriminator={name!r}: expected one of {", ".join(DISCRIMINATORS)}')
+
+
+def _norm_name(model_config) -> str:
+  norm = model_config.get('norm', 'instance')  # Workdirs from before the field: instance.
+  if norm not in NORMS:
+    raise ValueError(f'config.model.norm={norm!r}: expected one of {", ".join(NORMS)}')
+  return norm
 
 
 def generator_multiple(generator: nn.Module) -> int:

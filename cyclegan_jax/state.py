@@ -1,5 +1,6 @@
-"""The CycleGAN train state: both generators, both discriminators with their
-Optax optimisers, both image-history pools, the step and the base RNG key."""
+"""Train states: CycleGAN's (both generators, both discriminators with their
+Optax optimisers, both image-history pools, the step and the base RNG key) and
+pix2pix's (one generator, one conditional discriminator, no pool)."""
 
 from typing import Callable
 
@@ -24,6 +25,21 @@ class CycleGANState:
   pool_fake_a: image_pool.ImagePool  # History of F(B), one pool per device.
   pool_fake_b: image_pool.ImagePool  # History of G(A), one pool per device.
   rng: jax.Array  # Base key; step keys are fold_in(rng, step).
+
+
+@flax.struct.dataclass
+class Pix2PixState:
+  step: jax.Array  # int32 scalar: train steps done.
+  gen: train_state.TrainState  # G: input -> output (config.data.direction).
+  disc: train_state.TrainState  # D on the channel-concatenated (input, output) pair.
+  rng: jax.Array  # Base key; step keys are fold_in(rng, step).
+
+
+def network_names(state) -> tuple[str, ...]:
+  """The TrainState fields of a state, generators first."""
+  if isinstance(state, Pix2PixState):
+    return ('gen', 'disc')
+  return ('gen_ab', 'gen_ba', 'disc_a', 'disc_b')
 
 
 def schedule_steps(train_config, steps_per_epoch: int) -> tuple[int, int]:
@@ -52,18 +68,25 @@ def create_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTr
 
 
 def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule,
-                 generator=None, discriminator=None) -> CycleGANState:
-  """A fresh state. `image_shape` is (H, W, C) of training images."""
+                 generator=None, discriminator=None):
+  """A fresh state of config.model.kind; `image_shape` is (H, W, C) of training images."""
   generator = generator or models.create_generator(config.model)
   discriminator = discriminator or models.create_discriminator(config.model)
   tx = create_optimizer(config.train, schedule)
   key = jax.random.PRNGKey(config.seed)
   key, *init_keys = jax.random.split(key, 5)
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  height, width, channels = image_shape
 
-  def network(module, init_key):
+  def network(module, init_key, input_channels=channels):
+    dummy = jnp.zeros((1, height, width, input_channels), jnp.float32)
     params = module.init(init_key, dummy)['params']
     return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+  if config.model.get('kind', 'cyclegan') == 'pix2pix':
+    # The discriminator judges input and output side by side: 2 x the channels.
+    return Pix2PixState(step=jnp.zeros((), jnp.int32), gen=network(generator, init_keys[0]),
+                        disc=network(discriminator, init_keys[2], 2 * image_shape[-1]),
+                        rng=key)
 
   def pools():
     pool = image_pool.create(config.train.pool_size, image_shape)
@@ -80,19 +103,21 @@ def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule
       rng=key)
 
 
-def partition_specs(state: CycleGANState) -> CycleGANState:
+def partition_specs(state):
   """Everything replicated over the `data` axis except the per-device pools."""
   specs = jax.tree.map(lambda _: P(), state)
+  if isinstance(state, Pix2PixState):
+    return specs
   per_device = lambda pool: jax.tree.map(lambda _: P('data'), pool)
   return specs.replace(pool_fake_a=per_device(state.pool_fake_a),
                        pool_fake_b=per_device(state.pool_fake_b))
 
 
-def shardings(mesh: jax.sharding.Mesh, state: CycleGANState) -> CycleGANState:
+def shardings(mesh: jax.sharding.Mesh, state):
   return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(state))
 
 
-def create_sharded_state(config, image_shape, mesh, schedule) -> CycleGANState:
+def create_sharded_state(config, image_shape, mesh, schedule):
   """Creates the state directly in its shardings, on every host alike."""
   init = lambda: create_state(config, image_shape, mesh.size, schedule)
   abstract = jax.eval_shape(init)

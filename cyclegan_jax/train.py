@@ -17,6 +17,7 @@ from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
+from cyclegan_jax import paired_data
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import translate
@@ -31,8 +32,33 @@ def training_image_shape(config, batches) -> tuple[int, int, int]:
   return batches.batch(0)['A'].shape[1:]  # Sizes that follow the data.
 
 
-def sample_grid(generator, state, test_a, test_b) -> np.ndarray:
-  """Rows of real | translated | reconstructed, for the A then the B images."""
+def open_training_data(config):
+  """(training batches, test images {'A', 'B'} for the sample grids, a line
+  describing the data) of config.model.kind."""
+  shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
+  if config.model.kind == 'pix2pix':
+    sources = paired_data.open_paired_sources(config.data)
+    batches = paired_data.PairedBatches(sources['train'], config.data, *shard)
+    samples = paired_data.test_pairs(sources['test'], config.data, config.num_samples)
+    return batches, samples, f'{len(sources["train"])} training pairs'
+  sources = input_pipeline.open_sources(config.data)
+  batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
+                                           *shard)
+  samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
+                                                config.num_samples) for domain in 'AB'}
+  return batches, samples, (f'{len(sources["trainA"])} A and {len(sources["trainB"])} B '
+                            'training images')
+
+
+def sample_grid(generator, state, samples, config) -> np.ndarray:
+  """CycleGAN: rows of real | translated | reconstructed, for the A then the B
+  images. pix2pix: rows of input | output | target."""
+  if isinstance(state, state_lib.Pix2PixState):
+    inputs, targets = paired_data.input_and_target(samples, config.data.direction)
+    outputs = translate.generate(generator, state.gen.params, inputs)
+    rows = [np.concatenate(row, axis=1) for row in zip(inputs, outputs, targets)]
+    return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
+  test_a, test_b = samples['A'], samples['B']
   p_ab, p_ba = state.gen_ab.params, state.gen_ba.params
   fake_b, rec_a = translate.translate_and_back(generator, p_ab, p_ba, test_a)
   fake_a, rec_b = translate.translate_and_back(generator, p_ba, p_ab, test_b)
@@ -93,8 +119,9 @@ class _StopSignals:
     return bool(np.any(flags))
 
 
-def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
-  """Trains CycleGAN, resuming from the newest checkpoint in `workdir`."""
+def train_and_evaluate(config, workdir: str):
+  """Trains CycleGAN or pix2pix (config.model.kind), resuming from the newest
+  checkpoint in `workdir`; returns the final state."""
   workdir = os.path.abspath(workdir)
   num_devices = jax.device_count()
   logging.info('Process %d of %d, %d of %d devices here: %s.', jax.process_index(),
@@ -108,20 +135,16 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
   checkpoints.save_config(config, workdir)
   generator = models.create_generator(config.model)
 
-  sources = input_pipeline.open_sources(config.data)
-  batches = input_pipeline.UnpairedBatches(
-      sources['trainA'], sources['trainB'], config.data, config.seed,
-      config.train.batch_size, jax.process_index(), jax.process_count())
+  batches, samples, data_description = open_training_data(config)
   image_shape = training_image_shape(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
-  logging.info('Data: %d A and %d B training images, %d steps per epoch, %d steps in all.',
-               len(sources['trainA']), len(sources['trainB']), batches.steps_per_epoch,
-               total_steps)
+  logging.info('Data: %s, %d steps per epoch, %d steps in all.', data_description,
+               batches.steps_per_epoch, total_steps)
 
   mesh = jax.make_mesh((num_devices,), ('data',))
   state = state_lib.create_sharded_state(config, image_shape, mesh, schedule)
-  for name in ('gen_ab', 'gen_ba', 'disc_a', 'disc_b'):
+  for name in state_lib.network_names(state):
     count = models.count_params(getattr(state, name).params)
     logging.info('%s: %s parameters', name, f'{count:,}')
     print(f'{name}: {count:,} parameters', flush=True)
@@ -133,8 +156,6 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
 
   train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
   batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
-  test_a = input_pipeline.test_images(sources['testA'], config.data, config.num_samples)
-  test_b = input_pipeline.test_images(sources['testB'], config.data, config.num_samples)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() != 0)
@@ -182,7 +203,7 @@ def train_and_evaluate(config, workdir: str) -> state_lib.CycleGANState:
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
-          grid = sample_grid(generator, state, test_a, test_b)
+          grid = sample_grid(generator, state, samples, config)
           writer.write_images(done, {'samples': grid[None]})
           if jax.process_index() == 0:
             os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)

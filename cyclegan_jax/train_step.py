@@ -1,9 +1,14 @@
-"""One CycleGAN training step, data-parallel over the `data` mesh axis.
+"""One training step, data-parallel over the `data` mesh axis.
 
-Read top to bottom against Zhu et al. 2017: the generators minimise
+CycleGAN, read top to bottom against Zhu et al. 2017: the generators minimise
   L_GAN(G, D_B) + L_GAN(F, D_A) + lambda_cyc * (|F(G(a)) - a| + |G(F(b)) - b|)
     + lambda_id * lambda_cyc * (|G(b) - b| + |F(a) - a|),
 then each discriminator minimises 0.5 * (loss(D(real), 1) + loss(D(pooled fake), 0)).
+
+pix2pix, against Isola et al. 2017 in the official order: the discriminator
+first minimises 0.5 * (loss(D(x, y), 1) + loss(D(x, G(x)), 0)), then the
+generator minimises loss(D(x, G(x)), 1) + lambda_L1 * |G(x) - y| through the
+updated discriminator.
 """
 
 import functools
@@ -14,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from cyclegan_jax import image_pool
 from cyclegan_jax import losses
+from cyclegan_jax import paired_data
 from cyclegan_jax import state as state_lib
 
 
@@ -103,6 +109,47 @@ def local_train_step(state: state_lib.CycleGANState, batch, *, config, schedule)
   return new_state, metrics
 
 
+def local_pix2pix_step(state: state_lib.Pix2PixState, batch, *, config, schedule):
+  """The per-device pix2pix program: `batch` holds this device's (A, B) pairs."""
+  t = config.train
+  real_in, real_out = paired_data.input_and_target(batch, config.data.direction)  # x, y
+  key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
+                           jax.lax.axis_index('data'))
+
+  def generate(params):  # One dropout mask for the whole step, as one forward pass.
+    return state.gen.apply_fn({'params': params}, real_in, train=True, rngs={'dropout': key})
+
+  def discriminate(params, output):  # D(x, output): the pair, channels side by side.
+    return state.disc.apply_fn({'params': params}, jnp.concatenate([real_in, output], -1))
+
+  fake_out = generate(state.gen.params)  # G(x)
+
+  # --- Discriminator: real pairs against generated pairs (no gradient into G).
+  def discriminator_loss(params):
+    return losses.discriminator_loss(functools.partial(discriminate, params), real_out,
+                                     jax.lax.stop_gradient(fake_out), t.gan_mode)
+
+  d_loss, d_grads = jax.value_and_grad(discriminator_loss)(_per_device(state.disc.params))
+  disc = state.disc.apply_gradients(grads=jax.lax.pmean(d_grads, 'data'))
+
+  # --- Generator: fool the updated discriminator, stay near the target in L1.
+  def generator_loss(params):
+    fake = generate(params)
+    terms = {'gen/adversarial': losses.gan_loss(discriminate(disc.params, fake), True,
+                                                t.gan_mode),
+             'gen/l1': t.lambda_l1 * losses.l1(fake, real_out)}
+    return sum(terms.values()), terms
+
+  (_, g_terms), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
+      _per_device(state.gen.params))
+  gen = state.gen.apply_gradients(grads=jax.lax.pmean(g_grads, 'data'))
+
+  metrics = jax.lax.pmean({**g_terms, 'disc/loss': d_loss}, 'data')
+  metrics['gen/total'] = sum(metrics[k] for k in g_terms)
+  metrics['learning_rate'] = schedule(state.step)
+  return state.replace(step=state.step + 1, gen=gen, disc=disc), metrics
+
+
 def check_global_batch(batch_size: int, num_devices: int) -> None:
   """Each device takes an equal share of the global batch."""
   if batch_size % num_devices:
@@ -117,8 +164,10 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
   The state is donated so its buffers are reused.
   """
   specs = state_lib.partition_specs(abstract_state)
+  local_step = (local_pix2pix_step if isinstance(abstract_state, state_lib.Pix2PixState)
+                else local_train_step)
   step = jax.shard_map(
-      functools.partial(local_train_step, config=config, schedule=schedule),
+      functools.partial(local_step, config=config, schedule=schedule),
       mesh=mesh, in_specs=(specs, P('data')), out_specs=(specs, P()))
   # The new state in exactly the shardings the state came in (shard_map would
   # spell them P(None, ...), which the jit cache does not match with P()), so

@@ -17,16 +17,27 @@ from cyclegan_jax import models
 DIRECTIONS = {'AtoB': 'gen_ab', 'BtoA': 'gen_ba'}
 
 
+# Generators built with dropout_at_test (pix2pix) draw their test-time dropout
+# masks from this fixed key, so that translating twice gives the same images.
+TEST_DROPOUT_KEY = jax.random.PRNGKey(0)
+
+
+def _apply(generator, params, images):
+  return generator.apply({'params': params}, images, train=False,
+                         rngs={'dropout': TEST_DROPOUT_KEY})
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _generate(generator, params, images):
-  return generator.apply({'params': params}, images, train=False)
+def generate(generator, params, images):
+  """G(x) for a batch of images in [-1, 1], in test mode."""
+  return _apply(generator, params, images)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def translate_and_back(generator, params_there, params_back, images):
   """(G(x), F(G(x))) for a batch: the translation and its reconstruction."""
-  translated = generator.apply({'params': params_there}, images, train=False)
-  return translated, generator.apply({'params': params_back}, translated, train=False)
+  translated = _apply(generator, params_there, images)
+  return translated, _apply(generator, params_back, translated)
 
 
 def translate_image(generator, params, image: np.ndarray) -> np.ndarray:
@@ -39,7 +50,7 @@ def translate_image(generator, params, image: np.ndarray) -> np.ndarray:
   h, w = image.shape[:2]
   x = image.astype(np.float32) / 127.5 - 1.0
   x = np.pad(x, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
-  y = _generate(generator, params, x[None])[0, :h, :w]
+  y = generate(generator, params, x[None])[0, :h, :w]
   return input_pipeline.to_uint8(y)
 
 
@@ -78,8 +89,23 @@ def _check_output_dir(output_dir: str, input_dir: str) -> None:
                   f'({e.strerror or e})') from e
 
 
-def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: str = 'AtoB',
-                     step: int | None = None) -> list[str]:
+def network_for(config, direction: str | None) -> tuple[str, str]:
+  """(checkpointed network, direction) that translates `direction` (None:
+  CycleGAN's AtoB, or the one direction a pix2pix model was trained for)."""
+  if config.model.get('kind', 'cyclegan') == 'pix2pix':
+    trained = config.data.direction
+    if direction not in (None, trained):
+      raise ValueError(f'--direction={direction}: this pix2pix model was trained for '
+                       f'{trained} only (config.data.direction)')
+    return 'gen', trained
+  direction = direction or 'AtoB'
+  if direction not in DIRECTIONS:
+    raise ValueError(f'--direction={direction!r}: expected AtoB or BtoA')
+  return DIRECTIONS[direction], direction
+
+
+def translate_folder(workdir: str, input_dir: str, output_dir: str,
+                     direction: str | None = None, step: int | None = None) -> list[str]:
   """Writes `output_dir/<name>.png` for every image in `input_dir` (names as
   `output_names` gives them); returns the paths written.
 
@@ -87,14 +113,13 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str, direction: s
   is refused. A file that cannot be read stops the run with an error naming
   it (input_pipeline.BadImageError); the images before it are already written.
   """
-  if direction not in DIRECTIONS:
-    raise ValueError(f'--direction={direction!r}: expected AtoB or BtoA')
   config = checkpoints.load_config(workdir)
+  network, direction = network_for(config, direction)
   files = input_pipeline.list_images(input_dir)
   names = output_names(files)
   _check_output_dir(output_dir, input_dir)
-  step, params = checkpoints.load_params(workdir, (DIRECTIONS[direction],), step)
-  params = params[DIRECTIONS[direction]]
+  step, params = checkpoints.load_params(workdir, (network,), step)
+  params = params[network]
   generator = models.create_generator(config.model)
   written = []
   for path, name in zip(tqdm.tqdm(files, desc=f'{direction} (step {step})', unit='image'),

@@ -46,3 +46,18 @@ def make_unpaired_folder(root: str, n_train: int = 64, n_test: int = 16, size: i
         Image.fromarray(to_b(scene) if domain == 'B' else scene).save(
             os.path.join(folder, f'{i:04d}.png'))
   return root
+
+
+def make_aligned_folder(root: str, n_train: int = 64, n_test: int = 16, size: int = 32,
+                        seed: int = 0) -> str:
+  """Writes root/{train,test}/*.png of side-by-side pairs A | to_b(A), the
+  official pix2pix layout, and returns root."""
+  rng = np.random.default_rng(seed)
+  for split, count in (('train', n_train), ('test', n_test)):
+    folder = os.path.join(root, split)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+      scene = random_scene(rng, size)
+      Image.fromarray(np.concatenate([scene, to_b(scene)], axis=1)).save(
+          os.path.join(folder, f'{i:04d}.png'))
+  return root

@@ -1,6 +1,8 @@
 """Hostile configs, command lines and faults during training: each ends in a
 clear one-line message and a workdir that resumes."""
 
+import glob
+import importlib
 import json
 import os
 import subprocess
@@ -39,6 +41,10 @@ def _tiny(image_folder, **overrides):
     ('model.discriminator', 'patch', "config.model.discriminator='patch': expected one of"),
     ('model.dtype', 'float16', "config.model.dtype='float16': expected one of"),
     ('model.ngf', 0, 'config.model.ngf=0: expected an integer >= 1'),
+    ('model.kind', 'pix2pixhd', "config.model.kind='pix2pixhd': expected one of cyclegan, pix2pix"),
+    ('model.norm', 'group', "config.model.norm='group': expected one of instance, batch"),
+    ('model.generator', 'unet_100', "config.model.generator='unet_100': expected one of"),
+    ('train.lambda_l1', -1.0, 'config.train.lambda_l1=-1.0: expected a number >= 0'),
     ('train.gan_mode', 'lsgan2', "config.train.gan_mode='lsgan2': expected one of"),
     ('train.lambda_cycle', -1.0, 'config.train.lambda_cycle=-1.0: expected a number >= 0'),
     ('train.lambda_identity', -0.5, 'config.train.lambda_identity=-0.5: expected a number >= 0'),
@@ -62,6 +68,25 @@ def test_every_shipped_config_is_valid():
   from configs import default, quickstart  # pylint: disable=import-outside-toplevel
   config_checks.validate(default.get_config(), num_devices=1)
   config_checks.validate(quickstart.get_config(), num_devices=1)
+  for path in sorted(glob.glob(os.path.join(REPO, 'configs', '*.py'))):
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name != '__init__':
+      config = importlib.import_module(f'configs.{name}').get_config()
+      config.data.image_dir = config.data.image_dir or '/data'  # pix2pix's base configs.
+      config_checks.validate(config, 1)
+
+
+def test_pix2pix_config_mistakes_name_the_field():
+  from configs import tiny_pix2pix  # pylint: disable=import-outside-toplevel
+  config = tiny_pix2pix.get_config()
+  with pytest.raises(ValueError, match=r"^config.data.image_dir='': expected a folder of "
+                                       r"paired images"):
+    config_checks.validate(config, 1)
+  config.data.image_dir = '/data'
+  config.data.direction = 'AtoC'
+  with pytest.raises(ValueError, match=r"^config.data.direction='AtoC': expected one of "
+                                       r"AtoB, BtoA$"):
+    config_checks.validate(config, 1)
 
 
 def _main(*args, timeout=300, **kwargs):

@@ -91,3 +91,47 @@ def test_unknown_names_are_clear_errors():
   config.discriminator = 'huge'
   with pytest.raises(ValueError, match='config.model.discriminator'):
     models.create_discriminator(config)
+
+
+# pix2pix (norm='batch'): convolutions before a batch norm lose their bias and
+# each batch norm has a weight and a bias (official counts, issue 6).
+def test_pix2pix_parameter_counts():
+  config = default.get_config().model
+  config.generator, config.norm, config.dropout = 'unet_256', 'batch', True
+  assert models.count_params(_abstract_params(models.create_generator(config), 256)) == 54_413_955
+  disc = models.create_discriminator(config)
+  variables = jax.eval_shape(disc.init, jax.random.PRNGKey(0), jnp.zeros((1, 256, 256, 6)))
+  assert models.count_params(variables['params']) == 2_768_705  # Judges (input, output): 6 channels.
+
+
+def test_batch_norm_uses_the_batch_statistics_at_test_time_too():
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 4, 2)) * 3.0 + 1.0
+  norm = models.BatchNorm()
+  params = norm.init(jax.random.PRNGKey(0), x)['params']
+  assert abs(float(jnp.std(params['scale'])) - 0.02) < 0.02 and not np.any(params['bias'])
+  params = {'scale': jnp.array([2.0, 0.5]), 'bias': jnp.array([0.1, -0.1])}
+  mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+  expected = (x - mean) / np.sqrt(var + 1e-5) * params['scale'] + params['bias']
+  np.testing.assert_allclose(norm.apply({'params': params}, x), expected, atol=1e-5)
+
+
+def test_unet_sizes_and_dropout_at_test():
+  """unet_<2^N> has N levels; with dropout_at_test the test-time output is
+  random (a key per call) and only then."""
+  config = default.get_config().model
+  config.generator, config.ngf, config.norm, config.dropout = 'unet_64', 4, 'batch', True
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), minval=-1, maxval=1)
+  outputs = {}
+  for at_test in (False, True):
+    config.dropout_at_test = at_test
+    generator = models.create_generator(config)
+    assert generator.num_downs == 6
+    params = generator.init(jax.random.PRNGKey(0), x)['params']
+    outputs[at_test] = [generator.apply({'params': params}, x, train=False,
+                                        rngs={'dropout': jax.random.PRNGKey(k)}) for k in (1, 2)]
+  np.testing.assert_array_equal(*outputs[False])
+  assert float(jnp.max(jnp.abs(outputs[True][0] - outputs[True][1]))) > 1e-3
+  for bad in ('unet_48', 'unet_16'):
+    config.generator = bad
+    with pytest.raises(ValueError, match='config.model.generator'):
+      models.create_generator(config)

@@ -1,0 +1,128 @@
+"""Paired image data for pix2pix: (A, B) images that belong together.
+
+Two layouts, both under config.data.image_dir:
+- the official `aligned` one: train/ and test/ (or val/) holding side-by-side
+  images, A on the left half and B on the right;
+- trainA/ trainB/ testA/ testB/ whose files are paired by name (a.png in
+  trainA with a.jpg or a.png in trainB).
+Batches reuse `input_pipeline.UnpairedBatches`' sharding, threading and
+pure-function-of-(seed, step) rules; the pair of an example gets one random
+crop and flip, applied to both images, as the official `AlignedDataset` does.
+"""
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from cyclegan_jax import input_pipeline
+
+DIRECTIONS = ('AtoB', 'BtoA')
+
+
+def split_aligned(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """An AB image -> (A, B): the left half and the rest, as the official code splits."""
+  half = image.shape[1] // 2
+  return image[:, :half], image[:, half:]
+
+
+class AlignedSource(Sequence):
+  """The (A, B) pairs of a folder of side-by-side AB images."""
+
+  def __init__(self, folder: str):
+    self.files = input_pipeline.list_images(folder)
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    path = self.files[index]
+    image = input_pipeline.load_image(path)
+    if image.shape[1] < 2:
+      raise input_pipeline.BadImageError(f'{path}: {image.shape[1]} pixel(s) wide; expected '
+                                         'an A|B image side by side')
+    return split_aligned(image)
+
+
+class PairedFolderSource(Sequence):
+  """The (A, B) pairs of two folders, matched by file name without extension."""
+
+  def __init__(self, folder_a: str, folder_b: str):
+    stem = lambda path: os.path.splitext(os.path.basename(path))[0]
+    files_a = {stem(f): f for f in input_pipeline.list_images(folder_a)}
+    files_b = {stem(f): f for f in input_pipeline.list_images(folder_b)}
+    for folder, mine, other in ((folder_a, files_a, files_b), (folder_b, files_b, files_a)):
+      unmatched = sorted(set(mine) - set(other))
+      if unmatched:
+        names = ', '.join(os.path.basename(mine[s]) for s in unmatched[:5])
+        more = f' and {len(unmatched) - 5} more' if len(unmatched) > 5 else ''
+        raise ValueError(f'{folder}: {names}{more} have no partner of the same name in '
+                         f'{folder_b if folder == folder_a else folder_a}; pix2pix needs '
+                         'every image paired')
+    self.files = [(files_a[s], files_b[s]) for s in sorted(files_a)]
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    path_a, path_b = self.files[index]
+    return input_pipeline.load_image(path_a), input_pipeline.load_image(path_b)
+
+
+def open_paired_sources(data_config) -> dict[str, Sequence]:
+  """{'train', 'test'} -> sources of (A, B) pairs."""
+  root = os.path.expanduser(data_config.image_dir)
+  if not root:
+    raise ValueError('config.data.image_dir is empty; pix2pix needs a folder of paired images '
+                     '(train/ and test/ of side-by-side AB images, or trainA/ trainB/ testA/ '
+                     'testB/ paired by file name)')
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f'config.data.image_dir={root}: no such folder')
+  has = lambda name: os.path.isdir(os.path.join(root, name))
+  if has('train'):
+    test = next((name for name in ('test', 'val') if has(name)), None)
+    if test is None:
+      raise FileNotFoundError(f'{os.path.join(root, "test")}: no such folder (nor val/); '
+                              'expected test images beside train/')
+    return {'train': AlignedSource(os.path.join(root, 'train')),
+            'test': AlignedSource(os.path.join(root, test))}
+  if all(has(split) for split in input_pipeline.SPLITS):
+    return {phase: PairedFolderSource(os.path.join(root, phase + 'A'),
+                                      os.path.join(root, phase + 'B'))
+            for phase in ('train', 'test')}
+  raise FileNotFoundError(f'config.data.image_dir={root}: expected train/ and test/ of '
+                          'side-by-side AB images, or trainA/ trainB/ testA/ testB/')
+
+
+def input_and_target(pair, direction: str):
+  """(input, target) of an (A, B) pair, or of a dict with 'A' and 'B'."""
+  a, b = (pair['A'], pair['B']) if isinstance(pair, dict) else pair
+  if direction not in DIRECTIONS:
+    raise ValueError(f'config.data.direction={direction!r}: expected AtoB or BtoA')
+  return (a, b) if direction == 'AtoB' else (b, a)
+
+
+class PairedBatches(input_pipeline.UnpairedBatches):
+  """Batches {'A', 'B'} of pairs: example k is pair perm_e[k mod N] of this
+  process's shard (a new permutation every epoch, like the official shuffled
+  loader), its A and B given the same crop and flip, drawn from (seed, p, k)."""
+
+  def __init__(self, source, data_config, seed: int, global_batch: int,
+               process_index: int = 0, process_count: int = 1):
+    super().__init__(source, source, data_config, seed, global_batch, process_index,
+                     process_count, names=('train', 'train'))
+
+  def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    epoch, position = divmod(k, self.local_epoch_length)
+    a, b = self._read(self.shard_a, self._permutation(epoch)[position])
+    # Two generators from the same seed draw the same crop and flip for A and B.
+    return (input_pipeline.preprocess(a, self.data_config, self._rng(2, k)),
+            input_pipeline.preprocess(b, self.data_config, self._rng(2, k)))
+
+
+def test_pairs(source, data_config, count: int) -> dict[str, np.ndarray]:
+  """{'A', 'B'}: the first `count` pairs with the test transform."""
+  pairs = [source[i] for i in range(min(count, len(source)))]
+  return {name: np.stack([input_pipeline.preprocess(pair[j], data_config, None)
+                          for pair in pairs])
+          for j, name in enumerate('AB')}
