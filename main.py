@@ -39,6 +39,8 @@ flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA'], 'translate: which generat
 flags.DEFINE_integer('step', None,
                      'evaluate, test, translate: checkpoint step (default: the latest).')
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
+flags.DEFINE_string('inception_weights', None, 'evaluate: the FID Inception weights file '
+                    '(default: the workdir config\'s eval.inception_weights).')
 flags.DEFINE_string('torch_checkpoint', None, 'import_torch: the official G_A (A->B) '
                     '`.pth`, or a pretrained single-generator `.pth` such as horse2zebra.pth.')
 flags.DEFINE_string('torch_checkpoint_b', None, 'import_torch: the official G_B (B->A) `.pth`.')
@@ -114,7 +116,7 @@ def main(argv):
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
       from cyclegan_jax import evaluate  # pylint: disable=import-outside-toplevel
-      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step)
+      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights)
     elif FLAGS.mode == 'import_torch':
       if FLAGS.config is None or not FLAGS.torch_checkpoint:
         _fail('--mode=import_torch needs --config=FILE (the architecture) and '
@@ -132,9 +134,10 @@ def main(argv):
       written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                            FLAGS.direction, FLAGS.step)
       logging.info('Wrote %d images to %s', len(written), FLAGS.output)
-  # What the library raises for bad input, bad data, a full disk or a NaN:
-  # one line, no traceback. Anything else is a bug and keeps its traceback.
-  except (ValueError, OSError, FloatingPointError) as e:
+  # What the library raises for bad input, bad data, a full disk, a NaN or a
+  # missing optional package (torch): one line, no traceback. Anything else
+  # is a bug and keeps its traceback.
+  except (ValueError, OSError, FloatingPointError, ImportError) as e:
     _fail(str(e))
 
 

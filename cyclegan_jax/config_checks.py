@@ -95,6 +95,17 @@ def validate(config, num_devices: int) -> None:
     at_least(name, 0)
   _require(is_int('seed'), config, 'seed', 'an integer')
 
+  # Evaluation (FID/KID).
+  for name in ('eval.every_steps', 'eval.num_images'):
+    at_least(name, 0)
+  for name in ('eval.batch_size', 'eval.kid_subsets'):
+    at_least(name, 1)
+  at_least('eval.kid_subset_size', 2)
+  if config.eval.every_steps > 0:
+    _require(bool(config.eval.inception_weights), config, 'eval.inception_weights',
+             'a weights file when config.eval.every_steps > 0 (write one with python -m '
+             'cyclegan_jax.inception_weights, see the README)')
+
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be
 # resumed with other values.

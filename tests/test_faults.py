@@ -45,6 +45,9 @@ def _tiny(image_folder, **overrides):
     ('model.norm', 'group', "config.model.norm='group': expected one of instance, batch"),
     ('model.generator', 'unet_100', "config.model.generator='unet_100': expected one of"),
     ('train.lambda_l1', -1.0, 'config.train.lambda_l1=-1.0: expected a number >= 0'),
+    ('eval.every_steps', 5, "config.eval.inception_weights='': expected a weights file when "
+                            'config.eval.every_steps > 0'),
+    ('eval.kid_subset_size', 1, 'config.eval.kid_subset_size=1: expected an integer >= 2'),
     ('train.gan_mode', 'lsgan2', "config.train.gan_mode='lsgan2': expected one of"),
     ('train.lambda_cycle', -1.0, 'config.train.lambda_cycle=-1.0: expected a number >= 0'),
     ('train.lambda_identity', -0.5, 'config.train.lambda_identity=-0.5: expected a number >= 0'),
