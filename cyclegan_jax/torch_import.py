@@ -1,14 +1,34 @@
 """Generators saved by junyanz/pytorch-CycleGAN-and-pix2pix -> a workdir that
-`--mode=translate`, `--mode=test` and `--mode=evaluate` accept.
+`--mode=translate` accepts (CycleGAN workdirs: also `--mode=test` and
+`--mode=evaluate`).
 
+  CycleGAN (config.model.kind='cyclegan'): G_A, and G_B if you have it.
   python main.py --mode=import_torch --config=configs/horse2zebra.py --workdir=runs/official \
       --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
 
+  pix2pix (config.model.kind='pix2pix'): its one generator, e.g. the
+  published facades_label2photo.pth or a latest_net_G.pth.
+  python main.py --mode=import_torch --config=configs/pix2pix_facades.py --workdir=runs/facades \
+      --torch_checkpoint=latest_net_G.pth
+
 Official state dicts name parameters by their place in nn.Sequential
-containers (`model.10.conv_block.1.weight`); `_resnet_names` and `_unet_names`
-map each of those modules to the Flax module of models.py that plays its role.
-Only generators with instance norm (the CycleGAN default) can be imported:
-that is the only norm models.py has.
+containers (`model.10.conv_block.1.weight`); `_resnet_modules` and
+`_unet_modules` map each of those modules to the Flax module of models.py that
+plays its role. Convolutions: weight -> kernel, bias -> bias. Batch norms
+(`--norm batch`, the pix2pix default): weight -> scale, bias -> bias, and
+their running_mean / running_var / num_batches_tracked are not imported:
+models.BatchNorm normalises with the statistics of the batch it is given, at
+test time too, which is what the official test.py does without `--eval`
+(pix2pix's scripts do not pass it), one image at a time. Instance norms
+(`--norm instance`, the CycleGAN default) have no parameters. The norm of the
+checkpoint must be config.model.norm; `--norm none` generators cannot be
+imported (models.py has no such norm).
+
+A U-Net's state dict does not say whether it was trained with dropout (its
+Dropout layers hold nothing); config.model.dropout and dropout_at_test decide
+what translate does (pix2pix configs: dropout on at test time, as the official
+test.py keeps it, with masks from a fixed key, so the outputs are like the
+official ones only in distribution).
 """
 
 import json
@@ -25,73 +45,124 @@ from cyclegan_jax import checkpoints
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 
-# Buffers of InstanceNorm2d(track_running_stats=True), which PyTorch < 0.4 saved
-# for every instance norm; the official test code deletes them too: the norm
-# uses each image's own statistics.
+# Norm buffers. Batch norms' running statistics are not used (see above);
+# InstanceNorm2d(track_running_stats=True), which PyTorch < 0.4 saved for
+# every instance norm, has them too, and the official test code deletes them:
+# the norm uses each image's own statistics.
 _IGNORED_SUFFIXES = ('.running_mean', '.running_var', '.num_batches_tracked')
 
+CONV, NORM = 'conv', 'norm'
 
-def _resnet_names(n_blocks: int, dropout: bool) -> dict[str, tuple[str, ...]]:
-  """Official ResnetGenerator module -> Flax module path.
 
-  model: 0 pad, 1 conv7, 2 norm, 3 relu, 4 conv (down), 5, 6, 7 conv (down),
-  8, 9, then the blocks from 10, then per upsampling: convT, norm, relu; then
-  pad, conv7, tanh. A block's conv_block: 0 pad, 1 conv, 2 norm, 3 relu,
-  [dropout], pad, conv, norm.
+def _resnet_modules(n_blocks: int, dropout: bool) -> dict[str, tuple[tuple[str, ...], str]]:
+  """Official ResnetGenerator module -> (Flax module path, CONV or NORM).
+
+  model: 0 pad, 1 conv7, 2 norm, 3 relu, 4 conv (down), 5 norm, 6 relu, 7 conv
+  (down), 8 norm, 9 relu, then the blocks from 10, then per upsampling: convT,
+  norm, relu; then pad, conv7, tanh. A block's conv_block: 0 pad, 1 conv,
+  2 norm, 3 relu, [dropout], pad, conv, norm.
   """
   second = 6 if dropout else 5
-  names = {'model.1': ('Conv_0',), 'model.4': ('Conv_1',), 'model.7': ('Conv_2',)}
+  modules = {'model.1': (('Conv_0',), CONV), 'model.2': (('BatchNorm_0',), NORM),
+             'model.4': (('Conv_1',), CONV), 'model.5': (('BatchNorm_1',), NORM),
+             'model.7': (('Conv_2',), CONV), 'model.8': (('BatchNorm_2',), NORM)}
   for i in range(n_blocks):
-    names[f'model.{10 + i}.conv_block.1'] = (f'ResnetBlock_{i}', 'Conv_0')
-    names[f'model.{10 + i}.conv_block.{second}'] = (f'ResnetBlock_{i}', 'Conv_1')
-  names[f'model.{10 + n_blocks}'] = ('ConvTranspose_0',)
-  names[f'model.{13 + n_blocks}'] = ('ConvTranspose_1',)
-  names[f'model.{17 + n_blocks}'] = ('Conv_3',)
-  return names
+    block = f'model.{10 + i}.conv_block.'
+    modules[block + '1'] = ((f'ResnetBlock_{i}', 'Conv_0'), CONV)
+    modules[block + '2'] = ((f'ResnetBlock_{i}', 'BatchNorm_0'), NORM)
+    modules[block + str(second)] = ((f'ResnetBlock_{i}', 'Conv_1'), CONV)
+    modules[block + str(second + 1)] = ((f'ResnetBlock_{i}', 'BatchNorm_1'), NORM)
+  modules[f'model.{10 + n_blocks}'] = (('ConvTranspose_0',), CONV)
+  modules[f'model.{11 + n_blocks}'] = (('BatchNorm_3',), NORM)
+  modules[f'model.{13 + n_blocks}'] = (('ConvTranspose_1',), CONV)
+  modules[f'model.{14 + n_blocks}'] = (('BatchNorm_4',), NORM)
+  modules[f'model.{17 + n_blocks}'] = (('Conv_3',), CONV)
+  return modules
 
 
-def _unet_names(num_downs: int) -> dict[str, tuple[str, ...]]:
-  """Official UnetGenerator module -> Flax module path.
+def _unet_modules(num_downs: int) -> dict[str, tuple[tuple[str, ...], str]]:
+  """Official UnetGenerator module -> (Flax module path, CONV or NORM).
 
   UnetGenerator.model is the outermost UnetSkipConnectionBlock; each block's
   `model` Sequential holds: outermost [down conv, inner block, relu, up convT,
   tanh]; middle [leaky relu, down conv, norm, inner block, relu, up convT,
   norm(, dropout)]; innermost [leaky relu, down conv, relu, up convT, norm].
-  Our U-Net creates the down convs outermost first and the up convs innermost
-  first.
+  Our U-Net creates the down convs and their norms outermost first, then the
+  up convs and their norms innermost first: level i (0 = outermost) of n has
+  Conv_i, ConvTranspose_{n-1-i}, down norm BatchNorm_{i-1} (0 < i < n-1) and
+  up norm BatchNorm_{2n-3-i} (i > 0).
   """
-  names, prefix = {}, 'model.model.'
-  for level in range(num_downs):
-    outermost, innermost = level == 0, level == num_downs - 1
-    names[prefix + ('0' if outermost else '1')] = (f'Conv_{level}',)
-    names[prefix + ('3' if outermost or innermost else '5')] = (
-        f'ConvTranspose_{num_downs - 1 - level}',)
+  n, modules, prefix = num_downs, {}, 'model.model.'
+  for level in range(n):
+    outermost, innermost = level == 0, level == n - 1
+    modules[prefix + ('0' if outermost else '1')] = ((f'Conv_{level}',), CONV)
+    modules[prefix + ('3' if outermost or innermost else '5')] = (
+        (f'ConvTranspose_{n - 1 - level}',), CONV)
+    if not (outermost or innermost):
+      modules[prefix + '2'] = ((f'BatchNorm_{level - 1}',), NORM)
+      modules[prefix + '6'] = ((f'BatchNorm_{2 * n - 3 - level}',), NORM)
+    if innermost:
+      modules[prefix + '4'] = ((f'BatchNorm_{2 * n - 3 - level}',), NORM)
     prefix += ('1' if outermost else '3') + '.model.'
+  return modules
+
+
+def _module_names(generator) -> dict[str, tuple[tuple[str, ...], str]]:
+  if isinstance(generator, models.UnetGenerator):
+    return _unet_modules(generator.num_downs)
+  return _resnet_modules(generator.n_blocks, generator.dropout)
+
+
+def parameter_names(generator, flax_shapes) -> dict[str, tuple[str, ...]]:
+  """Official state dict key -> flattened Flax parameter path, for the
+  parameters `flax_shapes` (flattened) has: a convolution's bias only where
+  models.py gives it one (not before a batch norm), norms only where they have
+  parameters (batch norm)."""
+  names = {}
+  for module, (flax_path, role) in _module_names(generator).items():
+    leaves = {'weight': 'kernel', 'bias': 'bias'} if role == CONV else {'weight': 'scale',
+                                                                         'bias': 'bias'}
+    for torch_leaf, flax_leaf in leaves.items():
+      if (*flax_path, flax_leaf) in flax_shapes:
+        names[f'{module}.{torch_leaf}'] = (*flax_path, flax_leaf)
   return names
 
 
-def _module_names(generator) -> dict[str, tuple[str, ...]]:
-  if isinstance(generator, models.UnetGenerator):
-    return _unet_names(generator.num_downs)
-  return _resnet_names(generator.n_blocks, generator.dropout)
+def checkpoint_norm(state: dict) -> str:
+  """The `--norm` a state dict was trained with: 'batch' (a norm with a
+  weight: BatchNorm2d(affine=True)), 'instance' (norms without parameters,
+  convolutions with biases) or 'none' (neither: the official `--norm none`
+  also drops the biases)."""
+  if any(k.endswith('.weight') and v.ndim == 1 for k, v in state.items()):
+    return 'batch'
+  if 'model.1.weight' in state and 'model.1.bias' not in state:
+    return 'none'
+  if 'model.model.0.weight' in state and 'model.model.0.bias' not in state:
+    return 'none'
+  return 'instance'
 
 
 def _looks_like(state: dict) -> str:
   """What generator a state dict holds, in config terms, for error messages."""
   blocks = {m.group(1) for k in state if (m := re.match(r'model\.(\d+)\.conv_block\.', k))}
+  norm = f'{checkpoint_norm(state)} norm'
   if 'model.1.weight' in state:
-    dropout = any('.conv_block.6.' in k for k in state)
-    return (f'resnet_{len(blocks)}blocks with ngf={state["model.1.weight"].shape[0]}'
+    # conv_block.6 is the second conv with dropout, the first block's second
+    # norm without; a conv weight is 4-D.
+    dropout = any(k.endswith('.conv_block.6.weight') and state[k].ndim == 4 for k in state)
+    return (f'resnet_{len(blocks)}blocks with ngf={state["model.1.weight"].shape[0]}, {norm}'
             + (' and dropout' if dropout else ''))
   if 'model.model.0.weight' in state:
     downs = max(k.split('.').count('model') for k in state) - 1
-    return f'unet_{2**downs} with ngf={state["model.model.0.weight"].shape[0]}'
+    return f'unet_{2**downs} with ngf={state["model.model.0.weight"].shape[0]}, {norm}'
   return 'no generator of the official layout (keys: ' + ', '.join(list(state)[:3]) + ', ...)'
 
 
 def _expected(model_config) -> str:
   return (f'config.model.generator={model_config.generator!r}, '
-          f'config.model.ngf={model_config.ngf}, config.model.dropout={model_config.dropout}')
+          f'config.model.ngf={model_config.ngf}, '
+          f'config.model.norm={model_config.get("norm", "instance")!r}, '
+          f'config.model.dropout={model_config.dropout}')
 
 
 def _torch():
@@ -105,7 +176,7 @@ def _torch():
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A `.pth` state dict as float32 NumPy arrays, without `module.` prefixes
-  (nn.DataParallel) and without instance-norm running statistics."""
+  (nn.DataParallel) and without norms' running statistics."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such file; expected a generator state dict saved by '
                             'pytorch-CycleGAN-and-pix2pix (e.g. latest_net_G_A.pth)')
@@ -119,13 +190,6 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ValueError(f'{path}: holds a {type(loaded).__name__}, not a state dict of tensors; '
                      'expected what torch.save(net.state_dict(), path) writes')
   state = {k.removeprefix('module.'): v for k, v in loaded.items()}
-  for key in state:
-    # Batch norm has running statistics *and* a learnt scale: pix2pix models
-    # trained with --norm batch; our generators have instance norm only.
-    module = key.rsplit('.', 1)[0]
-    if key.endswith('.running_mean') and module + '.weight' in state:
-      raise ValueError(f'{path}: {module} is a batch norm (trained with --norm batch); only '
-                       'generators with instance norm (--norm instance) can be imported')
   return {k: v.detach().to(torch.float32).numpy() for k, v in state.items()
           if not k.endswith(_IGNORED_SUFFIXES)}
 
@@ -133,11 +197,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def load_generator_params(path: str, model_config):
   """The Flax params of `models.create_generator(model_config)` from an
   official generator `.pth`; ValueError naming the file and the first key
-  that does not fit."""
-  if model_config.get('norm', 'instance') != 'instance':
-    raise ValueError(f'config.model.norm={model_config.norm!r}: only generators with instance '
-                     'norm can be imported')
-  generator = models.create_generator(model_config)
+  that does not fit, or the norm, if it is not config.model.norm."""
+  norm = model_config.get('norm', 'instance')
+  generator = models.create_generator(model_config)  # Names an unknown norm or generator.
   size = models.generator_multiple(generator)  # Parameter shapes do not depend on it.
   shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
                           jnp.zeros((1, size, size, 3)))['params']
@@ -145,9 +207,20 @@ def load_generator_params(path: str, model_config):
   state = read_state_dict(path)
   looks = f'the checkpoint looks like {_looks_like(state)} but {_expected(model_config)}'
 
-  names = {f'{module}.{leaf}': (*flax_path, 'kernel' if leaf == 'weight' else 'bias')
-           for module, flax_path in _module_names(generator).items()
-           for leaf in ('weight', 'bias')}
+  found = checkpoint_norm(state)
+  if found != norm:
+    if found == 'none':
+      fix = 'models.py has no generator without norm layers'
+    else:
+      fix = (f'import it with --config.model.norm={found}'
+             + (' (or a pix2pix config)' if found == 'batch' else ''))
+    raise ValueError(f'{path}: this generator was trained with --norm {found} but '
+                     f'config.model.norm={norm!r}; {fix} ({looks})')
+
+  names = parameter_names(generator, shapes)
+  # Every Flax parameter has exactly one official name (else models.py and
+  # this mapping disagree: a bug, not a bad file).
+  assert sorted(names.values()) == sorted(shapes), set(shapes) ^ set(names.values())
   missing = [k for k in names if k not in state]
   unexpected = [k for k in state if k not in names]
   if missing or unexpected:
@@ -163,11 +236,12 @@ def load_generator_params(path: str, model_config):
     # convolution it is the transpose of (out -> in), which is exactly what
     # nn.ConvTranspose(transpose_kernel=True) keeps as (kh, kw, out, in).
     # So both take the same permutation, and no spatial flip (tested).
+    # Batch norm weight and bias are (features,), as scale and bias.
     if value.ndim == 4:
       value = value.transpose(2, 3, 1, 0)
     expected = shapes[flax_path].shape
     if value.shape != expected:
-      torch_shape = expected if len(expected) == 1 else tuple(np.array(expected)[[3, 2, 0, 1]])
+      torch_shape = expected if len(expected) != 4 else tuple(np.array(expected)[[3, 2, 0, 1]])
       raise ValueError(f'{path}: {key} has shape {tuple(state[key].shape)}, the config expects '
                        f'{tuple(int(d) for d in torch_shape)}; {looks}')
     params[flax_path] = jnp.asarray(value)
@@ -181,16 +255,48 @@ def _refuse_existing_checkpoints(workdir: str) -> None:
                           'new --workdir (importing never overwrites checkpoints)')
 
 
+def _has_dropout_layers(model_config) -> bool:
+  # models.UnetGenerator puts dropout on levels 4 .. num_downs - 2 (the
+  # official extra ngf*8 blocks): none below unet_64.
+  generator = models.create_generator(model_config)
+  if isinstance(generator, models.UnetGenerator):
+    return generator.dropout and generator.num_downs >= 6
+  return generator.dropout
+
+
+def _batch_norm_note(params, generators: str) -> str | None:
+  flat = flax.traverse_util.flatten_dict(params)
+  count = sum(path[-1] == 'scale' for path in flat)
+  if not count:
+    return None
+  return (f'Batch norm: the weight and bias of the {count} BatchNorm2d of {generators} were '
+          'imported, their '
+          'running_mean/running_var were not: like the official test.py without --eval, the '
+          'generator normalises with the statistics of the batch it is given (in '
+          '--mode=translate, each image\'s own).')
+
+
 def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | None = None):
-  """Writes `workdir/config.json` and a step-0 checkpoint whose gen_ab is the
-  official G_A (A->B) from `path_a` and gen_ba the official G_B (B->A) from
-  `path_b`. Without `path_b` (a pretrained single-generator file such as
-  horse2zebra.pth) gen_ba is a copy of gen_ab, and B->A results are not
-  meaningful. The discriminators are freshly initialised: official test
-  checkpoints hold none."""
-  if config.model.get('kind', 'cyclegan') != 'cyclegan':
-    raise ValueError(f'config.model.kind={config.model.kind!r}: --mode=import_torch writes '
-                     'CycleGAN workdirs only')
+  """Writes `workdir/config.json` and a step-0 checkpoint holding the
+  official generator(s), for config.model.kind:
+
+  - 'cyclegan': gen_ab is the official G_A (A->B) from `path_a` and gen_ba the
+    official G_B (B->A) from `path_b`. Without `path_b` (a pretrained
+    single-generator file such as horse2zebra.pth) gen_ba is a copy of gen_ab,
+    and B->A results are not meaningful.
+  - 'pix2pix': gen is the official G (latest_net_G.pth, or a published model
+    such as facades_label2photo.pth), translating config.data.direction;
+    `path_b` is refused (pix2pix has one generator).
+
+  The discriminators are freshly initialised: official test checkpoints hold
+  none. Nothing is written unless every file fits the config."""
+  kind = config.model.get('kind', 'cyclegan')
+  if kind not in ('cyclegan', 'pix2pix'):
+    raise ValueError(f'config.model.kind={kind!r}: expected cyclegan or pix2pix')
+  pix2pix = kind == 'pix2pix'
+  if pix2pix and path_b:
+    raise ValueError(f'--torch_checkpoint_b={path_b}: a pix2pix model has one generator '
+                     '(latest_net_G.pth); pass it as --torch_checkpoint only')
   workdir = os.path.abspath(workdir)
   _refuse_existing_checkpoints(workdir)
   # Every file is read and checked before anything is written.
@@ -206,27 +312,43 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   state = state_lib.create_sharded_state(config, image_shape, mesh,
                                          optax.constant_schedule(config.train.lr))
   replicated = jax.NamedSharding(mesh, jax.P())
-  state = state.replace(
-      gen_ab=state.gen_ab.replace(params=jax.device_put(params_ab, replicated)),
-      gen_ba=state.gen_ba.replace(params=jax.device_put(params_ba, replicated)))
+  put = lambda params: jax.device_put(params, replicated)
+  if pix2pix:
+    state = state.replace(gen=state.gen.replace(params=put(params_ab)))
+    sources = {'gen': os.path.abspath(path_a)}
+  else:
+    state = state.replace(gen_ab=state.gen_ab.replace(params=put(params_ab)),
+                          gen_ba=state.gen_ba.replace(params=put(params_ba)))
+    sources = {'gen_ab': os.path.abspath(path_a),
+               'gen_ba': os.path.abspath(path_b) if path_b else 'copy of gen_ab'}
 
   checkpoints.save_config(config, workdir)
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   checkpoints.save(manager, state)
   checkpoints.wait_until_finished(manager)
-  sources = {'gen_ab': os.path.abspath(path_a),
-             'gen_ba': os.path.abspath(path_b) if path_b else 'copy of gen_ab'}
   with open(os.path.join(workdir, 'torch_import.json'), 'w') as f:
     json.dump(sources, f, indent=2)
 
   count = f'{models.count_params(params_ab):,} parameters'
-  print(f'gen_ab (AtoB, official G_A): {count} from {sources["gen_ab"]}', flush=True)
-  if path_b:
-    print(f'gen_ba (BtoA, official G_B): {count} from {sources["gen_ba"]}', flush=True)
+  if pix2pix:
+    direction = config.data.direction
+    print(f'gen ({direction}, official G): {count} from {sources["gen"]}', flush=True)
+    if _has_dropout_layers(config.model) and config.model.get('dropout_at_test', False):
+      print('Dropout stays on when translating (config.model.dropout_at_test, as in the official '
+            'test.py), with masks from a fixed key: outputs match the official ones in '
+            'distribution, not pixel for pixel.', flush=True)
   else:
-    print('WARNING: no --torch_checkpoint_b, so gen_ba (BtoA) is a copy of the A->B generator: '
-          'only AtoB translations are real; BtoA translations, reconstructions and B->A FID '
-          'are not meaningful.', flush=True)
-  print(f'Wrote {checkpoints.checkpoint_dir(workdir)}/0 (discriminators randomly initialised) '
-        f'and {os.path.join(workdir, checkpoints.CONFIG_FILE)}; translate with: python main.py '
+    print(f'gen_ab (AtoB, official G_A): {count} from {sources["gen_ab"]}', flush=True)
+    if path_b:
+      print(f'gen_ba (BtoA, official G_B): {count} from {sources["gen_ba"]}', flush=True)
+    else:
+      print('WARNING: no --torch_checkpoint_b, so gen_ba (BtoA) is a copy of the A->B '
+            'generator: only AtoB translations are real; BtoA translations, reconstructions '
+            'and B->A FID are not meaningful.', flush=True)
+  note = _batch_norm_note(params_ab, 'each generator' if path_b else 'the generator')
+  if note:
+    print(note, flush=True)
+  print(f'Wrote {checkpoints.checkpoint_dir(workdir)}/0 (discriminator'
+        f'{"" if pix2pix else "s"} randomly initialised) and '
+        f'{os.path.join(workdir, checkpoints.CONFIG_FILE)}; translate with: python main.py '
         f'--mode=translate --workdir={workdir} --input=DIR --output=DIR', flush=True)

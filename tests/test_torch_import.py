@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 
 from configs import tiny
+from configs import tiny_pix2pix
 from cyclegan_jax import checkpoints
 from cyclegan_jax import models
 from cyclegan_jax import results_page
@@ -24,19 +25,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # The official layer layout (junyanz/pytorch-CycleGAN-and-pix2pix
-# models/networks.py, norm 'instance'), written out so that the state dict
-# keys are the official ones.
-def _norm(track_running_stats):
+# models/networks.py), written out so that the state dict keys are the
+# official ones. norm 'instance': InstanceNorm2d(affine=False), convolutions
+# with biases; 'batch': BatchNorm2d(affine=True, track_running_stats=True),
+# and no bias in the convolutions it follows (the official `use_bias`).
+def _norm(norm='instance', track_running_stats=False):
+  if norm == 'batch':
+    return lambda c: nn.BatchNorm2d(c, affine=True, track_running_stats=True)
   return lambda c: nn.InstanceNorm2d(c, affine=False, track_running_stats=track_running_stats)
 
 
 class ResnetBlock(nn.Module):
 
-  def __init__(self, dim, norm, dropout):
+  def __init__(self, dim, norm, dropout, bias=True):
     super().__init__()
-    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), norm(dim), nn.ReLU(True)]
+    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm(dim), nn.ReLU(True)]
     layers += [nn.Dropout(0.5)] if dropout else []
-    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), norm(dim)]
+    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm(dim)]
     self.conv_block = nn.Sequential(*layers)
 
   def forward(self, x):
@@ -45,17 +50,18 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
 
-  def __init__(self, ngf=8, n_blocks=2, track_running_stats=False, dropout=False):
+  def __init__(self, ngf=8, n_blocks=2, track_running_stats=False, dropout=False,
+               norm='instance'):
     super().__init__()
-    norm = _norm(track_running_stats)
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), norm(ngf), nn.ReLU(True)]
+    bias, norm = norm != 'batch', _norm(norm, track_running_stats)
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm(ngf), nn.ReLU(True)]
     for mult in (1, 2):
-      layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
+      layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
                  norm(ngf * mult * 2), nn.ReLU(True)]
-    layers += [ResnetBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
+    layers += [ResnetBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
     for mult in (4, 2):
       layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                    output_padding=1),
+                                    output_padding=1, bias=bias),
                  norm(ngf * mult // 2), nn.ReLU(True)]
     layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
     self.model = nn.Sequential(*layers)
@@ -66,18 +72,21 @@ class ResnetGenerator(nn.Module):
 
 class UnetBlock(nn.Module):
 
-  def __init__(self, outer, inner, submodule=None, outermost=False, innermost=False):
+  def __init__(self, outer, inner, submodule=None, outermost=False, innermost=False,
+               norm='instance', dropout=False):
     super().__init__()
     self.outermost = outermost
-    down = nn.Conv2d(outer if not outermost else 3, inner, 4, stride=2, padding=1)
-    up = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, stride=2, padding=1)
+    bias, norm = norm != 'batch', _norm(norm)
+    down = nn.Conv2d(outer if not outermost else 3, inner, 4, stride=2, padding=1, bias=bias)
+    up = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, stride=2, padding=1,
+                            bias=bias or outermost)
     if outermost:
       layers = [down, submodule, nn.ReLU(True), up, nn.Tanh()]
     elif innermost:
-      layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, nn.InstanceNorm2d(outer)]
+      layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, norm(outer)]
     else:
-      layers = [nn.LeakyReLU(0.2, True), down, nn.InstanceNorm2d(inner), submodule,
-                nn.ReLU(True), up, nn.InstanceNorm2d(outer)]
+      layers = [nn.LeakyReLU(0.2, True), down, norm(inner), submodule, nn.ReLU(True), up,
+                norm(outer)] + ([nn.Dropout(0.5)] if dropout else [])
     self.model = nn.Sequential(*layers)
 
   def forward(self, x):
@@ -86,17 +95,33 @@ class UnetBlock(nn.Module):
 
 class UnetGenerator(nn.Module):
 
-  def __init__(self, num_downs, ngf):
+  def __init__(self, num_downs, ngf, norm='instance', dropout=False):
     super().__init__()
-    block = UnetBlock(ngf * 8, ngf * 8, innermost=True)
+    block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
     for _ in range(num_downs - 5):
-      block = UnetBlock(ngf * 8, ngf * 8, block)
+      block = UnetBlock(ngf * 8, ngf * 8, block, norm=norm, dropout=dropout)
     for mult in (4, 2, 1):
-      block = UnetBlock(ngf * mult, ngf * mult * 2, block)
-    self.model = UnetBlock(3, ngf, block, outermost=True)
+      block = UnetBlock(ngf * mult, ngf * mult * 2, block, norm=norm)
+    self.model = UnetBlock(3, ngf, block, outermost=True, norm=norm)
 
   def forward(self, x):
     return self.model(x)
+
+
+def _randomise_batch_norms(net, seed):
+  """Batch norms unlike their init (weight 1, bias 0), and running statistics
+  far from any batch's, which must not be used."""
+  generator = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, nn.BatchNorm2d):
+        c = m.num_features
+        m.weight.copy_(0.5 + torch.rand(c, generator=generator))
+        m.bias.copy_(0.3 * torch.randn(c, generator=generator))
+        m.running_mean.copy_(torch.randn(c, generator=generator))
+        m.running_var.copy_(0.2 + 3 * torch.rand(c, generator=generator))
+        m.num_batches_tracked.fill_(1234)
+  return net
 
 
 def _save(net, path, prefix='', legacy=False):
@@ -107,10 +132,14 @@ def _save(net, path, prefix='', legacy=False):
 
 
 def _torch_output(net, images):
-  """NHWC in [-1, 1] -> NHWC. train(): an InstanceNorm2d with running
-  statistics would use them in eval(); official test code (and we) use each
-  image's own statistics, which is what train() does. No dropout here."""
+  """NHWC in [-1, 1] -> NHWC, as the official test.py runs a generator (no
+  --eval): train(), so that norms use the statistics of the batch (an
+  InstanceNorm2d or BatchNorm2d with running statistics would use those in
+  eval()); dropout is switched off here, for a deterministic comparison."""
   net.train()
+  for m in net.modules():
+    if isinstance(m, nn.Dropout):
+      m.eval()
   with torch.no_grad():
     return net(torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
 
@@ -167,6 +196,64 @@ def test_unet_outputs_match_pytorch(tmp_path):
     diff = np.abs(_jax_output(config, params, images) - _torch_output(net, images)).max()
     print(f'unet_128 {h}x{w}: max abs difference {diff:.2e}')
     assert diff < 1e-4
+
+
+def _pix2pix_config(generator, ngf, dropout=True):
+  """A pix2pix model config (batch norm), dropout off at test time so that the
+  comparison with PyTorch is deterministic."""
+  config = tiny_pix2pix.get_config()
+  config.model.generator, config.model.ngf, config.model.dropout = generator, ngf, dropout
+  config.model.dropout_at_test = False
+  return config
+
+
+def test_unet_with_batch_norm_and_dropout_matches_pytorch(tmp_path):
+  """pix2pix's generator (unet, --norm batch, dropout): the running statistics
+  are not imported; with train() PyTorch normalises with the batch's
+  statistics, as the official test.py does and as we do."""
+  torch.manual_seed(6)
+  net = _randomise_batch_norms(UnetGenerator(num_downs=6, ngf=4, norm='batch', dropout=True), 6)
+  assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == 1  # unet_64: one level.
+  path = _save(net, tmp_path / 'latest_net_G.pth')
+  state = torch.load(path)
+  assert 'model.model.1.model.2.running_mean' in state and 'model.model.0.bias' not in state
+  config = _pix2pix_config('unet_64', 4)
+  params = torch_import.load_generator_params(path, config.model)
+  assert sum(1 for _ in jax.tree.leaves(params)) == len(state) - 3 * 9  # 9 norms: 3 buffers each.
+  np.testing.assert_array_equal(params['BatchNorm_0']['scale'],
+                                state['model.model.1.model.2.weight'].numpy())
+  for h, w, n in ((64, 64, 1), (64, 128, 1), (64, 64, 2)):
+    images = _images(h, w, n=n, seed=h + w + n)
+    expected = _torch_output(net, images)
+    diff = np.abs(_jax_output(config, params, images) - expected).max()
+    print(f'unet_64 batch norm {n}x{h}x{w}: max abs difference {diff:.2e}')
+    assert diff < 1e-4
+  # The running statistics would have changed the output: not using them matters.
+  net.eval()
+  with torch.no_grad():
+    eval_mode = net(torch.from_numpy(images).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+  assert np.abs(eval_mode - expected).max() > 0.1
+  # The same weights into a config without dropout (a U-Net's state dict does
+  # not record dropout), and saved as older official files are: the pre-1.6
+  # format, no num_batches_tracked (PyTorch < 0.4.1).
+  old = {k: v for k, v in state.items() if not k.endswith('num_batches_tracked')}
+  torch.save(old, tmp_path / 'old.pth', _use_new_zipfile_serialization=False)
+  no_dropout = torch_import.load_generator_params(str(tmp_path / 'old.pth'),
+                                                  _pix2pix_config('unet_64', 4, False).model)
+  jax.tree.map(np.testing.assert_array_equal, no_dropout, params)
+
+
+def test_resnet_with_batch_norm_and_dropout_matches_pytorch(tmp_path):
+  torch.manual_seed(7)
+  net = _randomise_batch_norms(ResnetGenerator(ngf=4, n_blocks=2, dropout=True, norm='batch'), 7)
+  path = _save(net, tmp_path / 'G.pth')
+  assert 'model.10.conv_block.7.weight' in torch.load(path)  # The second norm, after dropout.
+  config = _pix2pix_config('resnet_2blocks', 4)
+  params = torch_import.load_generator_params(path, config.model)
+  images = _images(32, 32, n=1)
+  diff = np.abs(_jax_output(config, params, images) - _torch_output(net, images)).max()
+  print(f'resnet_2blocks batch norm 1x32x32: max abs difference {diff:.2e}')
+  assert diff < 1e-4
 
 
 def test_biases_land_in_the_official_places(tmp_path):
@@ -231,6 +318,55 @@ def test_import_then_translate_through_the_cli(tmp_path):
   assert sorted(os.listdir(checkpoints.checkpoint_dir(workdir))) == before
 
 
+def test_pix2pix_import_then_translate_through_the_cli(tmp_path):
+  torch.manual_seed(8)
+  net = _randomise_batch_norms(UnetGenerator(num_downs=5, ngf=8, norm='batch'), 8)
+  path = _save(net, tmp_path / 'latest_net_G.pth')
+  workdir = tmp_path / 'run'
+  run = lambda *args: subprocess.run([sys.executable, 'main.py', *args], cwd=REPO,
+                                     capture_output=True, text=True, timeout=300)
+  # As configs/pix2pix_facades.py: BtoA. dropout_at_test off (unet_32 has no
+  # dropout layers anyway): the translation is deterministic.
+  result = run('--mode=import_torch', '--config=configs/tiny_pix2pix.py',
+               '--config.data.direction=BtoA', '--config.model.dropout_at_test=False',
+               f'--workdir={workdir}', f'--torch_checkpoint={path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  count = sum(p.numel() for p in net.parameters())  # 261,715: buffers not counted.
+  assert f'gen (BtoA, official G): {count:,} parameters from {path}' in result.stdout
+  assert 'Dropout' not in result.stdout  # unet_32 has no dropout layers.
+  assert ('Batch norm: the weight and bias of the 7 BatchNorm2d of the generator were imported, '
+          'their running_mean/running_var were not') in result.stdout
+  assert json.loads((workdir / 'torch_import.json').read_text()) == {'gen': path}
+  config = checkpoints.load_config(workdir)
+  assert (config.model.kind, config.model.norm, config.data.direction) == ('pix2pix', 'batch',
+                                                                           'BtoA')
+  step, params = checkpoints.load_params(workdir, ('gen', 'disc'))
+  assert step == 0 and set(params['disc']) == {'Conv_0', 'Conv_1', 'Conv_2', 'Conv_3', 'Conv_4',
+                                               'BatchNorm_0', 'BatchNorm_1', 'BatchNorm_2'}
+
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  image = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+  Image.fromarray(image).save(inputs / 'label.png')
+  result = run('--mode=translate', f'--workdir={workdir}', f'--input={inputs}',
+               f'--output={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  translated = np.asarray(Image.open(tmp_path / 'out' / 'label.png')).astype(int)
+  expected = _torch_output(net, image[None].astype(np.float32) / 127.5 - 1)[0]
+  expected = np.clip((expected + 1) * 127.5 + 0.5, 0, 255).astype(int)
+  assert np.abs(translated - expected).max() <= 1  # Rounding of values within 1e-4.
+
+
+def test_pix2pix_refuses_a_second_checkpoint(tmp_path):
+  path = _save(UnetGenerator(5, 8, norm='batch'), tmp_path / 'latest_net_G.pth')
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError) as error:
+    torch_import.import_torch_checkpoints(tiny_pix2pix.get_config(), str(workdir), path, path)
+  assert str(error.value) == (f'--torch_checkpoint_b={path}: a pix2pix model has one generator '
+                              '(latest_net_G.pth); pass it as --torch_checkpoint only')
+  assert not workdir.exists()
+
+
 def test_one_checkpoint_serves_both_directions_with_a_warning(tmp_path, capsys, image_folder):
   torch.manual_seed(5)
   path = _save(ResnetGenerator(), tmp_path / 'horse2zebra.pth')
@@ -251,26 +387,33 @@ def test_one_checkpoint_serves_both_directions_with_a_warning(tmp_path, capsys, 
   assert page == os.path.join(workdir, 'results', '0', 'index.html')
 
 
-def _config(generator='resnet_2blocks', ngf=8):
+def _config(generator='resnet_2blocks', ngf=8, norm='instance'):
   config = tiny.get_config()
-  config.model.generator, config.model.ngf = generator, ngf
+  config.model.generator, config.model.ngf, config.model.norm = generator, ngf, norm
   return config.model
 
 
 @pytest.mark.parametrize('net,model_config,message', [
     (lambda: ResnetGenerator(n_blocks=3), _config(),
      r"no key model\.12\.weight \(6 missing, 10 unexpected\); the checkpoint looks like "
-     r"resnet_3blocks with ngf=8 but config\.model\.generator='resnet_2blocks', "
-     r"config\.model\.ngf=8, config\.model\.dropout=False$"),
+     r"resnet_3blocks with ngf=8, instance norm but config\.model\.generator='resnet_2blocks', "
+     r"config\.model\.ngf=8, config\.model\.norm='instance', config\.model\.dropout=False$"),
     (lambda: ResnetGenerator(ngf=4), _config(),
      r'model\.1\.weight has shape \(4, 3, 7, 7\), the config expects \(8, 3, 7, 7\); the '
-     r'checkpoint looks like resnet_2blocks with ngf=4 but .*config\.model\.ngf=8'),
+     r'checkpoint looks like resnet_2blocks with ngf=4, instance norm but .*config\.model\.ngf=8'),
     (lambda: UnetGenerator(7, 4), _config(),
-     r"no key model\.1\.weight .*looks like unet_128 with ngf=4 but "
+     r"no key model\.1\.weight .*looks like unet_128 with ngf=4, instance norm but "
      r"config\.model\.generator='resnet_2blocks'"),
     (lambda: ResnetGenerator(dropout=True), _config(),
-     r'no key model\.10\.conv_block\.5\.weight .*looks like resnet_2blocks with ngf=8 and '
-     r'dropout but .*config\.model\.dropout=False'),
+     r'no key model\.10\.conv_block\.5\.weight .*looks like resnet_2blocks with ngf=8, '
+     r'instance norm and dropout but .*config\.model\.dropout=False'),
+    (lambda: ResnetGenerator(dropout=True, norm='batch'), _config(norm='batch'),
+     r'no key model\.10\.conv_block\.5\.weight .*looks like resnet_2blocks with ngf=8, '
+     r'batch norm and dropout but .*config\.model\.dropout=False'),
+    (lambda: UnetGenerator(5, 8, norm='batch'), _config('unet_64', norm='batch'),
+     r"no key model\.model\.1\.model\.3\.model\.3\.model\.3\.model\.5\.weight "
+     r"\(9 missing, 3 unexpected\); the checkpoint looks like unet_32 with ngf=8, batch norm but "
+     r"config\.model\.generator='unet_64', config\.model\.ngf=8, config\.model\.norm='batch'"),
 ])
 def test_a_checkpoint_of_another_architecture_is_named(tmp_path, net, model_config, message):
   path = _save(net(), tmp_path / 'G.pth')
@@ -288,26 +431,38 @@ def test_unreadable_files_are_named(tmp_path):
   torch.save([torch.zeros(1)], tmp_path / 'list.pth')
   with pytest.raises(ValueError, match=f'^{tmp_path}/list.pth: holds a list, not a state dict'):
     torch_import.load_generator_params(str(tmp_path / 'list.pth'), _config())
-  net = ResnetGenerator()
-  net.model[2] = nn.BatchNorm2d(8)  # pix2pix's --norm batch.
-  path = _save(net, tmp_path / 'bn.pth')
-  with pytest.raises(ValueError, match=f'^{path}: model.2 is a batch norm'):
-    torch_import.load_generator_params(path, _config())
 
 
-def test_pix2pix_and_batch_norm_configs_are_refused(tmp_path):
-  path = _save(ResnetGenerator(), tmp_path / 'G.pth')
-  config = tiny.get_config()
-  with config.unlocked():
-    config.model.norm = 'batch'
-  with pytest.raises(ValueError, match="^config.model.norm='batch': only generators with "
-                                       'instance norm can be imported$'):
-    torch_import.load_generator_params(path, config.model)
-  with config.unlocked():
-    config.model.kind = 'pix2pix'
-  with pytest.raises(ValueError, match="^config.model.kind='pix2pix': --mode=import_torch "
-                                       'writes CycleGAN workdirs only$'):
-    torch_import.import_torch_checkpoints(config, str(tmp_path / 'run'), path)
+def test_a_checkpoint_of_another_norm_is_named(tmp_path):
+  """One line naming the norm the checkpoint was trained with and the fix."""
+  batch = _save(ResnetGenerator(norm='batch'), tmp_path / 'batch.pth')
+  with pytest.raises(ValueError) as error:
+    torch_import.load_generator_params(batch, _config())
+  assert str(error.value) == (
+      f"{batch}: this generator was trained with --norm batch but config.model.norm='instance'; "
+      'import it with --config.model.norm=batch (or a pix2pix config) (the checkpoint looks like '
+      "resnet_2blocks with ngf=8, batch norm but config.model.generator='resnet_2blocks', "
+      "config.model.ngf=8, config.model.norm='instance', config.model.dropout=False)")
+  # An instance-norm pix2pix generator (official --norm instance) into a
+  # batch-norm pix2pix config: refused before anything is written.
+  instance = _save(UnetGenerator(5, 8), tmp_path / 'instance.pth')
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError) as error:
+    torch_import.import_torch_checkpoints(tiny_pix2pix.get_config(), str(workdir), instance)
+  assert str(error.value) == (
+      f"{instance}: this generator was trained with --norm instance but "
+      "config.model.norm='batch'; import it with --config.model.norm=instance (the checkpoint "
+      "looks like unet_32 with ngf=8, instance norm but config.model.generator='unet_32', "
+      "config.model.ngf=8, config.model.norm='batch', config.model.dropout=True)")
+  assert not workdir.exists()
+  # The official --norm none: no norms, no biases; models.py has no such generator.
+  net = ResnetGenerator(norm='batch')
+  state = {k: v for k, v in net.state_dict().items() if v.ndim != 1 or k == 'model.19.bias'}
+  torch.save(state, tmp_path / 'none.pth')
+  with pytest.raises(ValueError, match=f"^{tmp_path}/none.pth: this generator was trained with "
+                                       "--norm none but config.model.norm='instance'; models.py "
+                                       'has no generator without norm layers'):
+    torch_import.load_generator_params(str(tmp_path / 'none.pth'), _config())
 
 
 def test_failed_import_writes_nothing(tmp_path):
