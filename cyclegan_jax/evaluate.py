@@ -1,11 +1,15 @@
-"""FID and KID of the test-split translations, both directions.
+"""FID and KID of the test-split translations.
 
   python main.py --mode=evaluate --workdir=runs/h2z [--step=N]
 
-translates the test images of each domain (the test transform of the stored
-config: resize to crop_size, no flip) and scores A->B against the real test B
-images and B->A against the real test A images, with pytorch-fid's
-Inception-v3 (cyclegan_jax.inception) and the statistics of cyclegan_jax.fid.
+translates the test images (the test transform of the stored config: resize
+to crop_size, no flip) and scores them with pytorch-fid's Inception-v3
+(cyclegan_jax.inception) and the statistics of cyclegan_jax.fid:
+- CycleGAN, both directions: A->B against the real test B images, B->A
+  against the real test A images;
+- pix2pix, the one direction it was trained for (config.data.direction): the
+  translated inputs of the test pairs against the real targets of the same
+  pairs.
 The scores are printed, written to `<workdir>/eval/step_<step>.json` (and
 `eval/latest.json`), and logged to TensorBoard as `eval/AtoB/fid`, ...
 
@@ -13,7 +17,7 @@ The training loop uses `Evaluator` directly: built once, it scores any
 generator parameters.
 """
 
-import functools
+import contextlib
 import json
 import os
 
@@ -27,9 +31,12 @@ from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
+from cyclegan_jax import paired_data
+from cyclegan_jax import translate
 
 # (name, real images translated, real images compared with): A->B is scored
-# against the real B images, B->A against the real A images.
+# against the real B images, B->A against the real A images. A pix2pix model
+# is scored in one of the two.
 DIRECTIONS = (('AtoB', 'A', 'B'), ('BtoA', 'B', 'A'))
 
 # configs/default.py's config.eval, for a config.json written before it existed.
@@ -61,16 +68,41 @@ def load_inception(path: str):
   return inception_weights.load(weights_path(path))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _generate(generator, params, images):
-  return generator.apply({'params': params}, images, train=False)
+def directions(config) -> tuple[tuple[str, str], ...]:
+  """((direction, checkpointed generator that translates it), ...) scored for
+  config.model.kind: CycleGAN's AtoB and BtoA, or the one direction a pix2pix
+  model was trained for (translate.network_for's choice, as --mode=translate)."""
+  if config.model.get('kind', 'cyclegan') == 'pix2pix':
+    network, direction = translate.network_for(config, None)
+    return ((direction, network),)
+  return tuple((name, translate.network_for(config, name)[0]) for name, _, _ in DIRECTIONS)
+
+
+def translate_batch_size(config) -> int:
+  """Images per generator forward pass when evaluating.
+
+  1 with batch norm (pix2pix's), whatever config.model.kind: it normalises
+  with the statistics of the batch it is given, at test time too, so an
+  image's translation would depend on the other images of its batch (and on
+  the padding copies of a last batch). The official test script runs batch 1,
+  as do --mode=translate and the results page; one image per pass gives their
+  translations. Likewise with test-time dropout, whose masks (drawn from
+  translate.TEST_DROPOUT_KEY) depend on the shape of the batch. Instance norm
+  works per image: config.eval.batch_size images per pass.
+  """
+  model = config.model
+  if (model.get('norm', 'instance') == 'batch'
+      or (model.get('dropout', False) and model.get('dropout_at_test', False))):
+    return 1
+  return eval_config(config)['batch_size']
 
 
 def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   """fn over batches of exactly `batch_size` rows: the last batch is padded
   with copies of its last image and the padding dropped again, so each jitted
-  function compiles once, whatever the number of images. (Padding is
-  harmless: instance norm and Inception's stored BN statistics work per image.)"""
+  function compiles once, whatever the number of images. (Padding is harmless
+  only for a fn that works per image, like instance norm and Inception with
+  its stored BN statistics; see translate_batch_size.)"""
   outputs = []
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size]
@@ -81,51 +113,102 @@ def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(outputs)
 
 
+def translate_images(generator, params, images_uint8: np.ndarray,
+                     batch_size: int) -> np.ndarray:
+  """uint8 images -> translated uint8 images (translate.generate: test mode,
+  the fixed test-time dropout key), `batch_size` images per forward pass."""
+  return _batched(
+      lambda x: input_pipeline.to_uint8(
+          translate.generate(generator, params, x.astype(np.float32) / 127.5 - 1.0)),
+      images_uint8, batch_size)
+
+
+@contextlib.contextmanager
+def _one_size(split: str, data_config):
+  """Names the split and the cause when its test images cannot be stacked."""
+  try:
+    yield
+  except input_pipeline.BadImageError:
+    raise
+  except ValueError as e:  # np.stack of images of several sizes.
+    raise ValueError(f'{split}: config.data.preprocess={data_config.preprocess!r} gives test '
+                     'images of different sizes; FID/KID need one size (use '
+                     'resize_and_crop or crop)') from e
+
+
+def _at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray:
+  if len(images) < 2:
+    raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
+                     f'{num_images}); FID and KID need at least 2')
+  # uint8, the pixels an image file holds: the translations are rounded to
+  # uint8 too, as when the standard tools score saved PNGs.
+  return input_pipeline.to_uint8(images)
+
+
+def scored_images(config, num_images: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{direction: (uint8 test images to translate, uint8 real test images the
+  translations are compared with)} for the directions() of config.model.kind:
+  the first num_images (0: all) images of the test split, test transform.
+  CycleGAN: (test A, test B) for AtoB, (test B, test A) for BtoA. pix2pix:
+  (inputs, targets) of the same test pairs (paired_data.input_and_target)."""
+  data = config.data
+  count = lambda source: num_images or len(source)
+  if config.model.get('kind', 'cyclegan') == 'pix2pix':
+    source = paired_data.open_paired_sources(data)['test']
+    with _one_size('test', data):
+      pairs = paired_data.test_pairs(source, data, count(source))
+    (direction, _), = directions(config)
+    return {direction: tuple(_at_least_two(images, 'test', num_images)
+                             for images in paired_data.input_and_target(pairs, direction))}
+  sources = input_pipeline.open_sources(data)
+  real = {}
+  for domain in 'AB':
+    split = 'test' + domain
+    with _one_size(split, data):
+      images = input_pipeline.test_images(sources[split], data, count(sources[split]))
+    real[domain] = _at_least_two(images, split, num_images)
+  return {name: (real[source], real[target]) for name, source, target in DIRECTIONS}
+
+
 class Evaluator:
   """FID/KID of generator parameters on the test split, for evaluate_workdir
-  and for evaluation during training.
+  and for evaluation during training, for either config.model.kind.
 
     evaluator = Evaluator(config, models.create_generator(config.model))
-    metrics = evaluator(params_ab, params_ba)
-    # {'AtoB': {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}}
+    metrics = evaluator({name: params[name] for name in evaluator.networks})
+    # CycleGAN (networks ('gen_ab', 'gen_ba')): {'AtoB': {'fid', 'kid_mean',
+    # 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}}; pix2pix (networks
+    # ('gen',)): {config.data.direction: {...}} only.
 
   The constructor does the work that does not depend on the parameters, once:
   it loads the Inception weights (`inception_weights` overrides
   config.eval.inception_weights; errors name what is missing), the first
-  config.eval.num_images (0: all) test images of each domain, and the
-  Inception features of the real images. A call translates those images and
-  scores them; every call runs the same compiled functions. Every process of
-  a multi-process run must call it (the parameters may be global arrays);
-  each computes the same scores.
+  config.eval.num_images (0: all) test images of each domain (pix2pix: test
+  pairs), and the Inception features of the real images compared with. A
+  call translates the test inputs and scores them; every call runs the same
+  compiled functions. Every process of a multi-process run must call it (the
+  parameters may be global arrays); each computes the same scores.
   """
 
   def __init__(self, config, generator, inception_weights: str | None = None):
     self.settings = eval_config(config)
     self.variables = load_inception(inception_weights or self.settings['inception_weights'])
     self.generator = generator
-    sources = input_pipeline.open_sources(config.data)
-    # uint8, the pixels an image file holds: the translations are rounded to
-    # uint8 too, as when the standard tools score saved PNGs.
-    self.real = {domain: input_pipeline.to_uint8(self._test_images(config, sources, domain))
-                 for domain in 'AB'}
-    self.batch_size = min(self.settings['batch_size'], max(map(len, self.real.values())))
-    self.real_features = {domain: self.features(images) for domain, images in self.real.items()}
-
-  def _test_images(self, config, sources, domain: str) -> np.ndarray:
-    split = 'test' + domain
-    count = self.settings['num_images'] or len(sources[split])
-    try:
-      images = input_pipeline.test_images(sources[split], config.data, count)
-    except input_pipeline.BadImageError:
-      raise
-    except ValueError as e:  # np.stack of images of several sizes.
-      raise ValueError(f'{split}: config.data.preprocess={config.data.preprocess!r} gives test '
-                       'images of different sizes; FID/KID need one size (use '
-                       'resize_and_crop or crop)') from e
-    if len(images) < 2:
-      raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
-                       f'{self.settings["num_images"]}); FID and KID need at least 2')
-    return images
+    self.directions = directions(config)  # ((direction, network), ...)
+    self.networks = tuple(network for _, network in self.directions)
+    self.translate_batch_size = translate_batch_size(config)
+    images = scored_images(config, self.settings['num_images'])
+    self.inputs = {name: inputs for name, (inputs, _) in images.items()}
+    self.batch_size = min(self.settings['batch_size'],
+                          max(len(x) for pair in images.values() for x in pair))
+    # Features of each distinct real image set once (CycleGAN's test A images
+    # are BtoA's targets, pix2pix's only set is its targets).
+    features = {}
+    self.real_features = {}
+    for name, (_, targets) in images.items():
+      if id(targets) not in features:
+        features[id(targets)] = self.features(targets)
+      self.real_features[name] = features[id(targets)]
 
   def features(self, images_uint8: np.ndarray) -> np.ndarray:
     """(N, 2048) Inception features of uint8 images."""
@@ -134,18 +217,20 @@ class Evaluator:
         images_uint8, self.batch_size)
 
   def translate(self, params, images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 images -> translated uint8 images."""
-    return _batched(
-        lambda x: input_pipeline.to_uint8(
-            _generate(self.generator, params, x.astype(np.float32) / 127.5 - 1.0)),
-        images_uint8, self.batch_size)
+    """uint8 images -> translated uint8 images, translate_batch_size at a time."""
+    return translate_images(self.generator, params, images_uint8,
+                            min(self.translate_batch_size, self.batch_size))
 
-  def __call__(self, params_ab, params_ba) -> dict:
-    params = {'A': params_ab, 'B': params_ba}  # The generator that translates each domain.
+  def __call__(self, params: dict) -> dict:
+    """{network name: params} (at least self.networks) -> {direction: scores}."""
+    missing = [name for name in self.networks if name not in params]
+    if missing:
+      raise KeyError(f'Evaluator needs the parameters of {", ".join(self.networks)}; '
+                     f'missing {", ".join(missing)}')
     metrics = {}
-    for name, source, target in DIRECTIONS:
-      fake = self.features(self.translate(params[source], self.real[source]))
-      real = self.real_features[target]
+    for name, network in self.directions:
+      fake = self.features(self.translate(params[network], self.inputs[name]))
+      real = self.real_features[name]
       kid_mean, kid_std = fid.kernel_inception_distance(
           fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])
       metrics[name] = {'fid': fid.fid_from_features(fake, real), 'kid_mean': kid_mean,
@@ -153,16 +238,22 @@ class Evaluator:
     return metrics
 
 
+def _scored(metrics: dict):
+  """(direction, source domain, target domain) of the directions in metrics."""
+  return [d for d in DIRECTIONS if d[0] in metrics]
+
+
 def scalars(metrics: dict) -> dict:
-  """{'eval/AtoB/fid': ..., ...}: the scores for a metric writer."""
-  return {f'eval/{name}/{key}': value for name, _, _ in DIRECTIONS
+  """{'eval/AtoB/fid': ..., ...}: the scores for a metric writer (one or two
+  directions; other keys, such as 'step', are ignored)."""
+  return {f'eval/{name}/{key}': value for name, _, _ in _scored(metrics)
           for key, value in metrics[name].items() if not key.startswith('num_')}
 
 
 def summary_lines(step: int, metrics: dict) -> list[str]:
-  """One readable line per direction."""
+  """One readable line per direction in metrics."""
   lines = []
-  for name, source, target in DIRECTIONS:
+  for name, source, target in _scored(metrics):
     m = metrics[name]
     lines.append(f'step {step} {name}: FID {m["fid"]:.4f}, KID {m["kid_mean"]:.6f} ± '
                  f'{m["kid_std"]:.6f} ({m["num_fake"]} translated test{source} images vs '
@@ -188,15 +279,16 @@ def write_json(workdir: str, result: dict) -> str:
 def evaluate_workdir(workdir: str, step: int | None = None,
                      inception_weights: str | None = None) -> dict:
   """Scores the latest (or `step`) checkpoint of a workdir; returns
-  {'step': s, 'AtoB': {...}, 'BtoA': {...}} after printing, writing and
-  logging it. `inception_weights` overrides the config's (config.json is
-  fixed once written)."""
+  {'step': s, 'AtoB': {...}, 'BtoA': {...}} (pix2pix: its one direction)
+  after printing, writing and logging it. `inception_weights` overrides the
+  config's (config.json is fixed once written)."""
   config = checkpoints.load_config(workdir)
-  # Before the slow work: the weights file exists.
+  # Before the slow work: the weights file exists, the checkpoint is there.
   weights = weights_path(inception_weights or eval_config(config)['inception_weights'])
-  step, params = checkpoints.load_params(workdir, ('gen_ab', 'gen_ba'), step)
+  networks = tuple(network for _, network in directions(config))  # Evaluator.networks.
+  step, params = checkpoints.load_params(workdir, networks, step)
   evaluator = Evaluator(config, models.create_generator(config.model), weights)
-  result = {'step': int(step), **evaluator(params['gen_ab'], params['gen_ba'])}
+  result = {'step': int(step), **evaluator(params)}
   for line in summary_lines(step, result):
     print(line, flush=True)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)

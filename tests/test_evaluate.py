@@ -1,9 +1,11 @@
-"""--mode=evaluate: FID/KID of both directions' test translations.
+"""--mode=evaluate: FID/KID of the test translations, CycleGAN's two
+directions and pix2pix's one.
 
-One tiny workdir, one evaluation (in a subprocess, as users run it); the
-statistics themselves are test_fid.py's. fid.fid_from_features takes 13 s or
-more on 2 CPU cores (scipy's sqrtm of a 2048 x 2048 matrix), so the evaluation
-runs once and the check recomputes FID through the few nonzero eigenvalues.
+One tiny workdir of each kind, one evaluation of each (in subprocesses, as
+users run it, both at once); the statistics themselves are test_fid.py's.
+fid.fid_from_features takes 13 s or more on 2 CPU cores (scipy's sqrtm of a
+2048 x 2048 matrix), so each evaluation runs once and the checks recompute
+FID through the few nonzero eigenvalues.
 """
 
 import glob
@@ -19,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 from configs import tiny
+from configs import tiny_pix2pix
 from cyclegan_jax import checkpoints
 from cyclegan_jax import evaluate
 from cyclegan_jax import fid
@@ -27,6 +30,8 @@ from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
+from cyclegan_jax import translate
+from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES, KID_SUBSETS, KID_SUBSET_SIZE = 3, 5, 2  # Of the 4 test images per domain.
@@ -44,11 +49,30 @@ def _fid_through_eigenvalues(x, y):
           - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
 
 
-def _main(*args):
+def _start_main(*args):
   # One OpenBLAS thread: scipy's sqrtm ran 2.4-3.7x slower with two (13.7 s
   # against 32-51 s per FID) on a 2-core machine busy with other work.
-  return subprocess.run([sys.executable, 'main.py', *args], cwd=REPO, capture_output=True,
-                        text=True, timeout=300, env={**os.environ, 'OPENBLAS_NUM_THREADS': '1'})
+  return subprocess.Popen([sys.executable, 'main.py', *args], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, 'OPENBLAS_NUM_THREADS': '1'})
+
+
+def _finish(process) -> subprocess.CompletedProcess:
+  try:
+    stdout, stderr = process.communicate(timeout=300)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    raise
+  return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _use_small_eval(config, weights):
+  config.train.num_steps = 1
+  config.eval.inception_weights = weights
+  config.eval.num_images = NUM_IMAGES
+  config.eval.batch_size = 2  # 3 images: a full batch, then a padded one.
+  config.eval.kid_subsets = KID_SUBSETS
+  config.eval.kid_subset_size = KID_SUBSET_SIZE  # < 3 images, so subsets differ.
 
 
 @pytest.fixture(scope='module')
@@ -63,21 +87,69 @@ def trained(image_folder, weights, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('run')
   config = tiny.get_config()
   config.data.image_dir = image_folder
-  config.train.num_steps = 1
-  config.eval.inception_weights = weights
-  config.eval.num_images = NUM_IMAGES
-  config.eval.batch_size = 2  # 3 images: a full batch, then a padded one.
-  config.eval.kid_subsets = KID_SUBSETS
-  config.eval.kid_subset_size = KID_SUBSET_SIZE  # < 3 images, so subsets differ.
+  _use_small_eval(config, weights)
   train.train_and_evaluate(config, str(workdir))
   return workdir
 
 
 @pytest.fixture(scope='module')
-def evaluated(trained):
-  result = _main('--mode=evaluate', f'--workdir={trained}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
+def aligned_folder(tmp_path_factory):
+  return synthetic.make_aligned_folder(str(tmp_path_factory.mktemp('aligned')), n_train=4,
+                                       n_test=4)
+
+
+@pytest.fixture(scope='module')
+def trained_pix2pix(aligned_folder, weights, tmp_path_factory):
+  """A 1-step pix2pix run (batch norm, test-time dropout), BtoA like facades."""
+  workdir = tmp_path_factory.mktemp('pix2pix')
+  config = tiny_pix2pix.get_config()
+  config.data.image_dir = aligned_folder
+  config.data.direction = 'BtoA'
+  _use_small_eval(config, weights)
+  train.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def evaluations(trained, trained_pix2pix):
+  """--mode=evaluate of both workdirs, the two processes at once (each FID's
+  sqrtm runs on one core)."""
+  processes = {kind: _start_main('--mode=evaluate', f'--workdir={workdir}')
+               for kind, workdir in (('cyclegan', trained), ('pix2pix', trained_pix2pix))}
+  results = {kind: _finish(process) for kind, process in processes.items()}
+  for result in results.values():
+    assert result.returncode == 0, result.stderr[-3000:]
+  return results
+
+
+@pytest.fixture(scope='module')
+def evaluated(evaluations):
+  return evaluations['cyclegan']
+
+
+def _logged_eval_scalars(workdir) -> dict:
+  logged = {}
+  for events in glob.glob(str(workdir / 'events.out.tfevents.*')):  # Training's and ours.
+    for event in tf.compat.v1.train.summary_iterator(events):
+      for value in event.summary.value:
+        if value.tag.startswith('eval/'):
+          logged[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+  return logged
+
+
+def _check_scores(scores, fake_features, real_features):
+  """KID with the config's subsets and FID of the stored scores, recomputed."""
+  kid = fid.kernel_inception_distance(fake_features, real_features, KID_SUBSETS,
+                                      KID_SUBSET_SIZE)
+  np.testing.assert_allclose([scores['kid_mean'], scores['kid_std']], kid, rtol=1e-4)
+  assert scores['kid_std'] > 0
+  # Other subset settings give other numbers: the config's were used.
+  for other in ((KID_SUBSETS + 1, KID_SUBSET_SIZE), (KID_SUBSETS, KID_SUBSET_SIZE + 1)):
+    assert abs(fid.kernel_inception_distance(fake_features, real_features, *other)[0]
+               - kid[0]) > 1e-3 * abs(kid[0])
+  np.testing.assert_allclose(
+      scores['fid'], _fid_through_eigenvalues(fake_features.astype(np.float64),
+                                              real_features.astype(np.float64)), rtol=1e-4)
 
 
 def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evaluated):
@@ -95,13 +167,7 @@ def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evalua
   for name in ('AtoB', 'BtoA'):
     assert set(result[name]) == {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}
     assert result[name]['fid'] > 0 and result[name]['num_fake'] == result[name]['num_real'] == 3
-  logged = {}
-  for events in glob.glob(str(trained / 'events.out.tfevents.*')):  # Training's and ours.
-    for event in tf.compat.v1.train.summary_iterator(events):
-      for value in event.summary.value:
-        if value.tag.startswith('eval/'):
-          logged[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
-  assert logged == {f'eval/{name}/{key}': (1, pytest.approx(result[name][key], rel=1e-6))
+  assert _logged_eval_scalars(trained) == {f'eval/{name}/{key}': (1, pytest.approx(result[name][key], rel=1e-6))
                     for name in ('AtoB', 'BtoA') for key in ('fid', 'kid_mean', 'kid_std')}
 
 
@@ -126,20 +192,77 @@ def test_scores_are_those_of_independently_computed_features(trained, evaluated,
                                         ('BtoA', 'B', 'A', 'gen_ba')):
     fake = input_pipeline.to_uint8(generator.apply(
         {'params': params[network]}, real[source] / np.float32(127.5) - 1, train=False))
-    fake_features, real_features = features(fake), features(real[target])
-    kid = fid.kernel_inception_distance(fake_features, real_features, KID_SUBSETS,
-                                        KID_SUBSET_SIZE)
-    np.testing.assert_allclose([result[name]['kid_mean'], result[name]['kid_std']], kid,
-                               rtol=1e-4)
-    assert result[name]['kid_std'] > 0
-    # Other subset settings give other numbers: the config's were used.
-    for other in ((KID_SUBSETS + 1, KID_SUBSET_SIZE), (KID_SUBSETS, KID_SUBSET_SIZE + 1)):
-      assert abs(fid.kernel_inception_distance(fake_features, real_features, *other)[0]
-                 - kid[0]) > 1e-3 * abs(kid[0])
-    np.testing.assert_allclose(
-        result[name]['fid'],
-        _fid_through_eigenvalues(fake_features.astype(np.float64),
-                                 real_features.astype(np.float64)), rtol=1e-4)
+    _check_scores(result[name], features(fake), features(real[target]))
+
+
+def _test_pairs_from_files(aligned_folder):
+  """(A, B) uint8 halves of the first NUM_IMAGES test files, read directly."""
+  folder = os.path.join(aligned_folder, 'test')
+  images = [np.asarray(Image.open(os.path.join(folder, f)).convert('RGB'))
+            for f in sorted(os.listdir(folder))[:NUM_IMAGES]]
+  # 32 x 64 side by side: the test resize of each half to 32 x 32 is a no-op.
+  return np.stack([x[:, :32] for x in images]), np.stack([x[:, 32:] for x in images])
+
+
+def test_pix2pix_scores_its_one_direction_against_the_test_targets(
+    trained_pix2pix, evaluations, weights, aligned_folder):
+  """BtoA only: the translated B halves of the test pairs against their A
+  halves, each translated alone as --mode=translate does (batch norm, and
+  test-time dropout from the fixed key); printed, in JSON and TensorBoard."""
+  evaluated = evaluations['pix2pix']
+  lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
+  assert len(lines) == 1, evaluated.stdout
+  assert re.fullmatch(r'step 1 BtoA: FID \d+\.\d{4}, KID -?\d+\.\d{6} ± \d+\.\d{6} '
+                      r'\(3 translated testB images vs 3 real testA images\)', lines[0]), lines
+  path = trained_pix2pix / 'eval' / 'step_00000001.json'
+  assert f'Wrote {path}' in evaluated.stdout
+  result = json.loads(path.read_text())
+  assert json.loads((trained_pix2pix / 'eval' / 'latest.json').read_text()) == result
+  assert set(result) == {'step', 'BtoA'} and result['step'] == 1
+  assert set(result['BtoA']) == {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}
+  assert result['BtoA']['num_fake'] == result['BtoA']['num_real'] == 3
+  assert _logged_eval_scalars(trained_pix2pix) == {
+      f'eval/BtoA/{key}': (1, pytest.approx(result['BtoA'][key], rel=1e-6))
+      for key in ('fid', 'kid_mean', 'kid_std')}
+
+  config = checkpoints.load_config(str(trained_pix2pix))
+  _, params = checkpoints.load_params(str(trained_pix2pix), ('gen',))
+  generator = models.create_generator(config.model)
+  real_a, real_b = _test_pairs_from_files(aligned_folder)
+  fake_a = np.stack([translate.translate_image(generator, params['gen'], b) for b in real_b])
+  variables = inception_weights.load(weights)
+  features = lambda uint8: np.asarray(inception.features(variables, uint8 / np.float32(255)))
+  _check_scores(result['BtoA'], features(fake_a), features(real_a))
+
+
+def test_batch_norm_models_are_translated_one_image_per_pass(trained_pix2pix, aligned_folder):
+  """Batch norm uses the statistics of the batch it is given, at test time
+  too: evaluation translates each image alone, giving translate_image's
+  output; a batch of several would give other images."""
+  config = checkpoints.load_config(str(trained_pix2pix))
+  assert evaluate.directions(config) == (('BtoA', 'gen'),)
+  assert evaluate.translate_batch_size(config) == 1 and config.eval.batch_size == 2
+  cyclegan = tiny.get_config()
+  assert evaluate.directions(cyclegan) == (('AtoB', 'gen_ab'), ('BtoA', 'gen_ba'))
+  assert evaluate.translate_batch_size(cyclegan) == cyclegan.eval.batch_size
+  cyclegan.model.norm = 'batch'  # Whatever the kind.
+  assert evaluate.translate_batch_size(cyclegan) == 1
+
+  _, params = checkpoints.load_params(str(trained_pix2pix), ('gen',))
+  generator = models.create_generator(config.model)
+  _, inputs = _test_pairs_from_files(aligned_folder)
+  one_by_one = np.stack([translate.translate_image(generator, params['gen'], x)
+                         for x in inputs])
+  ours = evaluate.translate_images(generator, params['gen'], inputs,
+                                   evaluate.translate_batch_size(config))
+  np.testing.assert_array_equal(ours, one_by_one)
+  batched = evaluate.translate_images(generator, params['gen'], inputs, len(inputs))
+  assert np.abs(batched.astype(int) - one_by_one).max() > 8
+  # The test split as the Evaluator reads it: the same pairs, input B, target A.
+  (name, (x, y)), = evaluate.scored_images(config, NUM_IMAGES).items()
+  assert name == 'BtoA'
+  np.testing.assert_array_equal(x, inputs)
+  np.testing.assert_array_equal(y, _test_pairs_from_files(aligned_folder)[0])
 
 
 def test_errors_name_what_is_missing(trained, weights, tmp_path):

@@ -5,13 +5,22 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import optax
 from PIL import Image
 import pytest
 
 from configs import tiny
+from configs import tiny_pix2pix
+from cyclegan_jax import checkpoints
+from cyclegan_jax import models
+from cyclegan_jax import paired_data
 from cyclegan_jax import results_page
+from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
+from cyclegan_jax import translate
+from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,3 +66,58 @@ def test_command_line_test_mode(trained):
                         '--num_test=0'], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == 'error: --num_test=0: expected at least 1'
+
+
+@pytest.fixture(scope='module')
+def pix2pix_workdir(tmp_path_factory):
+  """A pix2pix workdir (BtoA, batch norm, test-time dropout) whose checkpoint 0
+  is a whole state with random numbers for weights: all the page needs,
+  without compiling initialisers or a training step (11 to 25 s on 2 busy
+  cores; test_pix2pix.py and test_evaluate.py train real ones)."""
+  data = synthetic.make_aligned_folder(str(tmp_path_factory.mktemp('aligned')), n_train=1,
+                                       n_test=3)
+  workdir = str(tmp_path_factory.mktemp('pix2pix'))
+  config = tiny_pix2pix.get_config()
+  config.data.image_dir = data
+  config.data.direction = 'BtoA'
+  abstract = jax.eval_shape(lambda: state_lib.create_state(config, (32, 32, 3), 1,
+                                                           optax.constant_schedule(1e-4)))
+  rng = np.random.default_rng(0)
+  state = jax.tree.map(lambda x: (rng.normal(0, 0.1, x.shape).astype(x.dtype)
+                                  if np.issubdtype(x.dtype, np.floating)
+                                  else np.zeros(x.shape, x.dtype)), abstract)
+  checkpoints.save_config(config, workdir)
+  manager = checkpoints.create_manager(workdir)
+  checkpoints.save(manager, state)
+  checkpoints.wait_until_finished(manager)
+  return workdir, data, config, state.gen.params
+
+
+def test_pix2pix_page_shows_input_output_and_target_of_the_test_pairs(pix2pix_workdir):
+  workdir, data, config, params = pix2pix_workdir
+  path = results_page.write_results_page(workdir, num_test=2)
+  assert path == os.path.join(workdir, 'results', '0', 'index.html')
+  page = open(path, encoding='utf-8').read()
+  assert page.count('<table>') == 1 and '<h2>test: 2 pairs, BtoA</h2>' in page
+  assert '<th>image</th><th>input (B)</th><th>BtoA output</th><th>target (A)</th>' in page
+  sources = re.findall(r'<img src="(images/[^"]+)">', page)
+  assert sources == [f'images/test_{i:04d}_{kind}.png' for i in range(2)
+                     for kind in ('input', 'output', 'target')]
+  shown = [np.asarray(Image.open(os.path.join(os.path.dirname(path), src))) for src in sources]
+  pairs = paired_data.AlignedSource(os.path.join(data, 'test'))
+  generator = models.create_generator(config.model)
+  for i in range(2):
+    a, b = pairs[i]  # 32 x 32 each: the test resize is a no-op.
+    assert os.path.basename(pairs.files[i]) in page
+    np.testing.assert_array_equal(shown[3 * i], b)  # BtoA: B is the input...
+    np.testing.assert_array_equal(shown[3 * i + 2], a)  # ...and A the target.
+    # The output is --mode=translate's: one image per pass, dropout's fixed key.
+    np.testing.assert_array_equal(shown[3 * i + 1],
+                                  translate.translate_image(generator, params, b))
+
+
+def test_label_of_pairs_matched_by_name_is_the_input_file():
+  source = paired_data.PairedFolderSource.__new__(paired_data.PairedFolderSource)
+  source.files = [('/d/testA/x.jpg', '/d/testB/x.png')]
+  assert results_page._label(source, 0, 'AtoB') == 'x.jpg'
+  assert results_page._label(source, 0, 'BtoA') == 'x.png'
