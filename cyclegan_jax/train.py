@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): the training loop. Reads no flags."""
 
+import json
 import os
 import signal
 import threading
@@ -15,6 +16,7 @@ from PIL import Image
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
+from cyclegan_jax import evaluate
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import paired_data
@@ -52,19 +54,44 @@ def open_training_data(config):
 
 def sample_grid(generator, state, samples, config) -> np.ndarray:
   """CycleGAN: rows of real | translated | reconstructed, for the A then the B
-  images. pix2pix: rows of input | output | target."""
+  images. pix2pix: rows of input | output | target.
+
+  One image per forward pass, as translate and evaluate do: with batch norm
+  (pix2pix) an image's translation depends on the others in its batch."""
+  def one_by_one(fn, images):  # fn on batches of one image, the results stacked.
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *[fn(x[None]) for x in images])
+
   if isinstance(state, state_lib.Pix2PixState):
     inputs, targets = paired_data.input_and_target(samples, config.data.direction)
-    outputs = translate.generate(generator, state.gen.params, inputs)
+    outputs = one_by_one(lambda x: translate.generate(generator, state.gen.params, x), inputs)
     rows = [np.concatenate(row, axis=1) for row in zip(inputs, outputs, targets)]
     return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
-  test_a, test_b = samples['A'], samples['B']
   p_ab, p_ba = state.gen_ab.params, state.gen_ba.params
-  fake_b, rec_a = translate.translate_and_back(generator, p_ab, p_ba, test_a)
-  fake_a, rec_b = translate.translate_and_back(generator, p_ba, p_ab, test_b)
-  rows = [np.concatenate(row, axis=1) for row in zip(test_a, fake_b, rec_a)]
-  rows += [np.concatenate(row, axis=1) for row in zip(test_b, fake_a, rec_b)]
+  rows = []
+  for real, there, back in ((samples['A'], p_ab, p_ba), (samples['B'], p_ba, p_ab)):
+    fake, rec = one_by_one(
+        lambda x, t=there, b=back: translate.translate_and_back(generator, t, b, x), real)
+    rows += [np.concatenate(row, axis=1) for row in zip(real, fake, rec)]
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
+
+
+def record_best(workdir: str, step: int, metrics: dict) -> dict:
+  """Updates workdir/eval/best.json, {direction: {'step', 'fid'}}: the step of
+  the lowest FID so far in each direction, across resumed runs too."""
+  path = os.path.join(workdir, 'eval', 'best.json')
+  best = {}
+  if os.path.isfile(path):
+    with open(path) as f:
+      best = json.load(f)
+  for direction, values in metrics.items():
+    if direction not in best or values['fid'] < best[direction]['fid']:
+      best[direction] = {'step': step, 'fid': values['fid']}
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(best, f, indent=2)
+    os.replace(path + '.tmp', path)
+  return best
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -166,6 +193,10 @@ def train_and_evaluate(config, workdir: str):
         logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
         first_profile=PROFILE_FIRST_STEP, every_secs=None))
 
+  # FID/KID during training: the Inception weights and the real test images'
+  # features are loaded once, before the first step, so a bad path fails now.
+  evaluator = evaluate.Evaluator(config, generator) if config.eval.every_steps > 0 else None
+
   data = batches.iterate(start_step, config.data.num_workers)
   buffered_metrics = []
   previous = None  # (step count, metrics) of the step before, checked while this one runs.
@@ -208,6 +239,18 @@ def train_and_evaluate(config, workdir: str):
           if jax.process_index() == 0:
             os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
             Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
+
+      if evaluator and (done % config.eval.every_steps == 0 or is_last):
+        with report_progress.timed('eval'):
+          results = evaluator({name: getattr(state, name).params for name in evaluator.networks})
+          writer.write_scalars(done, evaluate.scalars(results))
+          if jax.process_index() == 0:
+            evaluate.write_json(workdir, {'step': done, **results})
+            best = record_best(workdir, done, results)
+            for line in evaluate.summary_lines(done, results):
+              print(line, flush=True)
+            print('best FID so far: ' + ', '.join(
+                f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()), flush=True)
 
       if done % config.checkpoint_every_steps == 0 or is_last:
         _check_finite(done, metrics, manager)  # Never save a NaN state.

@@ -156,3 +156,36 @@ def test_profile_steps_write_a_trace(image_folder, tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   traces = glob.glob(str(tmp_path / 'plugins' / 'profile' / '*' / '*.xplane.pb'))
   assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+
+
+def test_record_best_keeps_the_lowest_fid_per_direction_across_runs(tmp_path):
+  workdir = str(tmp_path)
+  train.record_best(workdir, 10, {'AtoB': {'fid': 50.0}, 'BtoA': {'fid': 70.0}})
+  best = train.record_best(workdir, 20, {'AtoB': {'fid': 40.0}, 'BtoA': {'fid': 80.0}})
+  assert best == {'AtoB': {'step': 20, 'fid': 40.0}, 'BtoA': {'step': 10, 'fid': 70.0}}
+  # A resumed run reads the file back: only a lower FID replaces an entry.
+  train.record_best(workdir, 30, {'AtoB': {'fid': 45.0}, 'BtoA': {'fid': 60.0}})
+  assert json.loads((tmp_path / 'eval' / 'best.json').read_text()) == {
+      'AtoB': {'step': 20, 'fid': 40.0}, 'BtoA': {'step': 30, 'fid': 60.0}}
+
+
+def test_fid_during_training(image_folder, tmp_path):
+  """eval.every_steps: FID/KID at the end of training (random Inception
+  weights), in eval/, best.json, TensorBoard and the printed log."""
+  from cyclegan_jax import inception  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import inception_weights  # pylint: disable=import-outside-toplevel
+  weights = str(tmp_path / 'inception.npz')
+  inception_weights.save(weights, inception.init_variables(0))
+  workdir = tmp_path / 'w'
+  result = _run(['main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+                 f'--config.data.image_dir={image_folder}', '--config.train.num_steps=2',
+                 '--config.eval.every_steps=2', f'--config.eval.inception_weights={weights}',
+                 '--config.eval.num_images=3', '--config.eval.kid_subset_size=2',
+                 '--config.eval.kid_subsets=5'],
+                env={'OPENBLAS_NUM_THREADS': '1'})
+  stored = json.loads((workdir / 'eval' / 'step_00000002.json').read_text())
+  assert set(stored) == {'step', 'AtoB', 'BtoA'} and stored['AtoB']['num_fake'] == 3
+  best = json.loads((workdir / 'eval' / 'best.json').read_text())
+  assert best['AtoB'] == {'step': 2, 'fid': stored['AtoB']['fid']}
+  assert f'best FID so far: AtoB {stored["AtoB"]["fid"]:.4f} at step 2' in result.stdout
+  assert 'eval/AtoB/fid' in result.stderr + result.stdout  # The clu log of the scalars.
