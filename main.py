@@ -42,7 +42,8 @@ flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the result
 flags.DEFINE_string('inception_weights', None, 'evaluate: the FID Inception weights file '
                     '(default: the workdir config\'s eval.inception_weights).')
 flags.DEFINE_string('torch_checkpoint', None, 'import_torch: the official G_A (A->B) '
-                    '`.pth`, or a pretrained single-generator `.pth` such as horse2zebra.pth.')
+                    '`.pth`, a pretrained single-generator `.pth` such as horse2zebra.pth, or '
+                    'a pix2pix latest_net_G.pth.')
 flags.DEFINE_string('torch_checkpoint_b', None, 'import_torch: the official G_B (B->A) `.pth`.')
 flags.DEFINE_bool('distributed', False,
                   'Join a multi-process run and let JAX find the cluster (TPU pod slice; '

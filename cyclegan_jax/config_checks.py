@@ -107,14 +107,14 @@ def validate(config, num_devices: int) -> None:
              'cyclegan_jax.inception_weights, see the README)')
 
 
-# Fields that fix the shapes of the saved state: a checkpoint cannot be
-# resumed with other values.
-SHAPE_FIELDS = ('model.kind', 'model.norm', 'model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
+# Fields that fix the shapes (or, for data.direction, the meaning) of the
+# saved state: a checkpoint cannot be resumed with other values.
+SHAPE_FIELDS = ('model.kind', 'model.norm', 'data.direction', 'model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
                 'model.ndf', 'train.pool_size', 'data.crop_size', 'data.preprocess')
 
 
 # Shape fields added later, as workdirs from before them were trained.
-_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance'}
+_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance', 'data.direction': 'AtoB'}
 
 
 def _get(config, name: str):

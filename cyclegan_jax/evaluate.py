@@ -87,7 +87,7 @@ def translate_batch_size(config) -> int:
   the padding copies of a last batch). The official test script runs batch 1,
   as do --mode=translate and the results page; one image per pass gives their
   translations. Likewise with test-time dropout, whose masks (drawn from
-  translate.TEST_DROPOUT_KEY) depend on the shape of the batch. Instance norm
+  translate.TEST_DROPOUT_SEED) depend on the shape of the batch. Instance norm
   works per image: config.eval.batch_size images per pass.
   """
   model = config.model

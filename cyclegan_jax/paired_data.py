@@ -14,6 +14,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from cyclegan_jax import input_pipeline
 
@@ -59,6 +60,13 @@ class PairedFolderSource(Sequence):
         raise ValueError(f'{folder}: {names}{more} have no partner of the same name in '
                          f'{folder_b if folder == folder_a else folder_a}; pix2pix needs '
                          'every image paired')
+    for folder, files in ((folder_a, files_a), (folder_b, files_b)):
+      stems = [stem(f) for f in input_pipeline.list_images(folder)]
+      twins = sorted({s for s in stems if stems.count(s) > 1})
+      if twins:
+        raise ValueError(f'{folder}: several files named {twins[0]}.* (e.g. '
+                         f'{os.path.basename(files[twins[0]])}); pairs are matched by name '
+                         'without extension, so keep one of them')
     self.files = [(files_a[s], files_b[s]) for s in sorted(files_a)]
 
   def __len__(self):
@@ -115,7 +123,10 @@ class PairedBatches(input_pipeline.UnpairedBatches):
   def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
     epoch, position = divmod(k, self.local_epoch_length)
     a, b = self._read(self.shard_a, self._permutation(epoch)[position])
-    # Two generators from the same seed draw the same crop and flip for A and B.
+    if b.shape != a.shape:  # An odd-width AB image, or paired files of two sizes.
+      b = np.asarray(Image.fromarray(b).resize(a.shape[1::-1], Image.BICUBIC))
+    # Two generators from the same seed draw the same crop and flip for A and
+    # B, which have one size (the official code draws them once from A's size).
     return (input_pipeline.preprocess(a, self.data_config, self._rng(2, k)),
             input_pipeline.preprocess(b, self.data_config, self._rng(2, k)))
 

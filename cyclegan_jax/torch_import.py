@@ -1,6 +1,5 @@
 """Generators saved by junyanz/pytorch-CycleGAN-and-pix2pix -> a workdir that
-`--mode=translate` accepts (CycleGAN workdirs: also `--mode=test` and
-`--mode=evaluate`).
+`--mode=translate`, `--mode=test` and `--mode=evaluate` accept.
 
   CycleGAN (config.model.kind='cyclegan'): G_A, and G_B if you have it.
   python main.py --mode=import_torch --config=configs/horse2zebra.py --workdir=runs/official \

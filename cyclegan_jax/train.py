@@ -240,7 +240,8 @@ def train_and_evaluate(config, workdir: str):
             os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
             Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
 
-      if evaluator and (done % config.eval.every_steps == 0 or is_last):
+      # Not after a stop signal: a preemption's grace period goes to the checkpoint.
+      if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
         with report_progress.timed('eval'):
           results = evaluator({name: getattr(state, name).params for name in evaluator.networks})
           writer.write_scalars(done, evaluate.scalars(results))

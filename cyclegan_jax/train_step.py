@@ -126,8 +126,12 @@ def local_pix2pix_step(state: state_lib.Pix2PixState, batch, *, config, schedule
 
   # --- Discriminator: real pairs against generated pairs (no gradient into G).
   def discriminator_loss(params):
-    return losses.discriminator_loss(functools.partial(discriminate, params), real_out,
-                                     jax.lax.stop_gradient(fake_out), t.gan_mode)
+    d = functools.partial(discriminate, params)
+    loss = losses.discriminator_loss(d, real_out, jax.lax.stop_gradient(fake_out), t.gan_mode)
+    if t.gan_mode == 'wgangp':  # As in the CycleGAN step (the official pix2pix has none).
+      loss += t.lambda_gp * losses.gradient_penalty(
+          d, real_out, jax.lax.stop_gradient(fake_out), jax.random.fold_in(key, 1))
+    return loss
 
   d_loss, d_grads = jax.value_and_grad(discriminator_loss)(_per_device(state.disc.params))
   disc = state.disc.apply_gradients(grads=jax.lax.pmean(d_grads, 'data'))

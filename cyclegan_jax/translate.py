@@ -18,13 +18,15 @@ DIRECTIONS = {'AtoB': 'gen_ab', 'BtoA': 'gen_ba'}
 
 
 # Generators built with dropout_at_test (pix2pix) draw their test-time dropout
-# masks from this fixed key, so that translating twice gives the same images.
-TEST_DROPOUT_KEY = jax.random.PRNGKey(0)
+# masks from this fixed seed, so that translating twice gives the same images.
+TEST_DROPOUT_SEED = 0
 
 
 def _apply(generator, params, images):
+  # The key is made here, under jit: a key made at import would start JAX's
+  # backend before jax.distributed.initialize can run.
   return generator.apply({'params': params}, images, train=False,
-                         rngs={'dropout': TEST_DROPOUT_KEY})
+                         rngs={'dropout': jax.random.PRNGKey(TEST_DROPOUT_SEED)})
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -79,6 +79,21 @@ def test_every_shipped_config_is_valid():
       config_checks.validate(config, 1)
 
 
+def test_resume_refuses_another_kind_norm_or_direction_and_reads_old_workdirs():
+  from configs import tiny_pix2pix  # pylint: disable=import-outside-toplevel
+  stored = tiny_pix2pix.get_config()
+  config = tiny_pix2pix.get_config()
+  config.data.direction = 'BtoA'
+  with pytest.raises(ValueError, match=r"data.direction: 'AtoB' there, 'BtoA' now"):
+    config_checks.check_resumable(stored, config, 'W')
+  old = tiny.get_config()  # A CycleGAN workdir from before these fields existed.
+  for group, field in (('model', 'kind'), ('model', 'norm'), ('data', 'direction')):
+    del old[group][field]
+  config_checks.check_resumable(old, tiny.get_config(), 'W')
+  with pytest.raises(ValueError, match=r"model.kind: 'cyclegan' there, 'pix2pix' now"):
+    config_checks.check_resumable(old, stored, 'W')
+
+
 def test_pix2pix_config_mistakes_name_the_field():
   from configs import tiny_pix2pix  # pylint: disable=import-outside-toplevel
   config = tiny_pix2pix.get_config()

@@ -102,3 +102,26 @@ def test_test_pairs_use_the_test_transform(tmp_path):
   assert pairs['A'].shape == pairs['B'].shape == (2, 32, 32, 3)
   np.testing.assert_array_equal(input_pipeline.to_uint8(pairs['B']),
                                 synthetic.to_b(input_pipeline.to_uint8(pairs['A'])))
+
+
+def test_pairs_of_two_sizes_get_one_crop_and_twins_are_refused(tmp_path):
+  """B is brought to A's size first, so that one crop and flip fit both
+  (the official code draws them from A's size); two files of one name in a
+  folder would make the pairing ambiguous."""
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    image = np.repeat(np.repeat(_noise(rng, 10, 10), 4, axis=0), 4, axis=1)  # 40x40 blocks.
+    for phase in ('train', 'test'):
+      _save(str(tmp_path / f'{phase}A' / f'{i}.png'), image)
+      _save(str(tmp_path / f'{phase}B' / f'{i}.png'),
+            np.asarray(Image.fromarray(image).resize((48, 48), Image.NEAREST)))
+  config = tiny_pix2pix.get_config()
+  config.data.image_dir = str(tmp_path)
+  source = paired_data.open_paired_sources(config.data)['train']
+  batches = paired_data.PairedBatches(source, config.data, seed=0, global_batch=2)
+  for step in range(4):
+    batch = batches.batch(step)
+    assert np.mean(np.abs(batch['A'] - batch['B'])) < 0.1  # Same crop, same flip.
+  _save(str(tmp_path / 'trainB' / '0.jpg'), _noise(rng, 8, 8))
+  with pytest.raises(ValueError, match=r'trainB: several files named 0\.\* '):
+    paired_data.open_paired_sources(config.data)

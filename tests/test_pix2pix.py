@@ -55,43 +55,76 @@ def test_short_run_writes_checkpoints_samples_and_config(trained):
   assert state.disc.params['Conv_0']['kernel'].shape[2] == 6  # Judges (input, output) pairs.
 
 
-def test_the_discriminator_updates_first_and_the_generator_sees_the_updated_one(
-    aligned_folder):
-  """One step against the official `optimize_parameters`, written out here
-  with Optax: D on (x, y) vs (x, G(x)); then G on the new D, plus 100 x L1."""
-  config = tiny_pix2pix.get_config()
-  config.data.image_dir = aligned_folder
-  mesh = jax.make_mesh((1,), ('data',))
+def _reference_step(config, state, batch, num_devices):
+  """One pix2pix step as the official `optimize_parameters` does it, written
+  out with Optax: D on (x, y) vs (x, G(x)), then G through the updated D plus
+  100 x L1. With several devices each takes its slice of the batch (batch
+  norm over its own images, its own dropout key) and the gradients are
+  averaged. Returns (gen params, disc params, losses)."""
+  gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
+  tx = state_lib.create_optimizer(config.train, optax.constant_schedule(config.train.lr))
+  bce = lambda pred, real: losses.gan_loss(pred, real, 'vanilla')
+  devices = []
+  for i in range(num_devices):
+    x, y = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
+            for v in (batch['A'], batch['B']))  # AtoB.
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), i)
+    G = lambda p, x=x, key=key: gen.apply({'params': p}, x, train=True, rngs={'dropout': key})
+    D = lambda p, out, x=x: disc.apply({'params': p}, jnp.concatenate([x, out], -1))
+    devices.append((x, y, G, D))
+  mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
+  adam = lambda params, grads: optax.apply_updates(
+      params, tx.update(grads, tx.init(params), params)[0])
+
+  d_loss = lambda p, y, G, D: 0.5 * (bce(D(p, y), True) + bce(D(p, G(state.gen.params)), False))
+  d_grads = mean([jax.grad(d_loss)(state.disc.params, y, G, D) for _, y, G, D in devices])
+  new_disc = adam(state.disc.params, d_grads)
+  adversarial = lambda p, G, D: bce(D(new_disc, G(p)), True)
+  l1 = lambda p, y, G: 100 * jnp.mean(jnp.abs(G(p) - y))
+  g_grads = mean([jax.grad(lambda p: adversarial(p, G, D) + l1(p, y, G))(state.gen.params)
+                  for _, y, G, D in devices])
+  new_gen = adam(state.gen.params, g_grads)
+  values = {'disc/loss': [d_loss(state.disc.params, y, G, D) for _, y, G, D in devices],
+            'gen/adversarial': [adversarial(state.gen.params, G, D) for _, _, G, D in devices],
+            'gen/l1': [l1(state.gen.params, y, G) for _, y, G, _ in devices]}
+  return new_gen, new_disc, {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def _first_step(config, batch):
+  """(initial state, state after one step, metrics) of the real train step."""
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
   schedule = optax.constant_schedule(config.train.lr)
   state = state_lib.create_sharded_state(config, (32, 32, 3), mesh, schedule)
-  batches = paired_data.PairedBatches(paired_data.open_paired_sources(config.data)['train'],
-                                      config.data, 0, 1)
-  batch = batches.batch(0)
-  x, y = jnp.asarray(batch['A']), jnp.asarray(batch['B'])  # AtoB.
-  key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), 0)
-  gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
-  G = lambda p: gen.apply({'params': p}, x, train=True, rngs={'dropout': key})
-  D = lambda p, out: disc.apply({'params': p}, jnp.concatenate([x, out], -1))
-  tx = state_lib.create_optimizer(config.train, schedule)
-  bce = lambda pred, real: losses.gan_loss(pred, real, 'vanilla')
-
-  fake = G(state.gen.params)
-  d_grads = jax.grad(lambda p: 0.5 * (bce(D(p, y), True) + bce(D(p, fake), False)))(
-      state.disc.params)
-  updates, _ = tx.update(d_grads, tx.init(state.disc.params), state.disc.params)
-  new_disc = optax.apply_updates(state.disc.params, updates)
-  g_grads = jax.grad(lambda p: bce(D(new_disc, G(p)), True) + 100 * jnp.mean(jnp.abs(G(p) - y)))(
-      state.gen.params)
-  updates, _ = tx.update(g_grads, tx.init(state.gen.params), state.gen.params)
-  new_gen = optax.apply_updates(state.gen.params, updates)
-
+  initial = jax.tree.map(np.asarray, state)  # The step donates `state`.
   step = train_step_lib.make_train_step(config, mesh, state, schedule)
   sharding = jax.NamedSharding(mesh, jax.P('data'))
   new_state, metrics = step(state, {k: jax.device_put(v, sharding) for k, v in batch.items()})
+  return initial, new_state, {k: float(v) for k, v in metrics.items()}
+
+
+def _check_against_reference(config, batch, num_devices, tolerance):
+  initial, new_state, metrics = _first_step(config, batch)
+  new_gen, new_disc, reference = _reference_step(config, initial, batch, num_devices)
   assert set(metrics) == {'gen/adversarial', 'gen/l1', 'gen/total', 'disc/loss',
                           'learning_rate'}
-  for ours, reference in ((new_state.disc.params, new_disc), (new_state.gen.params, new_gen)):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours, reference)
+  for name, value in reference.items():  # The loss values, not just the parameters.
+    assert abs(metrics[name] - value) < tolerance * max(1.0, abs(value)), (name, metrics[name],
+                                                                         value)
+  for ours, theirs in ((new_state.disc.params, new_disc), (new_state.gen.params, new_gen)):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=tolerance), ours, theirs)
+
+
+def _batch(folder, size):
+  config = tiny_pix2pix.get_config()
+  config.data.image_dir = folder
+  source = paired_data.open_paired_sources(config.data)['train']
+  return config, paired_data.PairedBatches(source, config.data, 0, size).batch(0)
+
+
+def test_the_discriminator_updates_first_and_the_generator_sees_the_updated_one(
+    aligned_folder):
+  config, batch = _batch(aligned_folder, 1)
+  _check_against_reference(config, batch, num_devices=1, tolerance=1e-6)
 
 
 def _main(*args):
@@ -145,3 +178,24 @@ def test_learns_a_paired_colour_change(tmp_path):
   print(f'A->B mean abs error {error:.1f}, doing nothing {baseline:.1f}, '
         f'ratio {error / baseline:.3f}')
   assert error < 0.45 * baseline
+
+
+FOUR_DEVICES = '''
+import sys
+from tests import test_pix2pix
+config, batch = test_pix2pix._batch(sys.argv[1], 4)
+test_pix2pix._check_against_reference(config, batch, num_devices=4, tolerance=1e-5)
+print('OK four devices')
+'''
+
+
+def test_four_devices_average_per_device_gradients(aligned_folder):
+  """Data-parallel pix2pix, a global batch of 4 over 4 devices: the step
+  equals the official step run on each device's image alone (its own batch
+  norm statistics and dropout mask), gradients averaged."""
+  result = subprocess.run([sys.executable, '-c', FOUR_DEVICES, aligned_folder], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ,
+                               'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'OK four devices' in result.stdout
