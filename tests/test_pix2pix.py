@@ -3,6 +3,7 @@ a paired task it must learn."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -208,3 +209,40 @@ def test_wgangp_adds_the_gradient_penalty(aligned_folder):
   config.train.lambda_gp = 0.0
   _, _, without = _first_step(config, batch)
   assert with_penalty['disc/loss'] > without['disc/loss'] + 1e-3
+
+
+TWO_PROCESSES = '''
+import sys
+import jax, numpy as np
+from configs import tiny_pix2pix
+from cyclegan_jax import distributed, train
+image_dir, workdir, out, port, process_id = sys.argv[1:]
+distributed.initialize(f'127.0.0.1:{port}', 2, int(process_id))
+config = tiny_pix2pix.get_config()
+config.data.image_dir = image_dir
+config.train.batch_size = 4
+config.train.num_steps = 2
+state = train.train_and_evaluate(config, workdir)
+leaves = jax.tree.leaves((state.gen.params, state.disc.params))
+np.savez(out, *[np.asarray(leaf.addressable_data(0)) for leaf in leaves])
+print('devices', jax.process_index(), jax.process_count(), jax.device_count())
+'''
+
+
+def test_two_processes_train_one_model(aligned_folder, tmp_path):
+  """Two processes of 2 CPU devices each, each reading its own shard of the
+  pairs, end with the same parameters."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', TWO_PROCESSES, aligned_folder, str(tmp_path / 'run'),
+       str(tmp_path / f'p{i}.npz'), str(port), str(i)], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  for i, process in enumerate(processes):
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert f'devices {i} 2 4' in output
+  p0, p1 = (np.load(tmp_path / f'p{i}.npz') for i in range(2))
+  assert len(p0.files) > 10 and all(np.array_equal(p0[k], p1[k]) for k in p0.files)
