@@ -75,13 +75,18 @@ def restore_latest(manager: ocp.CheckpointManager, state):
   return manager.restore(step, args=ocp.args.StandardRestore(state))
 
 
+def write_text_atomically(path: str, text: str) -> None:
+  """Writes `path` through a temporary file and a rename, so a kill mid-write
+  leaves the old file (or none), never half a file."""
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes workdir/config.json atomically (a kill mid-write leaves the old one)."""
+  """Writes workdir/config.json atomically."""
   if jax.process_index() == 0:
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path + '.tmp', 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + '.tmp', path)
+    write_text_atomically(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
 
 
 def has_config(workdir: str) -> bool:

@@ -270,9 +270,7 @@ def write_json(workdir: str, result: dict) -> str:
   paths = [os.path.join(folder, f'step_{result["step"]:08d}.json'),
            os.path.join(folder, 'latest.json')]
   for path in paths:
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    checkpoints.write_text_atomically(path, text)
   return paths[0]
 
 

@@ -45,13 +45,25 @@ class AlignedSource(Sequence):
     return split_aligned(image)
 
 
+def _by_stem(folder: str) -> dict[str, str]:
+  """{file name without extension: path} of a folder's images; two files of
+  one name (x.png, x.jpg) would make the pairing ambiguous."""
+  files = {}
+  for path in input_pipeline.list_images(folder):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in files:
+      raise ValueError(f'{folder}: several files named {stem}.* (e.g. '
+                       f'{os.path.basename(path)}); pairs are matched by name without '
+                       'extension, so keep one of them')
+    files[stem] = path
+  return files
+
+
 class PairedFolderSource(Sequence):
   """The (A, B) pairs of two folders, matched by file name without extension."""
 
   def __init__(self, folder_a: str, folder_b: str):
-    stem = lambda path: os.path.splitext(os.path.basename(path))[0]
-    files_a = {stem(f): f for f in input_pipeline.list_images(folder_a)}
-    files_b = {stem(f): f for f in input_pipeline.list_images(folder_b)}
+    files_a, files_b = _by_stem(folder_a), _by_stem(folder_b)
     for folder, mine, other in ((folder_a, files_a, files_b), (folder_b, files_b, files_a)):
       unmatched = sorted(set(mine) - set(other))
       if unmatched:
@@ -60,13 +72,6 @@ class PairedFolderSource(Sequence):
         raise ValueError(f'{folder}: {names}{more} have no partner of the same name in '
                          f'{folder_b if folder == folder_a else folder_a}; pix2pix needs '
                          'every image paired')
-    for folder, files in ((folder_a, files_a), (folder_b, files_b)):
-      stems = [stem(f) for f in input_pipeline.list_images(folder)]
-      twins = sorted({s for s in stems if stems.count(s) > 1})
-      if twins:
-        raise ValueError(f'{folder}: several files named {twins[0]}.* (e.g. '
-                         f'{os.path.basename(files[twins[0]])}); pairs are matched by name '
-                         'without extension, so keep one of them')
     self.files = [(files_a[s], files_b[s]) for s in sorted(files_a)]
 
   def __len__(self):

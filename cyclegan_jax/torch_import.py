@@ -325,8 +325,8 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   checkpoints.save(manager, state)
   checkpoints.wait_until_finished(manager)
-  with open(os.path.join(workdir, 'torch_import.json'), 'w') as f:
-    json.dump(sources, f, indent=2)
+  checkpoints.write_text_atomically(os.path.join(workdir, 'torch_import.json'),
+                                    json.dumps(sources, indent=2))
 
   count = f'{models.count_params(params_ab):,} parameters'
   if pix2pix:

@@ -88,9 +88,7 @@ def record_best(workdir: str, step: int, metrics: dict) -> dict:
       best[direction] = {'step': step, 'fid': values['fid']}
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(best, f, indent=2)
-    os.replace(path + '.tmp', path)
+    checkpoints.write_text_atomically(path, json.dumps(best, indent=2))
   return best
 
 
