@@ -20,16 +20,25 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
+from cyclegan_jax import translate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_integer('steps', 20, 'Timed train steps.')
 flags.DEFINE_integer('warmup', 3, 'Untimed train steps after compiling.')
+TASKS = ('train', 'translate')
+flags.DEFINE_enum('task', 'train', TASKS,
+                  'train: the whole train step. translate: one generator in test mode on '
+                  'config.train.batch_size images of config.data.crop_size.')
+flags.DEFINE_string('compare', '', 'torch: also time the official PyTorch step (or '
+                    'generator), alternating with ours; needs the torch extra.')
 
 # Dense peak TFLOP/s per device: (bfloat16, float32). The first substring of
 # device_kind that matches wins. float32 on NVIDIA: TF32 tensor cores, which XLA
@@ -85,12 +94,11 @@ def peak_memory_bytes() -> int | None:
   return max(peaks) if peaks else None
 
 
-def run_benchmark(config, steps: int, warmup: int) -> dict:
-  """Compiles and times the train step; returns the JSON-ready results."""
+def _our_train_step(config):
+  """(run one step and wait, the compiled step, compile seconds) for the real jitted train step
+  on one batch of uniform noise, made once and reused."""
   num_devices, batch_size = jax.device_count(), config.train.batch_size
   train_step_lib.check_global_batch(batch_size, num_devices)
-  if steps < 1 or warmup < 0:
-    raise ValueError(f'need --steps >= 1 and --warmup >= 0, got {steps} and {warmup}')
   crop = config.data.crop_size
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   mesh = jax.make_mesh((num_devices,), ('data',))
@@ -105,30 +113,83 @@ def run_benchmark(config, steps: int, warmup: int) -> dict:
     images = rng.uniform(-1, 1, (local_batch, crop, crop, 3)).astype(np.float32)
     batch[key] = (jax.device_put(images, sharding) if jax.process_count() == 1 else
                   jax.make_array_from_process_local_data(sharding, images))
-
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_seconds = time.perf_counter() - start
 
-  times = []
+  def run():
+    nonlocal state  # Donated to the step: each step takes the one before's state.
+    state, _ = jax.block_until_ready(compiled(state, batch))
+
+  return run, compiled, compile_seconds
+
+
+def _our_translation(config):
+  """(translate one batch and wait, the compiled generator, compile seconds) for the generator
+  in test mode, jitted as `--mode=translate` runs it."""
+  if jax.device_count() > 1:
+    raise ValueError('--task=translate runs one generator on one device; run it with one '
+                     f'device (this process sees {jax.device_count()})')
+  crop, batch_size = config.data.crop_size, config.train.batch_size
+  generator = models.create_generator(config.model)
+  params = jax.jit(generator.init)(jax.random.PRNGKey(config.seed),
+                                   jnp.zeros((1, crop, crop, 3)))['params']
+  images = jnp.asarray(np.random.default_rng(config.seed).uniform(
+      -1, 1, (batch_size, crop, crop, 3)).astype(np.float32))
+  start = time.perf_counter()
+  compiled = translate.generate.lower(generator, params, images).compile()
+  compile_seconds = time.perf_counter() - start
+  return (lambda: jax.block_until_ready(compiled(params, images))), compiled, compile_seconds
+
+
+def _time(run) -> float:
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
+
+
+def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
+                  compare: str = '') -> dict:
+  """Compiles and times our train step (or translation); with compare='torch'
+  the official PyTorch one too, alternating, at the same size, batch and
+  precision. Returns the JSON-ready results."""
+  if steps < 1 or warmup < 0:
+    raise ValueError(f'need --steps >= 1 and --warmup >= 0, got {steps} and {warmup}')
+  if task not in TASKS:
+    raise ValueError(f'--task={task!r}: expected one of {", ".join(TASKS)}')
+  if compare not in ('', 'torch'):
+    raise ValueError(f'--compare={compare!r}: expected torch, or nothing')
+  theirs = None
+  if compare:
+    from cyclegan_jax import torch_reference  # Only here: it needs the torch extra.
+    theirs = torch_reference.Baseline(config, task, jax.devices()[0].platform,
+                                     jax.device_count())
+  ours, compiled, compile_seconds = (
+      _our_train_step if task == 'train' else _our_translation)(config)
+
+  # Alternating, so that a slow spell of a shared machine falls on both.
+  times, their_times = [], []
   for i in range(warmup + steps):
-    start = time.perf_counter()
-    state, metrics = jax.block_until_ready(compiled(state, batch))  # State is donated.
+    seconds = _time(ours)
+    their_seconds = _time(theirs.run) if theirs else None
     if i >= warmup:
-      times.append(time.perf_counter() - start)
+      times.append(seconds)
+      their_times.append(their_seconds)
   median, p90 = float(np.median(times)), float(np.percentile(times, 90))
 
+  num_devices, batch_size = jax.device_count(), config.train.batch_size
   dtype = config.model.get('dtype', 'float32')
   device_kind = jax.devices()[0].device_kind
   flops = flops_per_step(compiled)
   tflops = flops / median / 1e12 if flops else None
   peak = peak_tflops(device_kind, dtype)
-  return {
+  result = {
+      'task': task,
       'device_kind': device_kind,
       'platform': jax.devices()[0].platform,
       'device_count': num_devices,
       'process_count': jax.process_count(),
-      'image_size': crop,
+      'image_size': config.data.crop_size,
       'global_batch': batch_size,
       'dtype': dtype,
       'generator': config.model.generator,
@@ -145,6 +206,20 @@ def run_benchmark(config, steps: int, warmup: int) -> dict:
       'steps': steps,
       'warmup': warmup,
   }
+  if theirs:
+    their_median = float(np.median(their_times))
+    result.update({
+        'torch_version': theirs.version,
+        'torch_device': theirs.device_name,
+        'torch_autocast': theirs.autocast_dtype,
+        'torch_median_step_seconds': their_median,
+        'torch_p90_step_seconds': float(np.percentile(their_times, 90)),
+        'torch_images_per_second': batch_size / their_median,
+        'torch_peak_memory_bytes': theirs.peak_memory_bytes(),
+        # Ours over theirs: below 1, our step takes less time.
+        'time_ratio_vs_torch': median / their_median,
+    })
+  return result
 
 
 def main(argv):
@@ -153,7 +228,9 @@ def main(argv):
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/tiny.py')
   try:
-    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup)
+    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare)
+  except ImportError as e:
+    sys.exit(f'benchmark: error: --compare=torch needs PyTorch: pip install -e ".[torch]" ({e})')
   except ValueError as e:
     sys.exit(f'benchmark: error: {e}')  # One line on stderr, exit status 1.
   print(json.dumps(result), flush=True)
