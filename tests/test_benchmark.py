@@ -12,7 +12,7 @@ from cyclegan_jax import benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
-    'device_kind', 'platform', 'device_count', 'process_count', 'image_size', 'global_batch',
+    'task', 'device_kind', 'platform', 'device_count', 'process_count', 'image_size', 'global_batch',
     'dtype', 'generator', 'discriminator', 'compile_seconds', 'median_step_seconds',
     'p90_step_seconds', 'images_per_second', 'flops_per_step', 'tflops_per_second',
     'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'steps', 'warmup'}
@@ -64,3 +64,33 @@ def test_cli_indivisible_batch_is_a_clean_error():
   last = proc.stderr.strip().splitlines()[-1]
   assert 'config.train.batch_size=3' in last and '2 devices' in last, proc.stderr
   assert not proc.stdout.strip()
+
+
+TORCH_KEYS = {'torch_version', 'torch_device', 'torch_autocast', 'torch_median_step_seconds',
+              'torch_p90_step_seconds', 'torch_images_per_second', 'torch_peak_memory_bytes',
+              'time_ratio_vs_torch'}
+
+
+@pytest.mark.parametrize('task', ['train', 'translate'])
+def test_compare_with_torch_prints_both_sides(task):
+  pytest.importorskip('torch')
+  proc = _run_cli('--steps=2', '--warmup=1', '--compare=torch', f'--task={task}')
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert set(result) == KEYS | TORCH_KEYS
+  assert result['task'] == task and result['torch_device'] == 'cpu'
+  assert result['torch_autocast'] is None and result['torch_peak_memory_bytes'] is None
+  for key in ('torch_median_step_seconds', 'torch_images_per_second', 'time_ratio_vs_torch'):
+    assert isinstance(result[key], float) and result[key] > 0, key
+  assert result['time_ratio_vs_torch'] == pytest.approx(
+      result['median_step_seconds'] / result['torch_median_step_seconds'])
+  assert result['torch_images_per_second'] == pytest.approx(
+      1 / result['torch_median_step_seconds'])
+
+
+def test_compare_refuses_what_the_official_code_does_not_have():
+  pytest.importorskip('torch')
+  proc = _run_cli('--compare=torch', '--config.model.generator=unet_32')
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "config.model.generator='unet_32'" in last, proc.stderr

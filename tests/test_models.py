@@ -1,5 +1,11 @@
 """Parameter counts, shapes and initialisation against the official networks."""
 
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,3 +143,54 @@ def test_unet_sizes_and_dropout_at_test():
     config.generator = bad
     with pytest.raises(ValueError, match='config.model.generator'):
       models.create_generator(config)
+
+
+@pytest.mark.parametrize('kernel,padding,output_padding', [(3, 1, 1), (4, 1, 0)])
+def test_subpixel_conv_transpose_equals_the_transposed_convolution(kernel, padding,
+                                                                    output_padding):
+  """The sub-pixel form against Flax's ConvTranspose(transpose_kernel=True) on
+  the same parameters: same init, outputs and gradients to float rounding."""
+  lo = kernel - 1 - padding
+  reference = nn.ConvTranspose(5, (kernel, kernel), strides=(2, 2),
+                               padding=((lo, lo + output_padding),) * 2, transpose_kernel=True,
+                               kernel_init=nn.initializers.normal(0.02))
+  ours = models.ConvTranspose(5, kernel, padding, output_padding)
+  x = jax.random.normal(jax.random.key(1), (2, 6, 10, 7))
+  variables = reference.init(jax.random.key(0), x)
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, variables, ours.init(jax.random.key(0), x)))
+  variables = {'params': {'kernel': variables['params']['kernel'],
+                          'bias': jax.random.normal(jax.random.key(2), (5,))}}
+  np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), atol=1e-6)
+  loss = lambda m: jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))), argnums=(0, 1))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               loss(ours)(variables, x), loss(reference)(variables, x))
+
+
+def test_few_outputs_conv_equals_the_convolution():
+  """The generators' last layer (to 3 channels) as matmul + shifted sums."""
+  x = jax.random.normal(jax.random.key(0), (2, 14, 12, 6))
+  kernel = jax.random.normal(jax.random.key(1), (7, 7, 6, 3))
+  np.testing.assert_allclose(models._few_outputs_valid_conv(x, kernel),
+                             models._lax_conv(x, kernel), rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(3), (2, 8, 6, 3))
+  grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), argnums=(0, 1))(x, kernel)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               grads(models._few_outputs_valid_conv), grads(models._lax_conv))
+  conv = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)))
+  fast = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)),
+                 conv_general_dilated=models.few_outputs_conv)
+  variables = conv.init(jax.random.key(2), x)
+  np.testing.assert_allclose(fast.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+
+
+def test_importing_the_package_sets_the_cpu_xla_flag_unless_the_user_did():
+  code = 'import cyclegan_jax, os; print(os.environ.get("XLA_FLAGS", ""))'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True).stdout.strip()
+  if importlib.metadata.version('jaxlib').startswith('0.10.'):
+    assert out == '--xla_cpu_experimental_ynn_fusion_type='
+  env['XLA_FLAGS'] = '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT'
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True).stdout.strip()
+  assert out == '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT'

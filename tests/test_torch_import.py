@@ -19,93 +19,15 @@ from cyclegan_jax import results_page
 from cyclegan_jax import torch_import
 
 torch = pytest.importorskip('torch')
+from cyclegan_jax import torch_reference  # noqa: E402  (needs torch)
+from cyclegan_jax.torch_reference import UnetGenerator  # noqa: E402  (official layout)
 nn = torch.nn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The official layer layout (junyanz/pytorch-CycleGAN-and-pix2pix
-# models/networks.py), written out so that the state dict keys are the
-# official ones. norm 'instance': InstanceNorm2d(affine=False), convolutions
-# with biases; 'batch': BatchNorm2d(affine=True, track_running_stats=True),
-# and no bias in the convolutions it follows (the official `use_bias`).
-def _norm(norm='instance', track_running_stats=False):
-  if norm == 'batch':
-    return lambda c: nn.BatchNorm2d(c, affine=True, track_running_stats=True)
-  return lambda c: nn.InstanceNorm2d(c, affine=False, track_running_stats=track_running_stats)
-
-
-class ResnetBlock(nn.Module):
-
-  def __init__(self, dim, norm, dropout, bias=True):
-    super().__init__()
-    layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm(dim), nn.ReLU(True)]
-    layers += [nn.Dropout(0.5)] if dropout else []
-    layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), norm(dim)]
-    self.conv_block = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return x + self.conv_block(x)
-
-
-class ResnetGenerator(nn.Module):
-
-  def __init__(self, ngf=8, n_blocks=2, track_running_stats=False, dropout=False,
-               norm='instance'):
-    super().__init__()
-    bias, norm = norm != 'batch', _norm(norm, track_running_stats)
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm(ngf), nn.ReLU(True)]
-    for mult in (1, 2):
-      layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
-                 norm(ngf * mult * 2), nn.ReLU(True)]
-    layers += [ResnetBlock(ngf * 4, norm, dropout, bias) for _ in range(n_blocks)]
-    for mult in (4, 2):
-      layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
-                                    output_padding=1, bias=bias),
-                 norm(ngf * mult // 2), nn.ReLU(True)]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
-    self.model = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.model(x)
-
-
-class UnetBlock(nn.Module):
-
-  def __init__(self, outer, inner, submodule=None, outermost=False, innermost=False,
-               norm='instance', dropout=False):
-    super().__init__()
-    self.outermost = outermost
-    bias, norm = norm != 'batch', _norm(norm)
-    down = nn.Conv2d(outer if not outermost else 3, inner, 4, stride=2, padding=1, bias=bias)
-    up = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, stride=2, padding=1,
-                            bias=bias or outermost)
-    if outermost:
-      layers = [down, submodule, nn.ReLU(True), up, nn.Tanh()]
-    elif innermost:
-      layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, norm(outer)]
-    else:
-      layers = [nn.LeakyReLU(0.2, True), down, norm(inner), submodule, nn.ReLU(True), up,
-                norm(outer)] + ([nn.Dropout(0.5)] if dropout else [])
-    self.model = nn.Sequential(*layers)
-
-  def forward(self, x):
-    return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
-
-
-class UnetGenerator(nn.Module):
-
-  def __init__(self, num_downs, ngf, norm='instance', dropout=False):
-    super().__init__()
-    block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
-    for _ in range(num_downs - 5):
-      block = UnetBlock(ngf * 8, ngf * 8, block, norm=norm, dropout=dropout)
-    for mult in (4, 2, 1):
-      block = UnetBlock(ngf * mult, ngf * mult * 2, block, norm=norm)
-    self.model = UnetBlock(3, ngf, block, outermost=True, norm=norm)
-
-  def forward(self, x):
-    return self.model(x)
+def ResnetGenerator(ngf=8, n_blocks=2, **kwargs):  # Tiny by default here.
+  return torch_reference.ResnetGenerator(ngf, n_blocks, **kwargs)
 
 
 def _randomise_batch_norms(net, seed):
