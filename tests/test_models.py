@@ -1,10 +1,5 @@
 """Parameter counts, shapes and initialisation against the official networks."""
 
-import importlib.metadata
-import os
-import subprocess
-import sys
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -182,15 +177,3 @@ def test_few_outputs_conv_equals_the_convolution():
   variables = conv.init(jax.random.key(2), x)
   np.testing.assert_allclose(fast.apply(variables, x), conv.apply(variables, x), atol=1e-5)
 
-
-def test_importing_the_package_sets_the_cpu_xla_flag_unless_the_user_did():
-  code = 'import cyclegan_jax, os; print(os.environ.get("XLA_FLAGS", ""))'
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True).stdout.strip()
-  if importlib.metadata.version('jaxlib').startswith('0.10.'):
-    assert out == '--xla_cpu_experimental_ynn_fusion_type='
-  env['XLA_FLAGS'] = '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT'
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True).stdout.strip()
-  assert out == '--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT'

@@ -125,7 +125,10 @@ def _batch(folder, size):
 def test_the_discriminator_updates_first_and_the_generator_sees_the_updated_one(
     aligned_folder):
   config, batch = _batch(aligned_folder, 1)
-  _check_against_reference(config, batch, num_devices=1, tolerance=1e-6)
+  # 1e-5, as on 4 devices: the sub-pixel up-convolutions sum the same products in
+  # another order, and Adam's first step turns a near-zero gradient's rounding into
+  # a few 1e-6 (one kernel entry of 8192 moved by 3.7e-6).
+  _check_against_reference(config, batch, num_devices=1, tolerance=1e-5)
 
 
 def _main(*args):
