@@ -23,6 +23,7 @@ from cyclegan_jax import distributed
 from cyclegan_jax import results_page
 from cyclegan_jax import train
 from cyclegan_jax import translate
+from cyclegan_jax import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'test', 'translate', 'import_torch'],
@@ -135,10 +136,11 @@ def main(argv):
       written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                            FLAGS.direction, FLAGS.step)
       logging.info('Wrote %d images to %s', len(written), FLAGS.output)
-  # What the library raises for bad input, bad data, a full disk, a NaN or a
-  # missing optional package (torch): one line, no traceback. Anything else
-  # is a bug and keeps its traceback.
-  except (ValueError, OSError, FloatingPointError, ImportError) as e:
+  # What the library raises for bad input, bad data, a full disk, a NaN, a
+  # missing optional package (torch) or a workdir another trainer holds: one
+  # line, no traceback. Anything else is a bug and keeps its traceback.
+  except (ValueError, OSError, FloatingPointError, ImportError,
+          workdir_lock.WorkdirBusyError) as e:
     _fail(str(e))
 
 

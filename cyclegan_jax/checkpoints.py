@@ -1,23 +1,68 @@
-"""Orbax checkpoints of the whole train state, and the config beside them."""
+"""Orbax checkpoints of the whole train state, and the config beside them.
 
+Every checkpoint records the format of the state it holds (FORMAT). Reading
+one passes three checks, newest checkpoint first: its format is this code's,
+its arrays have the names and shapes of the state being restored, and its
+files can be read. A checkpoint whose files cannot be read is damaged: it is
+named in a warning and the next older one is tried; training moves it aside
+to W/checkpoints_damaged/ (never deletes it), so that later saves and
+`keep_checkpoints` pruning deal with intact checkpoints only."""
+
+import glob
+import importlib.metadata
 import json
 import os
 import re
+import shutil
+import sys
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 CONFIG_FILE = 'config.json'
+DAMAGED_DIR = 'checkpoints_damaged'
+
+# The layout of the saved train state. A change to the state's fields, or to
+# what an array means, bumps it, and comes with a converter or a refusal in
+# _check_format (and renewed fixtures: tests/fixtures/make_fixtures.py).
+# Checkpoints from before formats were recorded are format 1.
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used, explained in one line."""
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def step_dir(workdir: str, step: int) -> str:
+  return os.path.join(checkpoint_dir(workdir), str(step))
+
+
 def create_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep or None, create=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _reading_manager(workdir: str) -> ocp.CheckpointManager:
+  """A manager that reads and never creates or prunes anything."""
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _version() -> str:
+  try:
+    return importlib.metadata.version('cyclegan_jax')
+  except importlib.metadata.PackageNotFoundError:
+    return 'unknown'
 
 
 def prepare_workdir(workdir: str) -> None:
@@ -54,7 +99,8 @@ def save(manager: ocp.CheckpointManager, state) -> None:
   failed or killed save never looks like a checkpoint."""
   step = int(state.step)
   try:
-    manager.save(step, args=ocp.args.StandardSave(state))
+    manager.save(step, args=ocp.args.StandardSave(state),
+                 custom_metadata={'format': FORMAT, 'written_by': f'cyclegan_jax {_version()}'})
   except Exception as e:  # pylint: disable=broad-except  # Also an earlier async save's.
     raise _write_error(manager, e) from e
 
@@ -66,13 +112,165 @@ def wait_until_finished(manager: ocp.CheckpointManager) -> None:
     raise _write_error(manager, e) from e
 
 
-def restore_latest(manager: ocp.CheckpointManager, state):
-  """The newest checkpoint restored into `state`'s structure and shardings, or
-  `state` itself when there is none."""
-  step = manager.latest_step()
-  if step is None:
-    return state
-  return manager.restore(step, args=ocp.args.StandardRestore(state))
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return f'{type(error).__name__}: {(text.splitlines() or [""])[0][:160]}'
+
+
+def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
+  """Refuses, in one line, a checkpoint of a format this code cannot read."""
+  custom = manager.metadata(step).custom_metadata or {}
+  found = int(custom.get('format', 1))
+  if found == FORMAT:
+    return
+  by = custom.get('written_by', 'another version')
+  where = os.path.join(str(manager.directory), str(step))
+  advice = ('upgrade cyclegan_jax to read it' if found > FORMAT else
+            'no converter from it exists; read it with the version that wrote it')
+  raise CheckpointError(f'{where}: checkpoint format {found} (written by {by}), but '
+                        f'cyclegan_jax {_version()} reads format {FORMAT}; {advice}, or use '
+                        'another --workdir')
+
+
+def _check_readable(directory: str) -> None:
+  """Reads every stored value of the checkpoint in `directory`, synchronously.
+
+  Orbax reads a checkpoint's arrays concurrently on an event loop; when one
+  read fails, it closes the loop while others are still under way, and their
+  late callbacks print dozens of tracebacks that no Python code can catch.
+  Reading the OCDBT key-value stores here first finds truncated or missing
+  data files quietly (a missing data file reads as an empty value, which no
+  stored zarr chunk or metadata is)."""
+  for manifest in sorted(glob.glob(os.path.join(directory, '*', 'manifest.ocdbt'))):
+    store = ts.KvStore.open({'driver': 'ocdbt',
+                             'base': 'file://' + os.path.dirname(manifest) + '/'}).result()
+    keys = store.list().result()
+    for start in range(0, len(keys), 64):  # A bounded amount in memory at once.
+      reads = [(key, store.read(key)) for key in keys[start:start + 64]]
+      for key, read in reads:
+        result = read.result()
+        if result.state != 'value' or not result.value:
+          raise OSError(f'{key.decode(errors="replace")} has no stored data')
+
+
+def _key_path(path) -> str:
+  """'gen_ab/params/Conv_0/kernel' for a dataclass/dict/sequence path alike."""
+  names = (getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path)
+  return '/'.join(str(n) for n in names)
+
+
+def _check_structure(manager: ocp.CheckpointManager, step: int, target) -> None:
+  """Refuses, in one line, a readable checkpoint whose arrays are not the
+  target's (names and shapes), rather than letting the restore fail deep
+  inside Orbax or taking it for damage."""
+  saved = manager.item_metadata(step)
+  if saved is None:
+    raise OSError('its array metadata cannot be read')
+  saved = {_key_path(p): tuple(m.shape) for p, m in
+           jax.tree_util.tree_flatten_with_path(saved)[0]}
+  wanted = {_key_path(p): tuple(np.shape(x)) for p, x in
+            jax.tree_util.tree_flatten_with_path(target)[0]}
+  differences = [f'{k}: {"missing" if k not in saved else saved[k]} there, '
+                 f'{"missing" if k not in wanted else wanted[k]} now'
+                 for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+  if differences:
+    where = os.path.join(str(manager.directory), str(step))
+    raise CheckpointError(
+        f'{where}: holds a state of another layout ({"; ".join(differences[:3])}'
+        f'{"; ..." if len(differences) > 3 else ""}); it was written with another device '
+        'count, model or version (a fixed layout change comes with a new format); use the '
+        'same setup, or another --workdir')
+
+
+def _all_agree(ok: bool) -> bool:
+  """Whether every process could read (all read the same shared checkpoint)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _restore_one(manager: ocp.CheckpointManager, step: int, target):
+  """Step `step` restored (into `target`'s structure, or raw when None).
+  Raises CheckpointError for a wrong format or layout, OSError for damage."""
+  try:
+    _check_readable(os.path.join(str(manager.directory), str(step)))  # First: it is quiet.
+    _check_format(manager, step)
+    if target is not None:
+      _check_structure(manager, step, target)
+    args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+    restored, error = manager.restore(step, args=args), None
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # Any read error means damage.
+    restored, error = None, e
+  if not _all_agree(error is None):
+    raise OSError(_first_line(error) if error else 'another process could not read it')
+  return restored
+
+
+def _warn(message: str) -> None:
+  if jax.process_index() == 0:
+    print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def _move_aside(workdir: str, step: int) -> str:
+  """Moves a damaged checkpoint to W/checkpoints_damaged/<step>[.n]; returns where."""
+  target = os.path.join(os.path.abspath(workdir), DAMAGED_DIR, str(step))
+  n = 0
+  while os.path.exists(target + (f'.{n}' if n else '')):
+    n += 1
+  target += f'.{n}' if n else ''
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(step_dir(workdir, step), target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('cyclegan_jax: damaged checkpoint moved aside')
+  return target
+
+
+def _newest_readable(manager: ocp.CheckpointManager, workdir: str, target, step: int | None,
+                     using: str):
+  """(step, restored, damaged steps newer than it) of the newest checkpoint
+  that restores, or of `step` alone when given."""
+  if step is not None:
+    if step not in manager.all_steps():
+      found = ', '.join(map(str, manager.all_steps())) or 'none'
+      raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint at step {step} '
+                              f'(steps found: {found})')
+    try:
+      return step, _restore_one(manager, step, target), []
+    except OSError as e:
+      raise CheckpointError(f'{step_dir(workdir, step)}: cannot be read ({e}); choose '
+                            'another --step') from None
+  damaged = []
+  for candidate in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = _restore_one(manager, candidate, target)
+    except OSError as e:
+      damaged.append((candidate, str(e)))
+      continue
+    for bad, reason in damaged:
+      _warn(f'{step_dir(workdir, bad)}: cannot be read ({reason}); {using} step {candidate}')
+    return candidate, restored, [bad for bad, _ in damaged]
+  if damaged:
+    found = '; '.join(f'step {s}: {reason}' for s, reason in damaged)
+    raise CheckpointError(
+        f'{checkpoint_dir(workdir)}: no checkpoint can be read ({found}); move the folder '
+        'aside to start again, or use another --workdir')
+  return None, None, []
+
+
+def restore_latest(manager: ocp.CheckpointManager, workdir: str, state):
+  """The newest checkpoint that restores, restored into `state`'s structure and
+  shardings, or `state` itself when there is none. Newer damaged checkpoints
+  are named in a warning and moved aside to W/checkpoints_damaged/."""
+  step, restored, damaged = _newest_readable(manager, workdir, state, None, 'resuming from')
+  if damaged:
+    for bad in damaged:
+      where = _move_aside(workdir, bad)
+      _warn(f'{step_dir(workdir, bad)}: moved to {where}, untouched')
+    manager.reload()
+  return state if step is None else restored
 
 
 def write_text_atomically(path: str, text: str) -> None:
@@ -106,12 +304,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_params(workdir: str, networks: tuple[str, ...], step: int | None = None):
-  """(step, {network name: params}) from a checkpoint, without rebuilding the
-  state (whose pool shapes depend on the training data)."""
-  manager = ocp.CheckpointManager(checkpoint_dir(workdir))
-  step = manager.latest_step() if step is None else step
-  if step is None or step not in manager.all_steps():
-    raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint'
-                            + ('' if step is None else f' at step {step}'))
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
-  return step, {name: restored[name]['params'] for name in networks}
+  """(step, {network name: params}) from a checkpoint (the newest readable one
+  unless `step` is given), without rebuilding the state (whose pool shapes
+  depend on the training data). Reads only: a damaged checkpoint is named in a
+  warning and left where it is."""
+  manager = _reading_manager(workdir)
+  found, restored, _ = _newest_readable(manager, workdir, None, step, 'using')
+  if found is None:
+    raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint')
+  missing = [name for name in networks if name not in restored]
+  if missing:
+    raise CheckpointError(f'{step_dir(workdir, found)}: has no network {missing[0]} (it has '
+                          f'{", ".join(sorted(restored))}); expected a checkpoint of this '
+                          'model kind')
+  return found, {name: restored[name]['params'] for name in networks}

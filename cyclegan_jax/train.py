@@ -23,6 +23,7 @@ from cyclegan_jax import paired_data
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import translate
+from cyclegan_jax import workdir_lock
 
 
 PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
@@ -154,6 +155,14 @@ def train_and_evaluate(config, workdir: str):
                jax.devices()[0].device_kind)
   config_checks.validate(config, num_devices)
   checkpoints.prepare_workdir(workdir)
+  # Before anything is written: a second trainer on this workdir stops here.
+  with workdir_lock.hold(workdir):
+    return _train(config, workdir)
+
+
+def _train(config, workdir: str):
+  """train_and_evaluate's loop, run while this process holds the workdir."""
+  num_devices = jax.device_count()
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None and checkpoints.has_config(workdir):
     config_checks.check_resumable(checkpoints.load_config(workdir), config, workdir)
@@ -174,7 +183,7 @@ def train_and_evaluate(config, workdir: str):
     logging.info('%s: %s parameters', name, f'{count:,}')
     print(f'{name}: {count:,} parameters', flush=True)
 
-  state = checkpoints.restore_latest(manager, state)
+  state = checkpoints.restore_latest(manager, workdir, state)
   start_step = int(state.step)
   if start_step:
     logging.info('Resuming from the checkpoint at step %d.', start_step)

@@ -5,8 +5,13 @@ import glob
 import importlib
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -17,6 +22,7 @@ from configs import tiny
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import train
+from cyclegan_jax import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,3 +205,118 @@ def test_full_disk_is_a_clear_error_and_leaves_no_checkpoint(image_folder, tmp_p
   assert result.returncode == 0, result.stderr[-3000:]
   assert ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir))).latest_step() == 4
   assert json.loads((workdir / 'config.json').read_text())['train']['num_steps'] == 4
+
+
+def _damage(workdir, step):
+  """Truncates the data files of a checkpoint to half, as a partial copy or a
+  disk error would; returns {path: bytes} of its files after the damage."""
+  damaged = {}
+  for path in sorted(glob.glob(f'{checkpoints.step_dir(str(workdir), step)}/**', recursive=True)):
+    if os.path.isfile(path):
+      if f'{os.sep}d{os.sep}' in path:
+        os.truncate(path, os.path.getsize(path) // 2)
+      damaged[os.path.relpath(path, checkpoints.step_dir(str(workdir), step))] = (
+          open(path, 'rb').read())
+  return damaged
+
+
+def _files(folder):
+  return {os.path.relpath(p, folder): open(p, 'rb').read()
+          for p in glob.glob(f'{folder}/**', recursive=True) if os.path.isfile(p)}
+
+
+@pytest.fixture(scope='module')
+def two_checkpoints(image_folder, tmp_path_factory):
+  """A tiny run with checkpoints at steps 2 and 4 (keep_checkpoints 2)."""
+  workdir = tmp_path_factory.mktemp('two_checkpoints')
+  train.train_and_evaluate(_tiny(image_folder, keep_checkpoints=2), str(workdir))
+  return workdir
+
+
+def test_a_damaged_newest_checkpoint_is_named_set_aside_and_training_resumes_before_it(
+    image_folder, two_checkpoints, tmp_path, capsys):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_checkpoints, workdir)
+  damaged = _damage(workdir, 4)
+  state = train.train_and_evaluate(_tiny(image_folder, keep_checkpoints=2,
+                                         **{'train.num_steps': 6}), str(workdir))
+  assert int(state.step) == 6
+  err = capsys.readouterr().err
+  assert re.search(rf'^warning: {workdir}/checkpoints/4: cannot be read \(ValueError: '
+                   r'OUT_OF_RANGE: .*\); resuming from step 2$', err, re.M), err
+  assert f'warning: {workdir}/checkpoints/4: moved to {workdir}/checkpoints_damaged/4, ' \
+         'untouched' in err
+  # Moved aside byte for byte; pruning (keep 2) left the intact 4 and 6 written since.
+  assert _files(workdir / 'checkpoints_damaged' / '4') == damaged
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', '6']
+
+
+def test_read_only_modes_skip_a_damaged_checkpoint_and_leave_it_in_place(
+    two_checkpoints, tmp_path):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_checkpoints, workdir)
+  damaged = _damage(workdir, 4)
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  shutil.copy(glob.glob(f'{two_checkpoints}/samples/*.png')[0], inputs / 'x.png')
+  result = _main('--mode=translate', f'--workdir={workdir}', f'--input={inputs}',
+                 f'--output={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]  # Nor from Orbax's threads.
+  assert re.search(rf'^warning: {workdir}/checkpoints/4: cannot be read \(.*\); using step 2$',
+                   result.stderr, re.M), result.stderr[-3000:]
+  assert os.listdir(tmp_path / 'out') == ['x.png']
+  assert _files(workdir / 'checkpoints' / '4') == damaged  # Read-only: left where it was.
+  # Asking for the damaged step by name is one line.
+  with pytest.raises(checkpoints.CheckpointError, match=(
+      rf'^{workdir}/checkpoints/4: cannot be read \(ValueError: OUT_OF_RANGE: .*\); choose '
+      r'another --step$')):
+    checkpoints.load_params(str(workdir), ('gen_ab',), step=4)
+
+
+def test_no_intact_checkpoint_is_one_line_listing_what_was_found(
+    image_folder, two_checkpoints, tmp_path):
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_checkpoints, workdir)
+  before = [_damage(workdir, step) for step in (2, 4)]
+  with pytest.raises(checkpoints.CheckpointError) as error:
+    train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 6}), str(workdir))
+  assert re.fullmatch(rf'{workdir}/checkpoints: no checkpoint can be read \(step 4: .*; '
+                      r'step 2: .*\); move the folder aside to start again, or use another '
+                      r'--workdir', str(error.value)), str(error.value)
+  assert '\n' not in str(error.value)
+  assert [_files(workdir / 'checkpoints' / s) for s in ('2', '4')] == before  # Nothing moved.
+  assert not (workdir / 'checkpoints_damaged').exists()
+
+
+def test_a_second_trainer_on_a_live_workdir_is_refused_and_a_killed_one_blocks_nothing(
+    image_folder, tmp_path):
+  workdir = tmp_path / 'w'
+  first = subprocess.Popen(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+       f'--config.data.image_dir={image_folder}', '--config.train.num_steps=100000'],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    lock = workdir / 'trainer.lock'
+    deadline = time.time() + 120
+    while not (lock.exists() and lock.read_text().startswith(f'pid {first.pid} ')
+               and (workdir / 'config.json').exists()):
+      assert time.time() < deadline and first.poll() is None, 'the first trainer did not start'
+      time.sleep(0.2)
+    config_before = (workdir / 'config.json').read_bytes()
+    with pytest.raises(workdir_lock.WorkdirBusyError) as error:
+      train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 4}), str(workdir))
+    assert str(error.value) == (
+        f'{workdir}: another trainer is using this workdir (pid {first.pid} on host '
+        f'{socket.gethostname()}); wait for it to end (or stop it), or use another --workdir')
+    assert (workdir / 'config.json').read_bytes() == config_before
+    # The same from the command line: one line, status 1.
+    result = _main('--config=configs/tiny.py', f'--workdir={workdir}',
+                   f'--config.data.image_dir={image_folder}')
+    assert _one_line_error(result, 1) == f'error: {error.value}'
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  # The lock died with its process: the next run starts (and resumes) at once.
+  state = train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 2}), str(workdir))
+  assert int(state.step) >= 2
