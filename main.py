@@ -24,6 +24,7 @@ from cyclegan_jax import results_page
 from cyclegan_jax import train
 from cyclegan_jax import translate
 from cyclegan_jax import workdir_lock
+from cyclegan_jax import xla_cpu_options
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'test', 'translate', 'import_torch'],
@@ -109,6 +110,7 @@ def _fail(message: str, status: int = 1):
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}', status=2)
+  xla_cpu_options.set_defaults()  # Before JAX starts its backend.
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            force=FLAGS.distributed)

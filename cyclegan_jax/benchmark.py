@@ -13,6 +13,7 @@ in PEAK_TFLOPS, e.g. on CPU).
 """
 
 import json
+import os
 import sys
 import time
 
@@ -27,6 +28,7 @@ from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import translate
+from cyclegan_jax import xla_cpu_options
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -205,6 +207,7 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'peak_memory_bytes': peak_memory_bytes(),
       'steps': steps,
       'warmup': warmup,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
   if theirs:
     their_median = float(np.median(their_times))
@@ -227,6 +230,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/tiny.py')
+  xla_cpu_options.set_defaults()  # As main.py does; before JAX starts its backend.
   try:
     result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare)
   except ImportError as e:

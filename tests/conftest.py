@@ -1,6 +1,12 @@
 import pytest
 
+from cyclegan_jax import xla_cpu_options
 from tests import synthetic
+
+# The XLA:CPU option main.py sets, here too, before JAX starts its backend:
+# tests that run main.py in a subprocess compare its results with runs in
+# this process.
+xla_cpu_options.set_defaults()
 
 
 @pytest.fixture(scope='session')

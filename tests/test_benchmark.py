@@ -9,13 +9,14 @@ import pytest
 
 from configs import tiny
 from cyclegan_jax import benchmark
+from cyclegan_jax import xla_cpu_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
     'task', 'device_kind', 'platform', 'device_count', 'process_count', 'image_size', 'global_batch',
     'dtype', 'generator', 'discriminator', 'compile_seconds', 'median_step_seconds',
     'p90_step_seconds', 'images_per_second', 'flops_per_step', 'tflops_per_second',
-    'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'steps', 'warmup'}
+    'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'steps', 'warmup', 'xla_flags'}
 
 
 def _run_cli(*args, xla_flags=None):
@@ -54,6 +55,10 @@ def test_cli_prints_one_json_line():
   assert result['tflops_per_second'] == pytest.approx(
       result['flops_per_step'] / result['median_step_seconds'] / 1e12)
   assert result['peak_tflops_per_device'] is None and result['mfu'] is None  # CPU.
+  # The entry point's default XLA:CPU option, reported with the numbers.
+  defaults = {}
+  xla_cpu_options.set_defaults(defaults)
+  assert result['xla_flags'] == defaults.get('XLA_FLAGS', '')
 
 
 def test_cli_indivisible_batch_is_a_clean_error():
