@@ -1,11 +1,12 @@
 """Orbax checkpoints of the whole train state, and the config beside them.
 
 Every checkpoint records the format of the state it holds (FORMAT). Reading
-one passes three checks, newest checkpoint first: its format is this code's,
-its arrays have the names and shapes of the state being restored, and its
-files can be read. A checkpoint whose files cannot be read is damaged: it is
-named in a warning and the next older one is tried; training moves it aside
-to W/checkpoints_damaged/ (never deletes it), so that later saves and
+one, newest checkpoint first, goes through: a quiet read of all its stored
+files, its format (this code's, or a one-line refusal), its array names and
+shapes against the state being restored (or a one-line refusal), and Orbax's
+restore. A checkpoint whose files cannot be read is damaged: it is named in a
+warning and the next older one is tried; training moves it aside to
+W/checkpoints_damaged/ (never deletes it), so that later saves and
 `keep_checkpoints` pruning deal with intact checkpoints only."""
 
 import glob

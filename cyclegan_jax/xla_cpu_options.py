@@ -33,9 +33,8 @@ MEASURED_JAXLIB = ('0.10.',)
 
 def set_defaults(environ=os.environ) -> bool:
   """Adds `--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce` to
-  XLA_FLAGS unless the
-  user's XLA_FLAGS names that flag already (theirs wins) or this jaxlib was
-  not measured with it. Returns whether it was added."""
+  XLA_FLAGS unless the user's XLA_FLAGS names that flag already (theirs wins)
+  or this jaxlib was not measured with it. Returns whether it was added."""
   flags = environ.get('XLA_FLAGS', '')
   if YNN_FUSION_FLAG in flags:
     return False
