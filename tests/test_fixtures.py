@@ -115,3 +115,11 @@ def test_a_state_of_another_layout_is_refused_in_one_line(data, tmp_path):
       f'{workdir}/checkpoints/2: holds a state of another layout (pool_fake_a/images: '
       '(1, 2, 32, 32, 3) there, (1, 2, 28, 28, 3) now;')
   assert '\n' not in str(error.value)
+
+
+def test_a_network_the_checkpoint_lacks_is_one_line(tmp_path):
+  workdir = _copy('cyclegan', tmp_path)
+  with pytest.raises(checkpoints.CheckpointError, match=(
+      rf'^{workdir}/checkpoints/2: has no network gen \(it has disc_a, disc_b, gen_ab, gen_ba, '
+      r'pool_fake_a, pool_fake_b, rng, step\); expected a checkpoint of this model kind$')):
+    checkpoints.load_params(workdir, ('gen',))
