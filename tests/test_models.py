@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from configs import default
 from cyclegan_jax import models
@@ -161,19 +162,53 @@ def test_subpixel_conv_transpose_equals_the_transposed_convolution(kernel, paddi
                loss(ours)(variables, x), loss(reference)(variables, x))
 
 
-def test_few_outputs_conv_equals_the_convolution():
-  """The generators' last layer (to 3 channels) as matmul + shifted sums."""
-  x = jax.random.normal(jax.random.key(0), (2, 14, 12, 6))
-  kernel = jax.random.normal(jax.random.key(1), (7, 7, 6, 3))
-  np.testing.assert_allclose(models._few_outputs_valid_conv(x, kernel),
-                             models._lax_conv(x, kernel), rtol=1e-5, atol=1e-5)
-  cotangent = jax.random.normal(jax.random.key(3), (2, 8, 6, 3))
-  grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), argnums=(0, 1))(x, kernel)
+@pytest.mark.parametrize('kernel,stride,padding,cin,cout', [
+    (7, 1, 0, 6, 3),  # To few channels: the generators' last layer.
+    (7, 1, 0, 3, 6),  # From few channels: the generators' first layer.
+    (3, 2, 1, 5, 7),  # Strided: the generators' downsampling.
+    (4, 2, 1, 3, 5),  # Strided from few channels: a discriminator's first layer.
+    (4, 1, 1, 6, 1),  # Stride 1 to one channel: a discriminator's last layer.
+    (3, 1, 0, 6, 7),  # Neither: XLA's own convolution and gradients.
+])
+def test_cpu_conv_equals_the_convolution(kernel, stride, padding, cin, cout):
+  """cpu_conv's forms against lax.conv_general_dilated: outputs and both
+  gradients to float rounding, on odd sizes and a batch of 2."""
+  x = jax.random.normal(jax.random.key(0), (2, 15, 12, cin))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
+  pads = ((padding, padding), (padding, padding))
+  conv = lambda f: lambda x, k: f(x, k, (stride, stride), pads,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours, reference = conv(models.cpu_conv), conv(jax.lax.conv_general_dilated)
+  np.testing.assert_allclose(ours(x, k), reference(x, k), rtol=1e-5, atol=1e-4)
+  cotangent = jax.random.normal(jax.random.key(3), reference(x, k).shape)
+  grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), argnums=(0, 1))(x, k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4),
+               grads(ours), grads(reference))
+
+
+def test_cpu_conv_gradients_under_shard_map():
+  """A kernel that does not vary over the devices (a discriminator's, in the
+  generators' loss) gets its gradient summed over them, as from XLA's
+  convolution (without that, JAX rejects the custom gradient's type)."""
+  mesh = jax.make_mesh((1,), ('data',))
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (1, 10, 10, 4)),
+                     jax.NamedSharding(mesh, P('data')))
+  grads = {}
+  for name, fn in (('ours', models.cpu_conv), ('lax', jax.lax.conv_general_dilated)):
+    conv = nn.Conv(1, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                   conv_general_dilated=fn)
+    variables = conv.init(jax.random.key(1), x)
+    local = lambda v, x: jax.grad(lambda v, x: jnp.sum(conv.apply(v, x) ** 2),
+                                  argnums=(0, 1))(v, x)
+    grads[name] = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P('data')),
+                                        out_specs=(P(), P('data'))))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-               grads(models._few_outputs_valid_conv), grads(models._lax_conv))
-  conv = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)))
-  fast = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)),
-                 conv_general_dilated=models.few_outputs_conv)
-  variables = conv.init(jax.random.key(2), x)
-  np.testing.assert_allclose(fast.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+               grads['ours'], grads['lax'])
+
+
+def test_other_backends_get_xla_convolutions(monkeypatch):
+  """cpu_conv's forms were measured on XLA:CPU only."""
+  assert models._conv(8, 3).conv_general_dilated is models.cpu_conv
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert models._conv(8, 3).conv_general_dilated is jax.lax.conv_general_dilated
 
