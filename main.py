@@ -35,7 +35,10 @@ flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.'
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
-flags.DEFINE_string('output', None, 'translate: folder for the translated PNGs.')
+flags.DEFINE_string('output', None, 'translate: folder for the translated images.')
+flags.DEFINE_enum('output_format', None, ['png', 'tiff'], 'translate: the format of every '
+                  'output; default: TIFF for TIFF inputs, PNG for the others (8- or 16-bit '
+                  'as the input).')
 flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA'], 'translate: which generator '
                   '(default: AtoB, or the direction a pix2pix model was trained for).')
 flags.DEFINE_integer('step', None,
@@ -136,7 +139,7 @@ def main(argv):
       if not FLAGS.input or not FLAGS.output:
         _fail('--mode=translate needs --input=DIR and --output=DIR', status=2)
       written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                           FLAGS.direction, FLAGS.step)
+                                           FLAGS.direction, FLAGS.step, FLAGS.output_format)
       logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
   # missing optional package (torch) or a workdir another trainer holds: one

@@ -24,6 +24,11 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   # resize_and_crop | crop | scale_width | scale_width_and_crop | none
   config.data.preprocess = 'resize_and_crop'
   config.data.flip = True
+  # The pixel values that map to [-1, 1]: () for the full range of each file's
+  # pixel type (8-bit 0-255, 16-bit 0-65535, signed 16-bit -32768-32767,
+  # float 0-1), or (low, high), e.g. (-1024, 3071) for CT in Hounsfield units.
+  # A pixel outside it is an error naming the file.
+  config.data.value_range = ()
   config.data.num_workers = 4  # Threads decoding and augmenting images.
   # False: a corrupt or unreadable training image stops training with its name.
   # True: it is replaced by another image of its domain and counted in the log.
@@ -37,6 +42,10 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.model.generator = 'resnet_9blocks'
   config.model.discriminator = 'basic'  # basic (70x70 PatchGAN) | n_layers | pixel
   config.model.n_layers_d = 3  # Only for discriminator='n_layers'.
+  # Channels of domain A (a pix2pix model's input) and of domain B (its
+  # output): 1 for grayscale; images are converted to them as they are read.
+  config.model.input_nc = 3
+  config.model.output_nc = 3
   config.model.ngf = 64
   config.model.ndf = 64
   config.model.norm = 'instance'  # instance | batch (batch: statistics of the batch, always)

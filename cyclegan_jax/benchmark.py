@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
@@ -104,15 +105,16 @@ def _our_train_step(config):
   crop = config.data.crop_size
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   mesh = jax.make_mesh((num_devices,), ('data',))
-  state = state_lib.create_sharded_state(config, (crop, crop, 3), mesh, schedule)
+  state = state_lib.create_sharded_state(config, (crop, crop), mesh, schedule)
   train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
 
   sharding = jax.NamedSharding(mesh, jax.P('data'))
   rng = np.random.default_rng(config.seed)
   local_batch = batch_size // jax.process_count()
   batch = {}
+  channels = input_pipeline.domain_channels(config)
   for key in ('A', 'B'):
-    images = rng.uniform(-1, 1, (local_batch, crop, crop, 3)).astype(np.float32)
+    images = rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(np.float32)
     batch[key] = (jax.device_put(images, sharding) if jax.process_count() == 1 else
                   jax.make_array_from_process_local_data(sharding, images))
   start = time.perf_counter()
@@ -133,11 +135,13 @@ def _our_translation(config):
     raise ValueError('--task=translate runs one generator on one device; run it with one '
                      f'device (this process sees {jax.device_count()})')
   crop, batch_size = config.data.crop_size, config.train.batch_size
-  generator = models.create_generator(config.model)
+  network = next(iter(models.create_generators(config.model)))  # gen_ab, or pix2pix's gen.
+  generator = models.create_generators(config.model)[network]
+  channels = models.generator_input_channels(config.model, network)
   params = jax.jit(generator.init)(jax.random.PRNGKey(config.seed),
-                                   jnp.zeros((1, crop, crop, 3)))['params']
+                                   jnp.zeros((1, crop, crop, channels)))['params']
   images = jnp.asarray(np.random.default_rng(config.seed).uniform(
-      -1, 1, (batch_size, crop, crop, 3)).astype(np.float32))
+      -1, 1, (batch_size, crop, crop, channels)).astype(np.float32))
   start = time.perf_counter()
   compiled = translate.generate.lower(generator, params, images).compile()
   compile_seconds = time.perf_counter() - start

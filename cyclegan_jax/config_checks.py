@@ -43,7 +43,8 @@ def validate(config, num_devices: int) -> None:
   pix2pix = config.model.kind == 'pix2pix'
   generator = models.create_generator(config.model)
   models.create_discriminator(config.model)
-  for name in ('model.ngf', 'model.ndf', 'model.n_layers_d'):
+  for name in ('model.ngf', 'model.ndf', 'model.n_layers_d', 'model.input_nc',
+               'model.output_nc'):
     at_least(name, 1)
 
   # Data.
@@ -52,6 +53,12 @@ def validate(config, num_devices: int) -> None:
   at_least('data.crop_size', 4)
   at_least('data.load_size', 4)
   at_least('data.num_workers', 0)
+  value_range = tuple(data.value_range)
+  _require(value_range == () or (
+      len(value_range) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                    for v in value_range) and value_range[0] < value_range[1]),
+           config, 'data.value_range', '() for the full range of each file\'s pixel type, or '
+           '(low, high) with low < high')
   if data.preprocess in ('resize_and_crop', 'scale_width_and_crop'):
     _require(data.crop_size <= data.load_size, config, 'data.crop_size',
              f'<= config.data.load_size={data.load_size} (images are resized to load_size, '
@@ -86,6 +93,10 @@ def validate(config, num_devices: int) -> None:
   for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp',
                'train.lambda_l1'):
     at_least(name, 0, kind='a number')
+  if not pix2pix and t.lambda_identity > 0:  # The official code asserts the same.
+    _require(config.model.input_nc == config.model.output_nc, config, 'train.lambda_identity',
+             f'0 when config.model.input_nc={config.model.input_nc} and output_nc='
+             f'{config.model.output_nc} differ (the identity loss compares G(b) with b)')
 
   # Loop.
   for name in ('log_every_steps', 'sample_every_steps', 'checkpoint_every_steps'):
@@ -109,12 +120,15 @@ def validate(config, num_devices: int) -> None:
 
 # Fields that fix the shapes (or, for data.direction, the meaning) of the
 # saved state: a checkpoint cannot be resumed with other values.
-SHAPE_FIELDS = ('model.kind', 'model.norm', 'data.direction', 'model.generator', 'model.discriminator', 'model.n_layers_d', 'model.ngf',
-                'model.ndf', 'train.pool_size', 'data.crop_size', 'data.preprocess')
+SHAPE_FIELDS = ('model.kind', 'model.norm', 'data.direction', 'model.generator',
+                'model.discriminator', 'model.n_layers_d', 'model.ngf', 'model.ndf',
+                'model.input_nc', 'model.output_nc', 'train.pool_size', 'data.crop_size',
+                'data.preprocess')
 
 
 # Shape fields added later, as workdirs from before them were trained.
-_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance', 'data.direction': 'AtoB'}
+_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance', 'data.direction': 'AtoB',
+                    'model.input_nc': 3, 'model.output_nc': 3}
 
 
 def _get(config, name: str):

@@ -27,6 +27,7 @@ import numpy as np
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import fid
+from cyclegan_jax import image_io
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
@@ -113,14 +114,15 @@ def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(outputs)
 
 
-def translate_images(generator, params, images_uint8: np.ndarray,
-                     batch_size: int) -> np.ndarray:
-  """uint8 images -> translated uint8 images (translate.generate: test mode,
-  the fixed test-time dropout key), `batch_size` images per forward pass."""
+def translate_images(generator, params, images: np.ndarray, batch_size: int) -> np.ndarray:
+  """uint8 images, or floats in [-1, 1] (the test transform's output, at full
+  precision) -> translated uint8 images (translate.generate: test mode, the
+  fixed test-time dropout key), `batch_size` images per forward pass."""
+  if images.dtype == np.uint8:
+    images = image_io.to_unit(images, 0, 255)
   return _batched(
-      lambda x: input_pipeline.to_uint8(
-          translate.generate(generator, params, x.astype(np.float32) / 127.5 - 1.0)),
-      images_uint8, batch_size)
+      lambda x: input_pipeline.to_uint8(translate.generate(generator, params, x)),
+      images, batch_size)
 
 
 @contextlib.contextmanager
@@ -140,41 +142,45 @@ def _at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray
   if len(images) < 2:
     raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
                      f'{num_images}); FID and KID need at least 2')
-  # uint8, the pixels an image file holds: the translations are rounded to
-  # uint8 too, as when the standard tools score saved PNGs.
-  return input_pipeline.to_uint8(images)
+  return images
 
 
 def scored_images(config, num_images: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """{direction: (uint8 test images to translate, uint8 real test images the
-  translations are compared with)} for the directions() of config.model.kind:
+  """{direction: (test images to translate, as floats in [-1, 1], uint8 real
+  test images the translations are compared with)} for the directions() of
+  config.model.kind (uint8, the pixels an 8-bit image file holds: the
+  translations are rounded to uint8 too, as when the standard tools score
+  saved PNGs; 16-bit data is translated at full precision, scored in 8 bits):
   the first num_images (0: all) images of the test split, test transform.
   CycleGAN: (test A, test B) for AtoB, (test B, test A) for BtoA. pix2pix:
   (inputs, targets) of the same test pairs (paired_data.input_and_target)."""
   data = config.data
   count = lambda source: num_images or len(source)
+  channels = input_pipeline.domain_channels(config)
   if config.model.get('kind', 'cyclegan') == 'pix2pix':
-    source = paired_data.open_paired_sources(data)['test']
+    source = paired_data.open_paired_sources(data, channels)['test']
     with _one_size('test', data):
       pairs = paired_data.test_pairs(source, data, count(source))
     (direction, _), = directions(config)
-    return {direction: tuple(_at_least_two(images, 'test', num_images)
-                             for images in paired_data.input_and_target(pairs, direction))}
-  sources = input_pipeline.open_sources(data)
+    inputs, targets = (_at_least_two(images, 'test', num_images)
+                       for images in paired_data.input_and_target(pairs, direction))
+    return {direction: (inputs, input_pipeline.to_uint8(targets))}
+  sources = input_pipeline.open_sources(data, channels)
   real = {}
   for domain in 'AB':
     split = 'test' + domain
     with _one_size(split, data):
       images = input_pipeline.test_images(sources[split], data, count(sources[split]))
     real[domain] = _at_least_two(images, split, num_images)
-  return {name: (real[source], real[target]) for name, source, target in DIRECTIONS}
+  real_uint8 = {domain: input_pipeline.to_uint8(images) for domain, images in real.items()}
+  return {name: (real[source], real_uint8[target]) for name, source, target in DIRECTIONS}
 
 
 class Evaluator:
   """FID/KID of generator parameters on the test split, for evaluate_workdir
   and for evaluation during training, for either config.model.kind.
 
-    evaluator = Evaluator(config, models.create_generator(config.model))
+    evaluator = Evaluator(config, models.create_generators(config.model))
     metrics = evaluator({name: params[name] for name in evaluator.networks})
     # CycleGAN (networks ('gen_ab', 'gen_ba')): {'AtoB': {'fid', 'kid_mean',
     # 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}}; pix2pix (networks
@@ -190,10 +196,10 @@ class Evaluator:
   parameters may be global arrays); each computes the same scores.
   """
 
-  def __init__(self, config, generator, inception_weights: str | None = None):
+  def __init__(self, config, generators, inception_weights: str | None = None):
     self.settings = eval_config(config)
     self.variables = load_inception(inception_weights or self.settings['inception_weights'])
-    self.generator = generator
+    self.generators = generators  # {network: module}: models.create_generators.
     self.directions = directions(config)  # ((direction, network), ...)
     self.networks = tuple(network for _, network in self.directions)
     self.translate_batch_size = translate_batch_size(config)
@@ -211,14 +217,15 @@ class Evaluator:
       self.real_features[name] = features[id(targets)]
 
   def features(self, images_uint8: np.ndarray) -> np.ndarray:
-    """(N, 2048) Inception features of uint8 images."""
+    """(N, 2048) Inception features of uint8 images (gray ones seen as RGB)."""
     return _batched(
-        lambda x: inception.features(self.variables, x.astype(np.float32) / 255.0),
+        lambda x: inception.features(self.variables,
+                                     image_io.for_viewing(x).astype(np.float32) / 255.0),
         images_uint8, self.batch_size)
 
-  def translate(self, params, images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 images -> translated uint8 images, translate_batch_size at a time."""
-    return translate_images(self.generator, params, images_uint8,
+  def translate(self, network: str, params, images: np.ndarray) -> np.ndarray:
+    """Images -> translated uint8 images, translate_batch_size at a time."""
+    return translate_images(self.generators[network], params, images,
                             min(self.translate_batch_size, self.batch_size))
 
   def __call__(self, params: dict) -> dict:
@@ -229,7 +236,7 @@ class Evaluator:
                      f'missing {", ".join(missing)}')
     metrics = {}
     for name, network in self.directions:
-      fake = self.features(self.translate(params[network], self.inputs[name]))
+      fake = self.features(self.translate(network, params[network], self.inputs[name]))
       real = self.real_features[name]
       kid_mean, kid_std = fid.kernel_inception_distance(
           fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])
@@ -285,7 +292,7 @@ def evaluate_workdir(workdir: str, step: int | None = None,
   weights = weights_path(inception_weights or eval_config(config)['inception_weights'])
   networks = tuple(network for _, network in directions(config))  # Evaluator.networks.
   step, params = checkpoints.load_params(workdir, networks, step)
-  evaluator = Evaluator(config, models.create_generator(config.model), weights)
+  evaluator = Evaluator(config, models.create_generators(config.model), weights)
   result = {'step': int(step), **evaluator(params)}
   for line in summary_lines(step, result):
     print(line, flush=True)

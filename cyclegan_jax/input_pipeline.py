@@ -16,45 +16,42 @@ from typing import Iterator, Sequence
 
 from absl import logging
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from cyclegan_jax import image_io
 from cyclegan_jax import quickstart_data
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+IMAGE_EXTENSIONS = image_io.IMAGE_EXTENSIONS
 PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
 SPLITS = ('trainA', 'trainB', 'testA', 'testB')
+BadImageError = image_io.BadImageError
 
 
-# 16-bit grayscale (PNG opens as 'I;16'; older Pillow gives 'I'). convert('RGB')
-# would clip it at 255, so these are scaled to 8 bits by hand.
-SIXTEEN_BIT_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+def domain_channels(config) -> dict[str, int]:
+  """{'A': channels, 'B': channels} of the images each domain is read with:
+  config.model.input_nc for the domain the (first) generator translates from,
+  output_nc for the other, as the official datasets read them (pix2pix with
+  data.direction BtoA: B is the input)."""
+  model = config.model
+  input_nc, output_nc = model.get('input_nc', 3), model.get('output_nc', 3)
+  if model.get('kind', 'cyclegan') == 'pix2pix' and config.data.direction == 'BtoA':
+    return {'A': output_nc, 'B': input_nc}
+  return {'A': input_nc, 'B': output_nc}
 
 
-class BadImageError(ValueError):
-  """An image file that cannot be decoded: corrupt, truncated or not an image."""
-
-
-def load_image(path: str) -> np.ndarray:
-  """Any image file -> uint8 RGB array (H, W, 3), EXIF orientation applied.
+def load_image(path: str, channels: int | None = 3, value_range=()) -> np.ndarray:
+  """An image file -> (H, W, channels) array of the file's own pixel type
+  (image_io.read), converted to `channels` (None: as the file has them),
+  its pixels checked against the value range they will be mapped from.
 
   Raises BadImageError, naming the file, for anything that does not decode
-  completely (a truncated file included).
+  completely (a truncated file included) or does not fit.
   """
-  try:
-    with Image.open(path) as image:
-      # Decode every pixel here, inside the try: Image.open reads only the
-      # header, so a truncated file fails only now ('image file is truncated').
-      image.load()
-      image = ImageOps.exif_transpose(image)
-      if image.mode in SIXTEEN_BIT_MODES:
-        # Keep the high byte (65535 -> 255, 32768 -> 128), as Pillow itself
-        # does when it opens a 16-bit RGB PNG.
-        gray = (np.clip(np.asarray(image, np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-      return np.asarray(image.convert('RGB'))
-  except Exception as e:  # Pillow's decoders raise OSError, SyntaxError, ValueError...
-    reason = ' '.join(str(e).split()) or type(e).__name__  # One line.
-    raise BadImageError(f'{path}: cannot read this image ({reason})') from e
+  image = image_io.read(path)
+  if channels is not None:
+    image = image_io.to_channels(image, channels, path)
+  image_io.check_value_range(image, value_range, path)
+  return image
 
 
 def _with_skip_hint(error: BadImageError) -> BadImageError:
@@ -81,37 +78,45 @@ def list_images(folder: str) -> list[str]:
 class FolderSource(Sequence):
   """Random access to the images of one folder (one domain of one split)."""
 
-  def __init__(self, folder: str):
+  def __init__(self, folder: str, channels: int = 3, value_range=()):
     self.files = list_images(folder)
+    self.channels, self.value_range = channels, value_range
 
   def __len__(self):
     return len(self.files)
 
   def __getitem__(self, index: int) -> np.ndarray:
-    return load_image(self.files[index])
+    return load_image(self.files[index], self.channels, self.value_range)
 
 
 class TfdsSource(Sequence):
   """Random access to the images of one split of a TFDS image dataset."""
 
-  def __init__(self, name: str, split: str, data_dir: str | None = None):
+  def __init__(self, name: str, split: str, data_dir: str | None = None, channels: int = 3,
+               value_range=()):
     import tensorflow_datasets as tfds  # Heavy; only needed for TFDS data.
     builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
     builder.download_and_prepare()
     self._source = builder.as_data_source(split=split)
+    self.name, self.channels, self.value_range = f'{name} {split}', channels, value_range
 
   def __len__(self):
     return len(self._source)
 
   def __getitem__(self, index: int) -> np.ndarray:
     image = np.asarray(self._source[int(index)]['image'])
-    if image.shape[-1] == 1:  # Grayscale: official `convert('RGB')`.
-      image = np.repeat(image, 3, axis=-1)
-    return image[..., :3]
+    where = f'{self.name} image {index}'
+    image = image_io.to_channels(image, self.channels, where)  # Official convert('RGB' | 'L').
+    image_io.check_value_range(image, self.value_range, where)
+    return image
 
 
-def open_sources(data_config) -> dict[str, Sequence]:
-  """{'trainA', 'trainB', 'testA', 'testB'} -> image sources."""
+def open_sources(data_config, channels: dict[str, int] | None = None) -> dict[str, Sequence]:
+  """{'trainA', 'trainB', 'testA', 'testB'} -> image sources, giving images of
+  `channels` ({'A': n, 'B': n}, domain_channels(config); default 3 each)."""
+  channels = channels or {'A': 3, 'B': 3}
+  value_range = data_config.get('value_range', ())
+  options = lambda split: dict(channels=channels[split[-1]], value_range=value_range)
   image_dir = data_config.image_dir
   if data_config.builtin:
     image_dir = quickstart_data.build(data_config.builtin, data_config.cache_dir)
@@ -126,70 +131,103 @@ def open_sources(data_config) -> dict[str, Sequence]:
     if missing:
       raise FileNotFoundError(f'{", ".join(missing)}: no such folder; config.data.image_dir '
                               f'must hold {", ".join(SPLITS)} folders of images')
-    return {split: FolderSource(os.path.join(image_dir, split)) for split in SPLITS}
-  return {split: TfdsSource(data_config.tfds_name, split, data_config.tfds_data_dir)
-          for split in SPLITS}
+    return {split: FolderSource(os.path.join(image_dir, split), **options(split))
+            for split in SPLITS}
+  return {split: TfdsSource(data_config.tfds_name, split, data_config.tfds_data_dir,
+                            **options(split)) for split in SPLITS}
 
 
-def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-  return image if image.size == size else image.resize(size, Image.BICUBIC)
+# The geometric transforms act on a list of PIL images of one size: one image
+# for 8-bit gray or RGB (Pillow's own modes, as the official code has them),
+# one float plane per channel otherwise; crops are drawn once for all.
+
+def _resize(planes: list, size: tuple[int, int]) -> list:
+  return [p if p.size == size else p.resize(size, Image.BICUBIC) for p in planes]
 
 
-def _scale_width(image: Image.Image, target_width: int, crop_size: int) -> Image.Image:
-  w, h = image.size
+def _scale_width(planes: list, target_width: int, crop_size: int) -> list:
+  w, h = planes[0].size
   if w == target_width and h >= crop_size:
-    return image
-  return _resize(image, (target_width, int(max(target_width * h / w, crop_size))))
+    return planes
+  return _resize(planes, (target_width, int(max(target_width * h / w, crop_size))))
 
 
-def _crop(image: Image.Image, crop_size: int, rng: np.random.Generator | None) -> Image.Image:
+def _crop(planes: list, crop_size: int, rng: np.random.Generator | None) -> list:
   """Random crop (rng) or centre crop (None); smaller images are first scaled up."""
-  w, h = image.size
+  w, h = planes[0].size
   if min(w, h) < crop_size:
     scale = crop_size / min(w, h)
-    image = _resize(image, (max(crop_size, round(w * scale)), max(crop_size, round(h * scale))))
-    w, h = image.size
+    planes = _resize(planes, (max(crop_size, round(w * scale)),
+                              max(crop_size, round(h * scale))))
+    w, h = planes[0].size
   if rng is None:
     x, y = (w - crop_size) // 2, (h - crop_size) // 2
   else:
     x, y = int(rng.integers(0, w - crop_size + 1)), int(rng.integers(0, h - crop_size + 1))
-  return image.crop((x, y, x + crop_size, y + crop_size))
+  return [p.crop((x, y, x + crop_size, y + crop_size)) for p in planes]
+
+
+def _to_planes(image: np.ndarray) -> list:
+  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+    return [Image.fromarray(image if image.shape[-1] == 3 else image[..., 0])]
+  return [Image.fromarray(np.ascontiguousarray(image[..., c], np.float32))
+          for c in range(image.shape[-1])]
+
+
+def _from_planes(planes: list) -> np.ndarray:
+  arrays = [np.asarray(p) for p in planes]
+  return arrays[0] if arrays[0].ndim == 3 else np.stack(arrays, axis=-1)
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bicubic resize of an (H, W, C) image to (width, height), keeping its pixel type."""
+  array = _from_planes(_resize(_to_planes(image), size))
+  if image.dtype in (np.uint8, np.float32):
+    return array.astype(image.dtype, copy=False)
+  low, high = image_io.TYPE_RANGES[image.dtype]
+  return np.clip(np.round(array), low, high).astype(image.dtype)
 
 
 def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) -> np.ndarray:
-  """The official `get_transform`: uint8 RGB -> float32 in [-1, 1].
+  """The official `get_transform`: an (H, W, C) image of any pixel type ->
+  float32 in [-1, 1] by the value rule (image_io: config.data.value_range,
+  or the type's full range).
 
   With `rng` it is the training transform (random crop and flip); without it,
-  the test transform (load_size = crop_size, centre crop, no flip).
+  the test transform (load_size = crop_size, centre crop, no flip). 8-bit
+  gray and RGB images are resampled as Pillow's L and RGB images, as in the
+  official code; others channel by channel in float, clipped to their range.
   """
   mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
   if rng is None:
     load = crop
-  pil = Image.fromarray(image)
+  low, high = image_io.value_range(data_config.get('value_range', ()), image.dtype)
+  planes = _to_planes(image)
   if mode == 'resize_and_crop':
-    pil = _crop(_resize(pil, (load, load)), crop, rng)
+    planes = _crop(_resize(planes, (load, load)), crop, rng)
   elif mode == 'crop':
-    pil = _crop(pil, crop, rng)
+    planes = _crop(planes, crop, rng)
   elif mode == 'scale_width':
-    pil = _scale_width(pil, load, crop)
+    planes = _scale_width(planes, load, crop)
   elif mode == 'scale_width_and_crop':
-    pil = _crop(_scale_width(pil, load, crop), crop, rng)
+    planes = _crop(_scale_width(planes, load, crop), crop, rng)
   elif mode != 'none':
     raise ValueError(f'config.data.preprocess={mode!r}: expected one of '
                      f'{", ".join(PREPROCESS_MODES)}')
   # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
-  w, h = pil.size
-  pil = _resize(pil, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
-  array = np.asarray(pil, np.float32)
+  w, h = planes[0].size
+  planes = _resize(planes, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
+  array = _from_planes(planes).astype(np.float32)
+  if image.dtype != np.uint8:  # Bicubic overshoot, as Pillow clips 8-bit images.
+    array = np.clip(array, low, high)
   if rng is not None and data_config.flip and rng.random() < 0.5:
     array = array[:, ::-1]
-  return array / 127.5 - 1.0
+  return image_io.to_unit(array, low, high)
 
 
 def to_uint8(images) -> np.ndarray:
-  """[-1, 1] floats -> uint8 pixels."""
-  return np.asarray(np.clip((np.asarray(images, np.float32) + 1.0) * 127.5 + 0.5, 0, 255),
-                    np.uint8)
+  """[-1, 1] floats -> uint8 pixels (for viewing: sample grids, results pages, FID)."""
+  return image_io.from_unit(images, 0, 255, np.uint8)
 
 
 class Shard:

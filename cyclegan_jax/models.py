@@ -420,9 +420,12 @@ GENERATORS = ('resnet_9blocks', 'resnet_6blocks', 'resnet_<N>blocks', 'unet_256'
 DISCRIMINATORS = ('basic', 'n_layers', 'pixel')
 
 
-def create_generator(model_config) -> nn.Module:
+def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
+  """A generator to `output_nc` channels (default config.model.output_nc);
+  its input channels are those of what it is first applied to."""
   name = model_config.generator
-  common = dict(ngf=model_config.ngf, dropout=model_config.dropout,
+  output_nc = output_nc or model_config.get('output_nc', 3)
+  common = dict(ngf=model_config.ngf, dropout=model_config.dropout, output_nc=output_nc,
                 norm=_norm_name(model_config),
                 dropout_at_test=model_config.get('dropout_at_test', False),
                 dtype=compute_dtype(model_config))
@@ -435,6 +438,21 @@ def create_generator(model_config) -> nn.Module:
   if unet and size >= 32 and size & (size - 1) == 0:
     return UnetGenerator(num_downs=size.bit_length() - 1, **common)
   raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
+
+
+def create_generators(model_config) -> dict[str, nn.Module]:
+  """The generator of each network of config.model.kind, by its state field:
+  CycleGAN's gen_ab (A: input_nc channels -> B: output_nc) and gen_ba (back),
+  pix2pix's gen (input_nc -> output_nc), as the official define_G calls."""
+  if model_config.get('kind', 'cyclegan') == 'pix2pix':
+    return {'gen': create_generator(model_config)}
+  return {'gen_ab': create_generator(model_config),
+          'gen_ba': create_generator(model_config, model_config.get('input_nc', 3))}
+
+
+def generator_input_channels(model_config, network: str) -> int:
+  """The channels a generator of create_generators takes."""
+  return model_config.get('output_nc' if network == 'gen_ba' else 'input_nc', 3)
 
 
 def create_discriminator(model_config) -> nn.Module:

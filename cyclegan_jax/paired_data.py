@@ -14,8 +14,7 @@ import os
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
-
+from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
 
 DIRECTIONS = ('AtoB', 'BtoA')
@@ -28,21 +27,26 @@ def split_aligned(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class AlignedSource(Sequence):
-  """The (A, B) pairs of a folder of side-by-side AB images."""
+  """The (A, B) pairs of a folder of side-by-side AB images, each half read
+  with its domain's channels ({'A': n, 'B': n}; default 3 each)."""
 
-  def __init__(self, folder: str):
+  def __init__(self, folder: str, channels: dict[str, int] | None = None, value_range=()):
     self.files = input_pipeline.list_images(folder)
+    self.channels = channels or {'A': 3, 'B': 3}
+    self.value_range = value_range
 
   def __len__(self):
     return len(self.files)
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
     path = self.files[index]
-    image = input_pipeline.load_image(path)
+    image = input_pipeline.load_image(path, None, self.value_range)
     if image.shape[1] < 2:
       raise input_pipeline.BadImageError(f'{path}: {image.shape[1]} pixel(s) wide; expected '
                                          'an A|B image side by side')
-    return split_aligned(image)
+    a, b = split_aligned(image)
+    return (image_io.to_channels(a, self.channels['A'], f'{path} (A, left half)'),
+            image_io.to_channels(b, self.channels['B'], f'{path} (B, right half)'))
 
 
 def _by_stem(folder: str) -> dict[str, str]:
@@ -62,7 +66,10 @@ def _by_stem(folder: str) -> dict[str, str]:
 class PairedFolderSource(Sequence):
   """The (A, B) pairs of two folders, matched by file name without extension."""
 
-  def __init__(self, folder_a: str, folder_b: str):
+  def __init__(self, folder_a: str, folder_b: str, channels: dict[str, int] | None = None,
+               value_range=()):
+    self.channels = channels or {'A': 3, 'B': 3}
+    self.value_range = value_range
     files_a, files_b = _by_stem(folder_a), _by_stem(folder_b)
     for folder, mine, other in ((folder_a, files_a, files_b), (folder_b, files_b, files_a)):
       unmatched = sorted(set(mine) - set(other))
@@ -79,11 +86,15 @@ class PairedFolderSource(Sequence):
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
     path_a, path_b = self.files[index]
-    return input_pipeline.load_image(path_a), input_pipeline.load_image(path_b)
+    return (input_pipeline.load_image(path_a, self.channels['A'], self.value_range),
+            input_pipeline.load_image(path_b, self.channels['B'], self.value_range))
 
 
-def open_paired_sources(data_config) -> dict[str, Sequence]:
-  """{'train', 'test'} -> sources of (A, B) pairs."""
+def open_paired_sources(data_config, channels: dict[str, int] | None = None
+                        ) -> dict[str, Sequence]:
+  """{'train', 'test'} -> sources of (A, B) pairs, of `channels` ({'A': n,
+  'B': n}: input_pipeline.domain_channels(config); default 3 each)."""
+  options = dict(channels=channels, value_range=data_config.get('value_range', ()))
   root = os.path.expanduser(data_config.image_dir)
   if not root:
     raise ValueError('config.data.image_dir is empty; pix2pix needs a folder of paired images '
@@ -97,11 +108,11 @@ def open_paired_sources(data_config) -> dict[str, Sequence]:
     if test is None:
       raise FileNotFoundError(f'{os.path.join(root, "test")}: no such folder (nor val/); '
                               'expected test images beside train/')
-    return {'train': AlignedSource(os.path.join(root, 'train')),
-            'test': AlignedSource(os.path.join(root, test))}
+    return {'train': AlignedSource(os.path.join(root, 'train'), **options),
+            'test': AlignedSource(os.path.join(root, test), **options)}
   if all(has(split) for split in input_pipeline.SPLITS):
     return {phase: PairedFolderSource(os.path.join(root, phase + 'A'),
-                                      os.path.join(root, phase + 'B'))
+                                      os.path.join(root, phase + 'B'), **options)
             for phase in ('train', 'test')}
   raise FileNotFoundError(f'config.data.image_dir={root}: expected train/ and test/ of '
                           'side-by-side AB images, or trainA/ trainB/ testA/ testB/')
@@ -129,7 +140,7 @@ class PairedBatches(input_pipeline.UnpairedBatches):
     epoch, position = divmod(k, self.local_epoch_length)
     a, b = self._read(self.shard_a, self._permutation(epoch)[position])
     if b.shape != a.shape:  # An odd-width AB image, or paired files of two sizes.
-      b = np.asarray(Image.fromarray(b).resize(a.shape[1::-1], Image.BICUBIC))
+      b = input_pipeline.resize(b, a.shape[1::-1])
     # Two generators from the same seed draw the same crop and flip for A and
     # B, which have one size (the official code draws them once from A's size).
     return (input_pipeline.preprocess(a, self.data_config, self._rng(2, k)),

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import paired_data
@@ -37,10 +38,11 @@ def _label(source, index: int, direction: str | None = None) -> str:
 
 
 def _save(page_dir: str, name: str, image) -> str:
-  """Writes images/<name> (uint8, or floats in [-1, 1]); returns its table cell."""
+  """Writes images/<name> (uint8, or floats in [-1, 1]; 8-bit RGB for viewing,
+  whatever the channels); returns its table cell."""
   if image.dtype != np.uint8:
     image = input_pipeline.to_uint8(image)
-  Image.fromarray(image).save(os.path.join(page_dir, 'images', name))
+  Image.fromarray(image_io.for_viewing(image)).save(os.path.join(page_dir, 'images', name))
   return f'<td><img src="images/{name}"></td>'
 
 
@@ -50,16 +52,16 @@ def _section(heading: str, titles, rows) -> str:
           + '\n'.join(rows) + '\n</table>')
 
 
-def _cyclegan_sections(config, params, generator, page_dir: str, num_test: int) -> list[str]:
-  sources = input_pipeline.open_sources(config.data)
+def _cyclegan_sections(config, params, generators, page_dir: str, num_test: int) -> list[str]:
+  sources = input_pipeline.open_sources(config.data, input_pipeline.domain_channels(config))
   sections = []
   for split, there, back, titles in DIRECTIONS:
     source = sources[split]
     rows = []
     for i in range(min(num_test, len(source))):
       real = input_pipeline.preprocess(source[i], config.data, None)
-      fake, rec = translate.translate_and_back(generator, params[there], params[back],
-                                               real[None])
+      fake, rec = translate.translate_and_back(generators[there], generators[back],
+                                               params[there], params[back], real[None])
       cells = [_save(page_dir, f'{split}_{i:04d}_{kind}.png', image)
                for kind, image in (('real', real), ('fake', fake[0]), ('rec', rec[0]))]
       rows.append(f'<tr><td>{html.escape(_label(source, i))}</td>{"".join(cells)}</tr>')
@@ -67,7 +69,7 @@ def _cyclegan_sections(config, params, generator, page_dir: str, num_test: int) 
   return sections
 
 
-def _pix2pix_section(config, params, generator, page_dir: str, num_test: int) -> str:
+def _pix2pix_section(config, params, generators, page_dir: str, num_test: int) -> str:
   """input | output | target of the first num_test test pairs (the official
   page's real_A | fake_B | real_B), in config.data.direction. Translated as
   --mode=translate does, one image per forward pass (translate.translate_image):
@@ -75,13 +77,14 @@ def _pix2pix_section(config, params, generator, page_dir: str, num_test: int) ->
   time too, and the official test script runs batch 1."""
   network, direction = translate.network_for(config, None)
   titles = (f'input ({direction[0]})', f'{direction} output', f'target ({direction[-1]})')
-  test = paired_data.open_paired_sources(config.data)['test']
+  test = paired_data.open_paired_sources(
+      config.data, input_pipeline.domain_channels(config))['test']
   rows = []
   for i in range(min(num_test, len(test))):
-    pair = [input_pipeline.to_uint8(input_pipeline.preprocess(image, config.data, None))
-            for image in test[i]]
+    pair = [input_pipeline.preprocess(image, config.data, None) for image in test[i]]
     x, y = paired_data.input_and_target(pair, direction)
-    output = translate.translate_image(generator, params[network], x)
+    # Floats in [-1, 1] in and out (value range (-1, 1)): full precision.
+    output = translate.translate_image(generators[network], params[network], x, (-1.0, 1.0))
     cells = [_save(page_dir, f'test_{i:04d}_{kind}.png', image)
              for kind, image in (('input', x), ('output', output), ('target', y))]
     rows.append(f'<tr><td>{html.escape(_label(test, i, direction))}</td>{"".join(cells)}</tr>')
@@ -97,13 +100,13 @@ def write_results_page(workdir: str, num_test: int = 50, step: int | None = None
   pix2pix = config.model.get('kind', 'cyclegan') == 'pix2pix'
   networks = (translate.network_for(config, None)[0],) if pix2pix else ('gen_ab', 'gen_ba')
   step, params = checkpoints.load_params(workdir, networks, step)
-  generator = models.create_generator(config.model)
+  generators = models.create_generators(config.model)
   page_dir = os.path.join(os.path.abspath(workdir), 'results', str(step))
   os.makedirs(os.path.join(page_dir, 'images'), exist_ok=True)
   if pix2pix:
-    sections = [_pix2pix_section(config, params, generator, page_dir, num_test)]
+    sections = [_pix2pix_section(config, params, generators, page_dir, num_test)]
   else:
-    sections = _cyclegan_sections(config, params, generator, page_dir, num_test)
+    sections = _cyclegan_sections(config, params, generators, page_dir, num_test)
 
   title = html.escape(f'{os.path.basename(os.path.abspath(workdir))}, step {step}')
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'

@@ -67,39 +67,43 @@ def create_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTr
   return optax.adam(schedule, b1=train_config.beta1, b2=train_config.beta2)
 
 
-def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule,
-                 generator=None, discriminator=None):
-  """A fresh state of config.model.kind; `image_shape` is (H, W, C) of training images."""
-  generator = generator or models.create_generator(config.model)
-  discriminator = discriminator or models.create_discriminator(config.model)
+def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule):
+  """A fresh state of config.model.kind; `image_shape` is (H, W) of training
+  images (or (H, W, C): channels come from config.model.input_nc/output_nc)."""
+  generators = models.create_generators(config.model)
+  discriminator = models.create_discriminator(config.model)
   tx = create_optimizer(config.train, schedule)
   key = jax.random.PRNGKey(config.seed)
   key, *init_keys = jax.random.split(key, 5)
-  height, width, channels = image_shape
+  height, width = image_shape[:2]
+  input_nc, output_nc = config.model.get('input_nc', 3), config.model.get('output_nc', 3)
 
-  def network(module, init_key, input_channels=channels):
+  def network(module, init_key, input_channels):
     dummy = jnp.zeros((1, height, width, input_channels), jnp.float32)
     params = module.init(init_key, dummy)['params']
     return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
   if config.model.get('kind', 'cyclegan') == 'pix2pix':
-    # The discriminator judges input and output side by side: 2 x the channels.
-    return Pix2PixState(step=jnp.zeros((), jnp.int32), gen=network(generator, init_keys[0]),
-                        disc=network(discriminator, init_keys[2], 2 * image_shape[-1]),
+    # The discriminator judges input and output side by side, as the official
+    # define_D(input_nc + output_nc).
+    return Pix2PixState(step=jnp.zeros((), jnp.int32),
+                        gen=network(generators['gen'], init_keys[0], input_nc),
+                        disc=network(discriminator, init_keys[2], input_nc + output_nc),
                         rng=key)
 
-  def pools():
-    pool = image_pool.create(config.train.pool_size, image_shape)
+  def pools(channels):
+    pool = image_pool.create(config.train.pool_size, (height, width, channels))
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices, *x.shape)), pool)
 
+  # Domain A has input_nc channels, B output_nc; each discriminator judges its own.
   return CycleGANState(
       step=jnp.zeros((), jnp.int32),
-      gen_ab=network(generator, init_keys[0]),
-      gen_ba=network(generator, init_keys[1]),
-      disc_a=network(discriminator, init_keys[2]),
-      disc_b=network(discriminator, init_keys[3]),
-      pool_fake_a=pools(),
-      pool_fake_b=pools(),
+      gen_ab=network(generators['gen_ab'], init_keys[0], input_nc),
+      gen_ba=network(generators['gen_ba'], init_keys[1], output_nc),
+      disc_a=network(discriminator, init_keys[2], input_nc),
+      disc_b=network(discriminator, init_keys[3], output_nc),
+      pool_fake_a=pools(input_nc),
+      pool_fake_b=pools(output_nc),
       rng=key)
 
 

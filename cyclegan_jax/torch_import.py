@@ -193,15 +193,21 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
           if not k.endswith(_IGNORED_SUFFIXES)}
 
 
-def load_generator_params(path: str, model_config):
-  """The Flax params of `models.create_generator(model_config)` from an
-  official generator `.pth`; ValueError naming the file and the first key
-  that does not fit, or the norm, if it is not config.model.norm."""
+def load_generator_params(path: str, model_config, network: str | None = None):
+  """The Flax params of generator `network` of `models.create_generators(
+  model_config)` (gen_ab, gen_ba or pix2pix's gen; default the first) from
+  an official generator `.pth`; ValueError naming the file and the first key
+  that does not fit (channels included), or the norm, if it is not
+  config.model.norm."""
   norm = model_config.get('norm', 'instance')
-  generator = models.create_generator(model_config)  # Names an unknown norm or generator.
+  # Names an unknown norm or generator.
+  generators = models.create_generators(model_config)
+  network = network or next(iter(generators))
+  generator = generators[network]
   size = models.generator_multiple(generator)  # Parameter shapes do not depend on it.
+  channels = models.generator_input_channels(model_config, network)
   shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, size, size, 3)))['params']
+                          jnp.zeros((1, size, size, channels)))['params']
   shapes = flax.traverse_util.flatten_dict(shapes)
   state = read_state_dict(path)
   looks = f'the checkpoint looks like {_looks_like(state)} but {_expected(model_config)}'
@@ -299,14 +305,20 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   workdir = os.path.abspath(workdir)
   _refuse_existing_checkpoints(workdir)
   # Every file is read and checked before anything is written.
-  params_ab = load_generator_params(path_a, config.model)
-  params_ba = load_generator_params(path_b, config.model) if path_b else params_ab
+  if not (pix2pix or path_b) and (config.model.get('input_nc', 3)
+                                  != config.model.get('output_nc', 3)):
+    raise ValueError(f'--torch_checkpoint={path_a}: config.model.input_nc='
+                     f'{config.model.input_nc} and output_nc={config.model.output_nc} differ, '
+                     'so the B->A generator cannot be a copy of the A->B one; pass its '
+                     'checkpoint too (--torch_checkpoint_b=..._net_G_B.pth)')
+  params_ab = load_generator_params(path_a, config.model, 'gen' if pix2pix else 'gen_ab')
+  params_ba = load_generator_params(path_b, config.model, 'gen_ba') if path_b else params_ab
 
   checkpoints.prepare_workdir(workdir)
   # A full train state, as training would create it (so that training this
   # workdir fine-tunes the imported generators from step 0); the schedule is
   # not stored, so any will do.
-  image_shape = (config.data.crop_size, config.data.crop_size, 3)
+  image_shape = (config.data.crop_size, config.data.crop_size)
   mesh = jax.make_mesh((jax.device_count(),), ('data',))
   state = state_lib.create_sharded_state(config, image_shape, mesh,
                                          optax.constant_schedule(config.train.lr))

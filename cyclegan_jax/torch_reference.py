@@ -40,11 +40,12 @@ class ResnetGenerator(nn.Module):
   """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-3, tanh."""
 
   def __init__(self, ngf=64, n_blocks=9, track_running_stats=False, dropout=False,
-               norm='instance'):
+               norm='instance', input_nc=3, output_nc=3):
     super().__init__()
     # Official `use_bias = norm_layer == InstanceNorm2d`.
     bias, norm = norm != 'batch', norm_layer(norm, track_running_stats)
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=bias), norm(ngf), nn.ReLU(True)]
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias), norm(ngf),
+              nn.ReLU(True)]
     for mult in (1, 2):
       layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
                  norm(ngf * mult * 2), nn.ReLU(True)]
@@ -53,7 +54,7 @@ class ResnetGenerator(nn.Module):
       layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
                                     output_padding=1, bias=bias),
                  norm(ngf * mult // 2), nn.ReLU(True)]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
     self.model = nn.Sequential(*layers)
 
   def forward(self, x):
@@ -63,11 +64,11 @@ class ResnetGenerator(nn.Module):
 class UnetBlock(nn.Module):
 
   def __init__(self, outer, inner, submodule=None, outermost=False, innermost=False,
-               norm='instance', dropout=False):
+               norm='instance', dropout=False, input_nc=None):
     super().__init__()
     self.outermost = outermost
     bias, norm = norm != 'batch', norm_layer(norm)
-    down = nn.Conv2d(outer if not outermost else 3, inner, 4, stride=2, padding=1, bias=bias)
+    down = nn.Conv2d(input_nc or outer, inner, 4, stride=2, padding=1, bias=bias)
     up = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, stride=2, padding=1,
                             bias=bias or outermost)
     if outermost:
@@ -85,14 +86,15 @@ class UnetBlock(nn.Module):
 
 class UnetGenerator(nn.Module):
 
-  def __init__(self, num_downs=8, ngf=64, norm='instance', dropout=False):
+  def __init__(self, num_downs=8, ngf=64, norm='instance', dropout=False, input_nc=3,
+               output_nc=3):
     super().__init__()
     block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
     for _ in range(num_downs - 5):
       block = UnetBlock(ngf * 8, ngf * 8, block, norm=norm, dropout=dropout)
     for mult in (4, 2, 1):
       block = UnetBlock(ngf * mult, ngf * mult * 2, block, norm=norm)
-    self.model = UnetBlock(3, ngf, block, outermost=True, norm=norm)
+    self.model = UnetBlock(output_nc, ngf, block, outermost=True, norm=norm, input_nc=input_nc)
 
   def forward(self, x):
     return self.model(x)
@@ -161,10 +163,15 @@ class CycleGAN:
   option names: G_A maps A to B, D_A judges G_A's outputs (domain B)."""
 
   def __init__(self, ngf=64, ndf=64, n_blocks=9, n_layers_d=3, lr=2e-4, beta1=0.5,
-               lambda_cycle=10.0, lambda_identity=0.5, pool_size=50, device='cpu'):
+               lambda_cycle=10.0, lambda_identity=0.5, pool_size=50, device='cpu',
+               input_nc=3, output_nc=3):
     make = lambda net: init_weights(net).to(device)
-    self.netG_A, self.netG_B = (make(ResnetGenerator(ngf, n_blocks)) for _ in range(2))
-    self.netD_A, self.netD_B = (make(NLayerDiscriminator(3, ndf, n_layers_d)) for _ in range(2))
+    # Official define_G(input_nc, output_nc) for G_A, (output_nc, input_nc) for
+    # G_B; D_A judges domain B (output_nc channels), D_B domain A.
+    self.netG_A = make(ResnetGenerator(ngf, n_blocks, input_nc=input_nc, output_nc=output_nc))
+    self.netG_B = make(ResnetGenerator(ngf, n_blocks, input_nc=output_nc, output_nc=input_nc))
+    self.netD_A = make(NLayerDiscriminator(output_nc, ndf, n_layers_d))
+    self.netD_B = make(NLayerDiscriminator(input_nc, ndf, n_layers_d))
     self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
     self.pool_A, self.pool_B = ImagePool(pool_size), ImagePool(pool_size)
     self.optimizer_G = torch.optim.Adam(
@@ -266,19 +273,21 @@ class Baseline:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     size, batch = config.data.crop_size, t.batch_size
-    images = lambda: torch.rand(batch, 3, size, size, device=self.device) * 2 - 1
+    input_nc, output_nc = m.get('input_nc', 3), m.get('output_nc', 3)
+    images = lambda c: torch.rand(batch, c, size, size, device=self.device) * 2 - 1
     n_blocks = _resnet_blocks(m.generator)
     if task == 'train':
       model = CycleGAN(ngf=m.ngf, ndf=m.ndf, n_blocks=n_blocks,
                        n_layers_d=m.n_layers_d if m.discriminator == 'n_layers' else 3,
                        lr=t.lr, beta1=t.beta1, lambda_cycle=t.lambda_cycle,
                        lambda_identity=t.lambda_identity, pool_size=t.pool_size,
-                       device=self.device)
-      real_a, real_b = images(), images()
+                       device=self.device, input_nc=input_nc, output_nc=output_nc)
+      real_a, real_b = images(input_nc), images(output_nc)
       self._once = lambda: model.optimize_parameters(real_a, real_b)
     else:
-      net = init_weights(ResnetGenerator(m.ngf, n_blocks)).to(self.device).eval()
-      x = images()
+      net = init_weights(ResnetGenerator(m.ngf, n_blocks, input_nc=input_nc,
+                                         output_nc=output_nc)).to(self.device).eval()
+      x = images(input_nc)
 
       def translate():
         with torch.no_grad():

@@ -17,6 +17,7 @@ from PIL import Image
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import evaluate
+from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import paired_data
@@ -29,22 +30,24 @@ from cyclegan_jax import workdir_lock
 PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
 
 
-def training_image_shape(config, batches) -> tuple[int, int, int]:
+def training_image_size(config, batches) -> tuple[int, int]:
+  """(H, W) of every training image."""
   if config.data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
-    return (config.data.crop_size, config.data.crop_size, 3)
-  return batches.batch(0)['A'].shape[1:]  # Sizes that follow the data.
+    return (config.data.crop_size, config.data.crop_size)
+  return batches.batch(0)['A'].shape[1:3]  # Sizes that follow the data.
 
 
 def open_training_data(config):
   """(training batches, test images {'A', 'B'} for the sample grids, a line
   describing the data) of config.model.kind."""
   shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
+  channels = input_pipeline.domain_channels(config)
   if config.model.kind == 'pix2pix':
-    sources = paired_data.open_paired_sources(config.data)
+    sources = paired_data.open_paired_sources(config.data, channels)
     batches = paired_data.PairedBatches(sources['train'], config.data, *shard)
     samples = paired_data.test_pairs(sources['test'], config.data, config.num_samples)
     return batches, samples, f'{len(sources["train"])} training pairs'
-  sources = input_pipeline.open_sources(config.data)
+  sources = input_pipeline.open_sources(config.data, channels)
   batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
                                            *shard)
   samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
@@ -53,26 +56,33 @@ def open_training_data(config):
                             'training images')
 
 
-def sample_grid(generator, state, samples, config) -> np.ndarray:
+def sample_grid(generators, state, samples, config) -> np.ndarray:
   """CycleGAN: rows of real | translated | reconstructed, for the A then the B
-  images. pix2pix: rows of input | output | target.
+  images. pix2pix: rows of input | output | target. 8-bit RGB for viewing,
+  whatever the models' channels (image_io.for_viewing).
 
   One image per forward pass, as translate and evaluate do: with batch norm
   (pix2pix) an image's translation depends on the others in its batch."""
   def one_by_one(fn, images):  # fn on batches of one image, the results stacked.
     return jax.tree.map(lambda *parts: np.concatenate(parts), *[fn(x[None]) for x in images])
 
+  def row(*images):
+    return np.concatenate([image_io.for_viewing(np.asarray(x)) for x in images], axis=1)
+
   if isinstance(state, state_lib.Pix2PixState):
     inputs, targets = paired_data.input_and_target(samples, config.data.direction)
-    outputs = one_by_one(lambda x: translate.generate(generator, state.gen.params, x), inputs)
-    rows = [np.concatenate(row, axis=1) for row in zip(inputs, outputs, targets)]
+    outputs = one_by_one(
+        lambda x: translate.generate(generators['gen'], state.gen.params, x), inputs)
+    rows = [row(*images) for images in zip(inputs, outputs, targets)]
     return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
-  p_ab, p_ba = state.gen_ab.params, state.gen_ba.params
   rows = []
-  for real, there, back in ((samples['A'], p_ab, p_ba), (samples['B'], p_ba, p_ab)):
+  for real, there, back in ((samples['A'], 'gen_ab', 'gen_ba'),
+                            (samples['B'], 'gen_ba', 'gen_ab')):
     fake, rec = one_by_one(
-        lambda x, t=there, b=back: translate.translate_and_back(generator, t, b, x), real)
-    rows += [np.concatenate(row, axis=1) for row in zip(real, fake, rec)]
+        lambda x, t=there, b=back: translate.translate_and_back(
+            generators[t], generators[b], getattr(state, t).params, getattr(state, b).params,
+            x), real)
+    rows += [row(*images) for images in zip(real, fake, rec)]
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
 
 
@@ -167,17 +177,17 @@ def _train(config, workdir: str):
   if manager.latest_step() is not None and checkpoints.has_config(workdir):
     config_checks.check_resumable(checkpoints.load_config(workdir), config, workdir)
   checkpoints.save_config(config, workdir)
-  generator = models.create_generator(config.model)
+  generators = models.create_generators(config.model)
 
   batches, samples, data_description = open_training_data(config)
-  image_shape = training_image_shape(config, batches)
+  image_size = training_image_size(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
   logging.info('Data: %s, %d steps per epoch, %d steps in all.', data_description,
                batches.steps_per_epoch, total_steps)
 
   mesh = jax.make_mesh((num_devices,), ('data',))
-  state = state_lib.create_sharded_state(config, image_shape, mesh, schedule)
+  state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
   for name in state_lib.network_names(state):
     count = models.count_params(getattr(state, name).params)
     logging.info('%s: %s parameters', name, f'{count:,}')
@@ -202,7 +212,7 @@ def _train(config, workdir: str):
 
   # FID/KID during training: the Inception weights and the real test images'
   # features are loaded once, before the first step, so a bad path fails now.
-  evaluator = evaluate.Evaluator(config, generator) if config.eval.every_steps > 0 else None
+  evaluator = evaluate.Evaluator(config, generators) if config.eval.every_steps > 0 else None
 
   data = batches.iterate(start_step, config.data.num_workers)
   buffered_metrics = []
@@ -212,10 +222,10 @@ def _train(config, workdir: str):
     for step in range(start_step, total_steps):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         local = next(data)
-        if local['A'].shape[1:] != image_shape or local['B'].shape[1:] != image_shape:
-          raise ValueError(f'step {step}: images of {local["A"].shape[1:]}/'
-                           f'{local["B"].shape[1:]} after preprocessing, but training started '
-                           f'with {image_shape}; config.data.preprocess='
+        if local['A'].shape[1:3] != image_size or local['B'].shape[1:3] != image_size:
+          raise ValueError(f'step {step}: images of {local["A"].shape[1:3]}/'
+                           f'{local["B"].shape[1:3]} after preprocessing, but training started '
+                           f'with {image_size}; config.data.preprocess='
                            f'{config.data.preprocess!r} needs images of one size')
         batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                  for k, v in local.items()}
@@ -241,7 +251,7 @@ def _train(config, workdir: str):
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
-          grid = sample_grid(generator, state, samples, config)
+          grid = sample_grid(generators, state, samples, config)
           writer.write_images(done, {'samples': grid[None]})
           if jax.process_index() == 0:
             os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)

@@ -7,10 +7,10 @@ import tempfile
 
 import jax
 import numpy as np
-from PIL import Image
 import tqdm
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
 
@@ -35,35 +35,39 @@ def generate(generator, params, images):
   return _apply(generator, params, images)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def translate_and_back(generator, params_there, params_back, images):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def translate_and_back(generator_there, generator_back, params_there, params_back, images):
   """(G(x), F(G(x))) for a batch: the translation and its reconstruction."""
-  translated = _apply(generator, params_there, images)
-  return translated, _apply(generator, params_back, translated)
+  translated = _apply(generator_there, params_there, images)
+  return translated, _apply(generator_back, params_back, translated)
 
 
-def translate_image(generator, params, image: np.ndarray) -> np.ndarray:
-  """uint8 RGB (H, W, 3) of any size -> translated uint8 RGB of the same size.
+def translate_image(generator, params, image: np.ndarray, value_range=()) -> np.ndarray:
+  """An (H, W, C) image of any size and pixel type -> its translation, of the
+  same size and pixel type, mapped to [-1, 1] and back by the value rule
+  (image_io: `value_range`, config.data.value_range, or the type's range).
 
   The generator is fully convolutional but needs sizes that are a multiple of
   its downsampling factor: reflect-pad up to one, translate, crop back.
   """
   multiple = models.generator_multiple(generator)
   h, w = image.shape[:2]
-  x = image.astype(np.float32) / 127.5 - 1.0
+  low, high = image_io.value_range(value_range, image.dtype)
+  x = image_io.to_unit(image, low, high)
   x = np.pad(x, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
   y = generate(generator, params, x[None])[0, :h, :w]
-  return input_pipeline.to_uint8(y)
+  return image_io.from_unit(y, low, high, image.dtype)
 
 
-def output_names(files: list[str]) -> list[str]:
-  """The output file name of each input: `<stem>.png`, except for inputs that
-  share a stem (a.jpg and a.png), which keep their whole name (a.jpg.png,
-  a.png.png) so that neither overwrites the other."""
+def output_names(files: list[str], extensions: list[str] | None = None) -> list[str]:
+  """The output file name of each input: `<stem><extension>` (default .png),
+  except for inputs that share a stem (a.jpg and a.png), which keep their
+  whole name (a.jpg.png, a.png.png) so that neither overwrites the other."""
+  extensions = extensions or ['.png'] * len(files)
   stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
   counts = collections.Counter(stem.lower() for stem in stems)  # lower(): case-blind disks.
-  names = [(stem if counts[stem.lower()] == 1 else os.path.basename(f)) + '.png'
-           for stem, f in zip(stems, files)]
+  names = [(stem if counts[stem.lower()] == 1 else os.path.basename(f)) + extension
+           for stem, f, extension in zip(stems, files, extensions)]
   taken = {}
   for f, name in zip(files, names):  # Still possible: a.jpg, a.png and a.jpg.png.
     if name.lower() in taken:
@@ -107,9 +111,13 @@ def network_for(config, direction: str | None) -> tuple[str, str]:
 
 
 def translate_folder(workdir: str, input_dir: str, output_dir: str,
-                     direction: str | None = None, step: int | None = None) -> list[str]:
-  """Writes `output_dir/<name>.png` for every image in `input_dir` (names as
-  `output_names` gives them); returns the paths written.
+                     direction: str | None = None, step: int | None = None,
+                     output_format: str | None = None) -> list[str]:
+  """Writes `output_dir/<name>` for every image in `input_dir` (names as
+  `output_names` gives them) at the input's pixel type and the generator's
+  channels, mapped back through the value rule the input was read with
+  (16-bit in, 16-bit out): PNG, or TIFF for TIFF inputs (`output_format`
+  'png' | 'tiff' chooses one for all). Returns the paths written.
 
   The inputs are never written to: an output folder that is the input folder
   is refused. A file that cannot be read stops the run with an error naming
@@ -118,16 +126,20 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   config = checkpoints.load_config(workdir)
   network, direction = network_for(config, direction)
   files = input_pipeline.list_images(input_dir)
-  names = output_names(files)
+  extensions = [image_io.output_extension(output_format, f) for f in files]
+  names = output_names(files, extensions)
   _check_output_dir(output_dir, input_dir)
   step, params = checkpoints.load_params(workdir, (network,), step)
   params = params[network]
-  generator = models.create_generator(config.model)
+  generator = models.create_generators(config.model)[network]
+  channels = models.generator_input_channels(config.model, network)
+  value_range = config.data.get('value_range', ())
   written = []
   for path, name in zip(tqdm.tqdm(files, desc=f'{direction} (step {step})', unit='image'),
                         names):
-    output = translate_image(generator, params, input_pipeline.load_image(path))
+    image = input_pipeline.load_image(path, channels, value_range)
+    output = translate_image(generator, params, image, value_range)
     out_path = os.path.join(output_dir, name)
-    Image.fromarray(output).save(out_path)
+    image_io.write(out_path, output)
     written.append(out_path)
   return written

@@ -33,19 +33,26 @@ def random_scene(rng: np.random.Generator, size: int) -> np.ndarray:
   return np.asarray(image)
 
 
-def make_unpaired_folder(root: str, n_train: int = 64, n_test: int = 16, size: int = 32,
-                         seed: int = 0) -> str:
-  """Writes root/{trainA,trainB,testA,testB}/*.png and returns root."""
+def _write_domains(root: str, n_train: int, n_test: int, seed: int, write) -> str:
+  """Calls write(rng, domain, path without extension) for every image of
+  root/{trainA,trainB,testA,testB}, in one fixed order; returns root."""
   rng = np.random.default_rng(seed)
   for split, count in (('train', n_train), ('test', n_test)):
     for domain in 'AB':
       folder = os.path.join(root, split + domain)
       os.makedirs(folder, exist_ok=True)
       for i in range(count):
-        scene = random_scene(rng, size)
-        Image.fromarray(to_b(scene) if domain == 'B' else scene).save(
-            os.path.join(folder, f'{i:04d}.png'))
+        write(rng, domain, os.path.join(folder, f'{i:04d}'))
   return root
+
+
+def make_unpaired_folder(root: str, n_train: int = 64, n_test: int = 16, size: int = 32,
+                         seed: int = 0) -> str:
+  """Writes root/{trainA,trainB,testA,testB}/*.png and returns root."""
+  def write(rng, domain, path):
+    scene = random_scene(rng, size)
+    Image.fromarray(to_b(scene) if domain == 'B' else scene).save(path + '.png')
+  return _write_domains(root, n_train, n_test, seed, write)
 
 
 def make_aligned_folder(root: str, n_train: int = 64, n_test: int = 16, size: int = 32,
@@ -61,3 +68,27 @@ def make_aligned_folder(root: str, n_train: int = 64, n_test: int = 16, size: in
       Image.fromarray(np.concatenate([scene, to_b(scene)], axis=1)).save(
           os.path.join(folder, f'{i:04d}.png'))
   return root
+
+
+def gray16_scene(rng: np.random.Generator, size: int) -> np.ndarray:
+  """A random scene as 16-bit gray (H, W, 1): its 8-bit luminance x 257 plus
+  low-byte detail, so that reading it as 8 bits would lose something."""
+  gray = np.asarray(Image.fromarray(random_scene(rng, size)).convert('L'), np.uint16)
+  detail = rng.integers(0, 200, gray.shape, dtype=np.uint16)
+  return np.minimum(gray * 257 + detail, 65535).astype(np.uint16)[..., None]
+
+
+def make_gray16_folder(root: str, n_train: int = 8, n_test: int = 2, size: int = 32,
+                       seed: int = 0) -> str:
+  """Writes root/{trainA,trainB,testA,testB}: 16-bit grayscale images, A
+  scenes and B their negatives (65535 - A); trainB and testB as 16-bit
+  TIFF, the others as 16-bit PNG. Returns root."""
+  import tifffile  # pylint: disable=import-outside-toplevel
+
+  def write(rng, domain, path):
+    scene = gray16_scene(rng, size)[..., 0]
+    if domain == 'A':
+      Image.fromarray(scene).save(path + '.png')  # Pillow's 16-bit gray PNG ('I;16').
+    else:
+      tifffile.imwrite(path + '.tif', 65535 - scene)
+  return _write_domains(root, n_train, n_test, seed, write)

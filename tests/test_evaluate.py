@@ -261,7 +261,7 @@ def test_batch_norm_models_are_translated_one_image_per_pass(trained_pix2pix, al
   # The test split as the Evaluator reads it: the same pairs, input B, target A.
   (name, (x, y)), = evaluate.scored_images(config, NUM_IMAGES).items()
   assert name == 'BtoA'
-  np.testing.assert_array_equal(x, inputs)
+  np.testing.assert_array_equal(input_pipeline.to_uint8(x), inputs)  # At full precision.
   np.testing.assert_array_equal(y, _test_pairs_from_files(aligned_folder)[0])
 
 
@@ -275,7 +275,7 @@ def test_errors_name_what_is_missing(trained, weights, tmp_path):
   config = checkpoints.load_config(str(trained))
   config.eval.inception_weights = ''
   with pytest.raises(ValueError, match='config.eval.inception_weights is empty'):
-    evaluate.Evaluator(config, models.create_generator(config.model))
+    evaluate.Evaluator(config, models.create_generators(config.model))
 
   # On the command line: one line, exit status 1. A workdir without weights
   # configured (checked first: before any slow work) and one without

@@ -47,6 +47,12 @@ def _tiny(image_folder, **overrides):
     ('model.discriminator', 'patch', "config.model.discriminator='patch': expected one of"),
     ('model.dtype', 'float16', "config.model.dtype='float16': expected one of"),
     ('model.ngf', 0, 'config.model.ngf=0: expected an integer >= 1'),
+    ('model.input_nc', 0, 'config.model.input_nc=0: expected an integer >= 1'),
+    ('model.output_nc', 1, 'config.train.lambda_identity=0.5: expected 0 when '
+                           'config.model.input_nc=3 and output_nc=1 differ'),
+    ('data.value_range', (5, 1), 'config.data.value_range=(5, 1): expected () for the full '
+                                 "range of each file's pixel type, or (low, high) with low < high"),
+    ('data.value_range', (0, 1, 2), 'config.data.value_range=(0, 1, 2): expected ()'),
     ('model.kind', 'pix2pixhd', "config.model.kind='pix2pixhd': expected one of cyclegan, pix2pix"),
     ('model.norm', 'group', "config.model.norm='group': expected one of instance, batch"),
     ('model.generator', 'unet_100', "config.model.generator='unet_100': expected one of"),

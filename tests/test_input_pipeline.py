@@ -218,17 +218,27 @@ def _png16(path, pixels):
                    + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
 
 
-def test_sixteen_bit_pngs_keep_their_range(tmp_path):
-  values = np.array([[65535, 32768, 0, 7 * 257]], np.uint16)
-  expected = np.repeat(np.array([[255, 128, 0, 7]], np.uint8)[..., None], 3, axis=-1)
+def test_sixteen_bit_pngs_are_read_at_full_precision(tmp_path):
+  values = np.array([[65535, 32768, 0, 7 * 257 + 3]], np.uint16)
   Image.fromarray(values).save(tmp_path / 'pil.png')  # Mode 'I;16'.
   assert Image.open(tmp_path / 'pil.png').mode == 'I;16'
   for channels in (1, 2, 3, 4):
     _png16(tmp_path / f'{channels}.png', np.repeat(values[..., None], channels, axis=-1))
   for name in ('pil.png', '1.png', '2.png', '3.png', '4.png'):
-    image = input_pipeline.load_image(str(tmp_path / name))
-    assert image.dtype == np.uint8
-    np.testing.assert_allclose(image, expected, atol=1, err_msg=name)
+    for channels in (1, 3):  # Gray, as RGB (repeated), RGB as gray (luminance of equal values).
+      image = input_pipeline.load_image(str(tmp_path / name), channels)
+      assert image.dtype == np.uint16 and image.shape == (1, 4, channels), name
+      np.testing.assert_array_equal(image, np.repeat(values[..., None], channels, -1), name)
+  # A colour 16-bit PNG keeps each channel's low byte too (Pillow would not).
+  rgb = np.stack([values, values // 3, 65535 - values], axis=-1)
+  _png16(tmp_path / 'rgb.png', rgb)
+  np.testing.assert_array_equal(input_pipeline.load_image(str(tmp_path / 'rgb.png')), rgb)
+  # Mapped to [-1, 1] over 0-65535, no resampling at a multiple of 4.
+  square = np.repeat(values, 4, axis=0)[..., None]
+  unit = input_pipeline.preprocess(square, _data_config(preprocess='none'), None)
+  assert unit.dtype == np.float32 and unit.shape == (4, 4, 1)
+  np.testing.assert_allclose(unit, square / 32767.5 - 1, atol=1e-6)
+  assert unit[0, 1, 0] > 0 and unit[0, 3, 0] > -1 + 2 * (7 * 257) / 65535
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -4,11 +4,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import default
 from cyclegan_jax import models
+from cyclegan_jax import state as state_lib
 
 # Official counts at ngf = ndf = 64 with instance norm (networks.print_networks).
 # unet_128, pixel and n_layers=5 are summed layer by layer from networks.py:
@@ -212,3 +214,51 @@ def test_other_backends_get_xla_convolutions(monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert models._conv(8, 3).conv_general_dilated is jax.lax.conv_general_dilated
 
+
+
+# Official counts at input_nc = output_nc = 1 (grayscale, issue 13): the first
+# and last 7x7 convolutions of resnet_9blocks lose 2 x 49 x 64 weights and 2
+# biases; the basic D's first k4 convolution 2 x 16 x 64 weights.
+def test_grayscale_parameter_counts():
+  config = default.get_config()
+  config.model.input_nc = config.model.output_nc = 1
+  abstract = jax.eval_shape(lambda: state_lib.create_state(
+      config, (64, 64), 1, optax.constant_schedule(1e-3)))
+  for name, expected in (('gen_ab', 11_365_633), ('gen_ba', 11_365_633),
+                         ('disc_a', 2_762_689), ('disc_b', 2_762_689)):
+    assert models.count_params(getattr(abstract, name).params) == expected, name
+  assert abstract.pool_fake_a.images.shape[-1] == 1
+
+
+@pytest.mark.parametrize('kind,input_nc,output_nc', [
+    ('cyclegan', 1, 1), ('cyclegan', 3, 1), ('cyclegan', 1, 3), ('cyclegan', 4, 2),
+    ('pix2pix', 1, 3), ('pix2pix', 3, 1)])
+def test_channel_counts_match_the_official_networks(kind, input_nc, output_nc):
+  """Every network of the state against networks.py built with the official
+  define_G(input_nc, output_nc) / define_D(...) calls of cycle_gan_model.py
+  and pix2pix_model.py."""
+  torch_reference = pytest.importorskip('cyclegan_jax.torch_reference')
+  config = default.get_config()
+  if kind == 'pix2pix':
+    config.model.kind, config.model.generator, config.model.norm = 'pix2pix', 'unet_256', 'batch'
+  config.model.input_nc, config.model.output_nc = input_nc, output_nc
+  size = 256 if kind == 'pix2pix' else 64
+  abstract = jax.eval_shape(lambda: state_lib.create_state(
+      config, (size, size), 1, optax.constant_schedule(1e-3)))
+  count = lambda net: sum(p.numel() for p in net.parameters())
+  if kind == 'pix2pix':
+    official = {'gen': torch_reference.UnetGenerator(8, 64, 'batch', input_nc=input_nc,
+                                                      output_nc=output_nc),
+                'disc': torch_reference.NLayerDiscriminator(input_nc + output_nc, 64, 3,
+                                                            'batch')}
+  else:
+    resnet = lambda i, o: torch_reference.ResnetGenerator(64, 9, input_nc=i, output_nc=o)
+    official = {'gen_ab': resnet(input_nc, output_nc), 'gen_ba': resnet(output_nc, input_nc),
+                # Official D_B judges domain A (ours disc_a), D_A domain B.
+                'disc_a': torch_reference.NLayerDiscriminator(input_nc, 64, 3),
+                'disc_b': torch_reference.NLayerDiscriminator(output_nc, 64, 3)}
+  for name, net in official.items():
+    assert models.count_params(getattr(abstract, name).params) == count(net), name
+  if kind == 'cyclegan':  # Each pool holds its own domain's fakes.
+    assert abstract.pool_fake_a.images.shape[-1] == input_nc
+    assert abstract.pool_fake_b.images.shape[-1] == output_nc
