@@ -54,6 +54,10 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   # float32 | bfloat16: the dtype of activations and convolutions. Parameters,
   # optimiser state, losses and instance-norm statistics stay float32.
   config.model.dtype = 'float32'
+  # True: recompute each residual block of a resnet generator in the backward
+  # pass instead of storing its activations (jax.checkpoint): less memory for
+  # large images, a slower step. Results equal to float rounding.
+  config.model.remat = False
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 1  # Global: split over every device of every host.

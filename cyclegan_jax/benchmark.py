@@ -9,11 +9,17 @@ one A plus one B sample, as the official code counts a training iteration
 (`batch_size` pairs), so it is `config.train.batch_size / median_step_seconds`.
 `flops_per_step` is XLA's cost analysis, summed over all devices; `mfu` divides
 the achieved rate by the dense peak of the devices (null where the peak is not
-in PEAK_TFLOPS, e.g. on CPU).
+in PEAK_TFLOPS, e.g. on CPU). Memory: `xla_memory_bytes` is what XLA's
+memory analysis of the compiled program says one call holds at its peak
+(arguments + outputs + temporaries, less donated buffers), on any backend;
+`process_peak_rss_bytes` the process's peak resident memory (on CPU the
+devices' memory is the process's). `--steps=0` compiles and reports memory
+without running a step: the way to size images too large to time here.
 """
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -34,7 +40,7 @@ from cyclegan_jax import xla_cpu_options
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
-flags.DEFINE_integer('steps', 20, 'Timed train steps.')
+flags.DEFINE_integer('steps', 20, 'Timed train steps; 0: compile and report memory only.')
 flags.DEFINE_integer('warmup', 3, 'Untimed train steps after compiling.')
 TASKS = ('train', 'translate')
 flags.DEFINE_enum('task', 'train', TASKS,
@@ -83,6 +89,25 @@ def flops_per_step(compiled) -> float | None:
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get('flops')
   return float(flops) * jax.device_count() if flops and flops > 0 else None
+
+
+def compiled_memory_bytes(compiled) -> int | None:
+  """Bytes one call of a compiled program holds at once, by XLA's memory
+  analysis: arguments + outputs + temporaries, less the outputs that reuse
+  donated arguments. None where the backend has no analysis."""
+  try:
+    analysis = compiled.memory_analysis()
+  except Exception:  # Not implemented on every backend.
+    return None
+  if analysis is None:
+    return None
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def process_peak_rss_bytes() -> int:
+  """This process's peak resident memory (Linux reports kilobytes)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def peak_memory_bytes() -> int | None:
@@ -159,8 +184,8 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
   """Compiles and times our train step (or translation); with compare='torch'
   the official PyTorch one too, alternating, at the same size, batch and
   precision. Returns the JSON-ready results."""
-  if steps < 1 or warmup < 0:
-    raise ValueError(f'need --steps >= 1 and --warmup >= 0, got {steps} and {warmup}')
+  if steps < 0 or warmup < 0:
+    raise ValueError(f'need --steps >= 0 and --warmup >= 0, got {steps} and {warmup}')
   if task not in TASKS:
     raise ValueError(f'--task={task!r}: expected one of {", ".join(TASKS)}')
   if compare not in ('', 'torch'):
@@ -175,19 +200,20 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
 
   # Alternating, so that a slow spell of a shared machine falls on both.
   times, their_times = [], []
-  for i in range(warmup + steps):
+  for i in range(warmup + steps if steps else 0):
     seconds = _time(ours)
     their_seconds = _time(theirs.run) if theirs else None
     if i >= warmup:
       times.append(seconds)
       their_times.append(their_seconds)
-  median, p90 = float(np.median(times)), float(np.percentile(times, 90))
+  median = float(np.median(times)) if times else None
+  p90 = float(np.percentile(times, 90)) if times else None
 
   num_devices, batch_size = jax.device_count(), config.train.batch_size
   dtype = config.model.get('dtype', 'float32')
   device_kind = jax.devices()[0].device_kind
   flops = flops_per_step(compiled)
-  tflops = flops / median / 1e12 if flops else None
+  tflops = flops / median / 1e12 if flops and median else None
   peak = peak_tflops(device_kind, dtype)
   result = {
       'task': task,
@@ -200,20 +226,23 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'dtype': dtype,
       'generator': config.model.generator,
       'discriminator': config.model.discriminator,
+      'remat': bool(config.model.get('remat', False)),
       'compile_seconds': compile_seconds,
       'median_step_seconds': median,
       'p90_step_seconds': p90,
-      'images_per_second': batch_size / median,
+      'images_per_second': batch_size / median if median else None,
       'flops_per_step': flops,
       'tflops_per_second': tflops,
       'peak_tflops_per_device': peak,
       'mfu': tflops / (peak * num_devices) if tflops and peak else None,
       'peak_memory_bytes': peak_memory_bytes(),
+      'xla_memory_bytes': compiled_memory_bytes(compiled),
+      'process_peak_rss_bytes': process_peak_rss_bytes(),
       'steps': steps,
       'warmup': warmup,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
-  if theirs:
+  if theirs and times:
     their_median = float(np.median(their_times))
     result.update({
         'torch_version': theirs.version,

@@ -301,19 +301,24 @@ class ResnetGenerator(nn.Module):
   norm: str = 'instance'
   dropout_at_test: bool = False  # Dropout also at test time (pix2pix, as in its paper).
   dtype: Any = jnp.float32
+  # Recompute each residual block in the backward pass (jax.checkpoint)
+  # instead of keeping its activations: less memory, one more forward per block.
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     bias, dtype = _uses_bias(self.norm), self.dtype
+    # static_argnums counts the module as 0: `train` (2) is a Python bool.
+    block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
     norm = lambda: _norm_layer(self.norm, dtype)
     x = x.astype(dtype)
     x = nn.relu(norm()(_conv(self.ngf, 7, use_bias=bias, dtype=dtype)(_reflect_pad(x, 3))))
     for mult in (2, 4):  # Two stride-2 downsamplings.
       x = _conv(self.ngf * mult, 3, stride=2, padding=1, use_bias=bias, dtype=dtype)(x)
       x = nn.relu(norm()(x))
-    for _ in range(self.n_blocks):
-      x = ResnetBlock(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype)(
-          x, train)
+    for i in range(self.n_blocks):  # Named as without remat: the same parameter tree.
+      x = block(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype,
+                name=f'ResnetBlock_{i}')(x, train)
     for mult in (2, 1):  # Two stride-2 upsamplings, k3 p1 output_padding 1.
       x = _conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1, use_bias=bias,
                           dtype=dtype)(x)
@@ -430,8 +435,13 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
                 dropout_at_test=model_config.get('dropout_at_test', False),
                 dtype=compute_dtype(model_config))
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
+  remat = model_config.get('remat', False)
   if resnet:
-    return ResnetGenerator(n_blocks=int(resnet.group(1)), **common)
+    return ResnetGenerator(n_blocks=int(resnet.group(1)), remat=remat, **common)
+  if remat:
+    raise ValueError(f'config.model.remat=True: implemented for resnet_<N>blocks generators '
+                     f'(it recomputes their residual blocks); got config.model.generator='
+                     f'{name!r}')
   unet = re.fullmatch(r'unet_(\d+)', name)
   # unet_256 has 8 downsamplings (256 = 2^8), unet_128 7; unet_32 (5) is for tests.
   size = int(unet.group(1)) if unet else 0

@@ -14,9 +14,10 @@ from cyclegan_jax import xla_cpu_options
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
     'task', 'device_kind', 'platform', 'device_count', 'process_count', 'image_size', 'global_batch',
-    'dtype', 'generator', 'discriminator', 'compile_seconds', 'median_step_seconds',
+    'dtype', 'generator', 'discriminator', 'remat', 'compile_seconds', 'median_step_seconds',
     'p90_step_seconds', 'images_per_second', 'flops_per_step', 'tflops_per_second',
-    'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'steps', 'warmup', 'xla_flags'}
+    'peak_tflops_per_device', 'mfu', 'peak_memory_bytes', 'xla_memory_bytes',
+    'process_peak_rss_bytes', 'steps', 'warmup', 'xla_flags'}
 
 
 def _run_cli(*args, xla_flags=None):
@@ -55,10 +56,29 @@ def test_cli_prints_one_json_line():
   assert result['tflops_per_second'] == pytest.approx(
       result['flops_per_step'] / result['median_step_seconds'] / 1e12)
   assert result['peak_tflops_per_device'] is None and result['mfu'] is None  # CPU.
+  # Memory on CPU too: XLA's analysis of the step (about 4 MB of parameters,
+  # Adam moments and pools alone) and the process's peak.
+  assert result['xla_memory_bytes'] > 4e6 and result['process_peak_rss_bytes'] > 1e8
+  assert result['remat'] is False
   # The entry point's default XLA:CPU option, reported with the numbers.
   defaults = {}
   xla_cpu_options.set_defaults(defaults)
   assert result['xla_flags'] == defaults.get('XLA_FLAGS', '')
+
+
+def test_steps_zero_compiles_and_reports_memory_only():
+  """--steps=0 sizes images too large to time: compile, memory, no timings;
+  remat's memory is reported beside the plain step's."""
+  memory = {}
+  for remat in (False, True):
+    proc = _run_cli('--steps=0', '--warmup=0', f'--config.model.remat={remat}')
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == KEYS and result['remat'] is remat
+    assert result['median_step_seconds'] is None and result['images_per_second'] is None
+    assert result['compile_seconds'] > 0 and result['xla_memory_bytes'] > 0
+    memory[remat] = result['xla_memory_bytes']
+  assert memory[True] <= memory[False] * 1.05
 
 
 def test_cli_indivisible_batch_is_a_clean_error():
