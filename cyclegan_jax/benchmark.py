@@ -160,8 +160,8 @@ def _our_translation(config):
     raise ValueError('--task=translate runs one generator on one device; run it with one '
                      f'device (this process sees {jax.device_count()})')
   crop, batch_size = config.data.crop_size, config.train.batch_size
-  network = next(iter(models.create_generators(config.model)))  # gen_ab, or pix2pix's gen.
-  generator = models.create_generators(config.model)[network]
+  # gen_ab, or pix2pix's gen.
+  network, generator = next(iter(models.create_generators(config.model).items()))
   channels = models.generator_input_channels(config.model, network)
   params = jax.jit(generator.init)(jax.random.PRNGKey(config.seed),
                                    jnp.zeros((1, crop, crop, channels)))['params']

@@ -13,6 +13,8 @@ The value rule: a pixel type's range (low, high) maps linearly onto
 are mapped back through the same range and rounded to the input's type.
 """
 
+import io
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -35,11 +37,9 @@ def _one_line(error: Exception) -> str:
   return ' '.join(str(error).split()) or type(error).__name__
 
 
-def _png_bit_depth(path: str) -> int:
+def _png_bit_depth(data: bytes) -> int:
   """The bit depth in a PNG's header (byte 24, inside IHDR); 0 for other files."""
-  with open(path, 'rb') as f:
-    header = f.read(25)
-  return header[24] if len(header) == 25 and header.startswith(_PNG_SIGNATURE) else 0
+  return data[24] if len(data) > 24 and data.startswith(_PNG_SIGNATURE) else 0
 
 
 def _read_tiff(path: str) -> np.ndarray:
@@ -55,8 +55,8 @@ def _read_tiff(path: str) -> np.ndarray:
                    'gray or with channels')
 
 
-def _read_pillow(path: str) -> np.ndarray:
-  with Image.open(path) as image:
+def _read_pillow(data: bytes) -> np.ndarray:
+  with Image.open(io.BytesIO(data)) as image:
     # Decode every pixel here: Image.open reads only the header, so a
     # truncated file fails only now ('image file is truncated').
     image.load()
@@ -83,13 +83,15 @@ def read(path: str) -> np.ndarray:
   try:
     if path.lower().endswith(TIFF_EXTENSIONS):
       image = _read_tiff(path)
-    elif _png_bit_depth(path) == 16:
-      import imagecodecs  # pylint: disable=import-outside-toplevel
-      with open(path, 'rb') as f:
-        image = imagecodecs.png_decode(f.read())
-      image = image.reshape(*image.shape[:2], -1)
     else:
-      image = _read_pillow(path)
+      with open(path, 'rb') as f:  # Read once: the PNG header picks the decoder.
+        data = f.read()
+      if _png_bit_depth(data) == 16:
+        import imagecodecs  # pylint: disable=import-outside-toplevel
+        image = imagecodecs.png_decode(data)
+        image = image.reshape(*image.shape[:2], -1)
+      else:
+        image = _read_pillow(data)
   except Exception as e:  # Decoders raise OSError, SyntaxError, ValueError, their own...
     raise BadImageError(f'{path}: cannot read this image ({_one_line(e)})') from e
   if image.dtype in (np.float16, np.float64):
