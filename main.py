@@ -142,9 +142,10 @@ def main(argv):
                                            FLAGS.direction, FLAGS.step, FLAGS.output_format)
       logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
-  # missing optional package (torch) or a workdir another trainer holds: one
-  # line, no traceback. Anything else is a bug and keeps its traceback.
-  except (ValueError, OSError, FloatingPointError, ImportError,
+  # missing optional package (torch), a workdir another trainer holds or a
+  # program larger than the memory (memory.InsufficientMemoryError): one line,
+  # no traceback. Anything else is a bug and keeps its traceback.
+  except (ValueError, OSError, FloatingPointError, ImportError, MemoryError,
           workdir_lock.WorkdirBusyError) as e:
     _fail(str(e))
 

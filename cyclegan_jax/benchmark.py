@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import input_pipeline
+from cyclegan_jax import memory
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
@@ -89,20 +90,6 @@ def flops_per_step(compiled) -> float | None:
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get('flops')
   return float(flops) * jax.device_count() if flops and flops > 0 else None
-
-
-def compiled_memory_bytes(compiled) -> int | None:
-  """Bytes one call of a compiled program holds at once, by XLA's memory
-  analysis: arguments + outputs + temporaries, less the outputs that reuse
-  donated arguments. None where the backend has no analysis."""
-  try:
-    analysis = compiled.memory_analysis()
-  except Exception:  # Not implemented on every backend.
-    return None
-  if analysis is None:
-    return None
-  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
 def process_peak_rss_bytes() -> int:
@@ -236,7 +223,7 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'peak_tflops_per_device': peak,
       'mfu': tflops / (peak * num_devices) if tflops and peak else None,
       'peak_memory_bytes': peak_memory_bytes(),
-      'xla_memory_bytes': compiled_memory_bytes(compiled),
+      'xla_memory_bytes': memory.compiled_memory_bytes(compiled),
       'process_peak_rss_bytes': process_peak_rss_bytes(),
       'steps': steps,
       'warmup': warmup,

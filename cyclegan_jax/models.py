@@ -340,6 +340,9 @@ class UnetGenerator(nn.Module):
   norm: str = 'instance'
   dropout_at_test: bool = False  # Dropout also at test time (pix2pix, as in its paper).
   dtype: Any = jnp.float32
+  # Recompute each level's down and up step in the backward pass
+  # (jax.checkpoint) and keep only their outputs, which the skips need anyway.
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -350,24 +353,42 @@ class UnetGenerator(nn.Module):
     up = functools.partial(_conv_transpose, kernel=4, padding=1, output_padding=0,
                            dtype=self.dtype)
     norm = lambda: _norm_layer(self.norm, self.dtype)
+    # nn.remat of a function of (module, x): its layers keep the names they have
+    # without remat (Conv_0, ...), so the parameter tree is the same.
+    checkpointed = nn.remat if self.remat else lambda step: step
+
+    def down_step(i):
+      def step(module, x):
+        del module  # The layers below attach to it through Flax's module context.
+        if i > 0:
+          x = nn.leaky_relu(x, 0.2)
+        x = down(inner[i])(x)
+        if 0 < i < n - 1:  # Neither the outermost nor the innermost level is normalised.
+          x = norm()(x)
+        return x
+      return checkpointed(step)
+
+    def up_step(i):
+      def step(module, x, skip):
+        del module
+        if skip is not None:
+          x = jnp.concatenate([skip, x], axis=-1)
+        # The outermost up-convolution keeps its bias whatever the norm.
+        x = up(inner[i - 1] if i > 0 else self.output_nc, use_bias=bias or i == 0)(nn.relu(x))
+        if i > 0:
+          x = norm()(x)
+        if self.dropout and 4 <= i <= n - 2:  # The extra ngf*8 blocks carry dropout.
+          x = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(x)
+        return x
+      return checkpointed(step)
+
     x = x.astype(self.dtype)
     skips = []
     for i in range(n):
-      if i > 0:
-        x = nn.leaky_relu(x, 0.2)
-      x = down(inner[i])(x)
-      if 0 < i < n - 1:  # Neither the outermost nor the innermost level is normalised.
-        x = norm()(x)
+      x = down_step(i)(self, x)
       skips.append(x)
     for i in reversed(range(n)):
-      if i < n - 1:
-        x = jnp.concatenate([skips[i], x], axis=-1)
-      # The outermost up-convolution keeps its bias whatever the norm.
-      x = up(inner[i - 1] if i > 0 else self.output_nc, use_bias=bias or i == 0)(nn.relu(x))
-      if i > 0:
-        x = norm()(x)
-      if self.dropout and 4 <= i <= n - 2:  # The extra ngf*8 blocks carry dropout.
-        x = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(x)
+      x = up_step(i)(self, x, skips[i] if i < n - 1 else None)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -438,15 +459,11 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
   remat = model_config.get('remat', False)
   if resnet:
     return ResnetGenerator(n_blocks=int(resnet.group(1)), remat=remat, **common)
-  if remat:
-    raise ValueError(f'config.model.remat=True: implemented for resnet_<N>blocks generators '
-                     f'(it recomputes their residual blocks); got config.model.generator='
-                     f'{name!r}')
   unet = re.fullmatch(r'unet_(\d+)', name)
   # unet_256 has 8 downsamplings (256 = 2^8), unet_128 7; unet_32 (5) is for tests.
   size = int(unet.group(1)) if unet else 0
   if unet and size >= 32 and size & (size - 1) == 0:
-    return UnetGenerator(num_downs=size.bit_length() - 1, **common)
+    return UnetGenerator(num_downs=size.bit_length() - 1, remat=remat, **common)
   raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
 
 

@@ -19,6 +19,7 @@ from cyclegan_jax import config_checks
 from cyclegan_jax import evaluate
 from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
+from cyclegan_jax import memory
 from cyclegan_jax import models
 from cyclegan_jax import paired_data
 from cyclegan_jax import state as state_lib
@@ -119,6 +120,18 @@ def _check_finite(done: int, metrics, manager) -> None:
         'config.train.lr, or check the data, then run again (it resumes from there)')
 
 
+def _step_memory_message(config, image_size) -> tuple[str, str]:
+  """(what, advice) for memory.check_fits of the train step."""
+  h, w = image_size
+  what = f'a train step of {config.train.batch_size} {w}x{h} images'
+  options = ['lower config.data.crop_size or config.train.batch_size']
+  if not config.model.get('remat', False) and config.model.generator.startswith('resnet'):
+    options.append('set config.model.remat=True (recomputes residual blocks)')
+  if config.model.get('dtype', 'float32') == 'float32':
+    options.append("set config.model.dtype='bfloat16'")
+  return what, ', or '.join(options) + '; checkpoints so far are kept'
+
+
 class _StopSignals:
   """SIGTERM (preemption) and SIGINT (Ctrl-C) ask the loop to save and stop.
 
@@ -215,6 +228,7 @@ def _train(config, workdir: str):
   evaluator = evaluate.Evaluator(config, generators) if config.eval.every_steps > 0 else None
 
   data = batches.iterate(start_step, config.data.num_workers)
+  compiled_step = None
   buffered_metrics = []
   previous = None  # (step count, metrics) of the step before, checked while this one runs.
   last_log = (start_step, time.time())
@@ -229,7 +243,10 @@ def _train(config, workdir: str):
                            f'{config.data.preprocess!r} needs images of one size')
         batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                  for k, v in local.items()}
-        state, metrics = train_step(state, batch)
+        if compiled_step is None:  # Compiled once, and refused if it cannot fit.
+          compiled_step = train_step.lower(state, batch).compile()
+          memory.check_fits(compiled_step, *_step_memory_message(config, image_size))
+        state, metrics = compiled_step(state, batch)
         buffered_metrics.append(metrics)
       done = step + 1
       # A NaN stops training at once. Checking the previous step's losses

@@ -12,6 +12,7 @@ import tqdm
 from cyclegan_jax import checkpoints
 from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
+from cyclegan_jax import memory
 from cyclegan_jax import models
 
 DIRECTIONS = {'AtoB': 'gen_ab', 'BtoA': 'gen_ba'}
@@ -42,20 +43,45 @@ def translate_and_back(generator_there, generator_back, params_there, params_bac
   return translated, _apply(generator_back, params_back, translated)
 
 
+# Compiled `generate` per (generator, input shape, dtype), each checked to fit
+# in memory once; bounded, as a folder of photos may hold many sizes.
+_compiled_generate = {}
+_MAX_COMPILED = 32
+
+
+def _fitting_generate(generator, params, x):
+  """`generate` compiled for x's shape; InsufficientMemoryError (one line) if
+  XLA's analysis of it exceeds the memory available, before it runs."""
+  key = (generator, x.shape, str(x.dtype))
+  if key not in _compiled_generate:
+    compiled = generate.lower(generator, params, x).compile()
+    _, h, w, _ = x.shape
+    memory.check_fits(compiled, f'translating a {w}x{h} image',
+                      'resize it (half the width and height needs about a quarter of the '
+                      'memory) or translate on a machine with more memory')
+    if len(_compiled_generate) >= _MAX_COMPILED:
+      _compiled_generate.clear()
+    _compiled_generate[key] = compiled
+  return _compiled_generate[key]
+
+
 def translate_image(generator, params, image: np.ndarray, value_range=()) -> np.ndarray:
   """An (H, W, C) image of any size and pixel type -> its translation, of the
   same size and pixel type, mapped to [-1, 1] and back by the value rule
   (image_io: `value_range`, config.data.value_range, or the type's range).
 
   The generator is fully convolutional but needs sizes that are a multiple of
-  its downsampling factor: reflect-pad up to one, translate, crop back.
+  its downsampling factor: reflect-pad up to one, translate, crop back. An
+  image too large for the memory available is refused before it runs
+  (memory.InsufficientMemoryError, one line).
   """
   multiple = models.generator_multiple(generator)
   h, w = image.shape[:2]
   low, high = image_io.value_range(value_range, image.dtype)
   x = image_io.to_unit(image, low, high)
   x = np.pad(x, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
-  y = generate(generator, params, x[None])[0, :h, :w]
+  x = x[None]
+  y = _fitting_generate(generator, params, x)(params, x)[0, :h, :w]
   return image_io.from_unit(y, low, high, image.dtype)
 
 
@@ -138,7 +164,10 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   for path, name in zip(tqdm.tqdm(files, desc=f'{direction} (step {step})', unit='image'),
                         names):
     image = input_pipeline.load_image(path, channels, value_range)
-    output = translate_image(generator, params, image, value_range)
+    try:
+      output = translate_image(generator, params, image, value_range)
+    except memory.InsufficientMemoryError as e:
+      raise memory.InsufficientMemoryError(f'{path}: {e}') from None
     out_path = os.path.join(output_dir, name)
     image_io.write(out_path, output)
     written.append(out_path)

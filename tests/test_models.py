@@ -264,28 +264,36 @@ def test_channel_counts_match_the_official_networks(kind, input_nc, output_nc):
     assert abstract.pool_fake_b.images.shape[-1] == output_nc
 
 
-def test_remat_keeps_parameters_outputs_and_gradients():
-  """config.model.remat recomputes the residual blocks in the backward pass:
-  the same parameter tree (checkpoints and the PyTorch import unchanged), the
-  same outputs and gradients; only resnet generators have it."""
+@pytest.mark.parametrize('generator,size,norm,dropout,checkpoints', [
+    ('resnet_2blocks', 32, 'instance', False, 2),  # One per residual block.
+    ('unet_64', 64, 'batch', True, 12),  # Each of 6 levels' down and up steps; level 4 drops.
+])
+def test_remat_keeps_parameters_outputs_and_gradients(generator, size, norm, dropout,
+                                                      checkpoints):
+  """config.model.remat recomputes residual blocks / U-Net levels in the
+  backward pass: the same parameter tree (checkpoints and the PyTorch import
+  unchanged), the same outputs, batch statistics and gradients, dropout masks
+  included."""
   config = default.get_config().model
-  config.generator, config.ngf = 'resnet_2blocks', 8
+  config.generator, config.ngf, config.norm, config.dropout = generator, 8, norm, dropout
   plain = models.create_generator(config)
   config.remat = True
   rematted = models.create_generator(config)
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  params = plain.init(jax.random.PRNGKey(0), x)['params']
-  assert (jax.tree.structure(rematted.init(jax.random.PRNGKey(0), x)['params'])
-          == jax.tree.structure(params))
-  jaxpr = jax.make_jaxpr(lambda p: rematted.apply({'params': p}, x))(params)
-  assert sum(e.primitive.name == 'remat2' for e in jaxpr.jaxpr.eqns) == 2  # One per block.
-  loss = lambda module: lambda p: jnp.sum(module.apply({'params': p}, x) ** 2)
-  np.testing.assert_allclose(rematted.apply({'params': params}, x),
-                             plain.apply({'params': params}, x), atol=1e-6)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 3))
+  variables = plain.init(jax.random.PRNGKey(0), x)
+  assert (jax.tree.structure(rematted.init(jax.random.PRNGKey(0), x))
+          == jax.tree.structure(variables))
+  params, rest = variables['params'], {k: v for k, v in variables.items() if k != 'params'}
+  apply = lambda module, p: module.apply({'params': p, **rest}, x, train=True,
+                                         rngs={'dropout': jax.random.PRNGKey(2)},
+                                         mutable=list(rest))
+  jaxpr = jax.make_jaxpr(lambda p: apply(rematted, p))(params)
+  assert sum(e.primitive.name == 'remat2' for e in jaxpr.jaxpr.eqns) == checkpoints
+  (y_remat, stats_remat), (y_plain, stats_plain) = apply(rematted, params), apply(plain, params)
+  np.testing.assert_allclose(y_remat, y_plain, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(stats_remat), jax.tree.leaves(stats_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  loss = lambda module: lambda p: jnp.sum(apply(module, p)[0] ** 2)
   for a, b in zip(jax.tree.leaves(jax.grad(loss(rematted))(params)),
                   jax.tree.leaves(jax.grad(loss(plain))(params))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  config.generator = 'unet_256'
-  with pytest.raises(ValueError, match=r"^config.model.remat=True: implemented for "
-                     r"resnet_<N>blocks generators .*got config.model.generator='unet_256'$"):
-    models.create_generator(config)

@@ -1,6 +1,9 @@
 """translate_folder's refusals and file naming (the happy path is in test_train.py)."""
 
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -11,6 +14,8 @@ from cyclegan_jax import input_pipeline
 from cyclegan_jax import train
 from cyclegan_jax import translate
 from tests import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -97,3 +102,33 @@ def test_a_corrupt_input_is_named(workdir, tmp_path):
   with pytest.raises(input_pipeline.BadImageError,
                      match=f'^{inputs / "b.jpg"}: cannot read this image'):
     translate.translate_folder(workdir, str(inputs), str(tmp_path / 'out'))
+
+
+def test_an_image_too_large_for_the_memory_is_refused_in_one_line(workdir, tmp_path):
+  """A translation XLA says cannot fit stops before it runs, naming the file, its
+  size, the memory needed and available, and what to do; the images before it
+  are written, none is overwritten. Run through main.py, with the memory
+  available made small: the message is one line on stderr, exit status 1."""
+  inputs = tmp_path / 'in'
+  _inputs(inputs, {'a.png': (8, 8), 'b.png': (64, 48)})
+  script = f'''
+import sys
+from absl import app
+from cyclegan_jax import memory
+limit = 2**20  # 1 MiB: an 8x8 translation fits (0.1 MiB), a 64x48 one (2.3 MiB) not.
+memory.available_bytes = lambda device=None: limit
+import main
+sys.argv = ['main.py', '--mode=translate', '--workdir={workdir}', '--input={inputs}',
+            '--output={tmp_path / "out"}']
+app.run(main.main, flags_parser=main._parse_flags)
+'''
+  result = subprocess.run([sys.executable, '-c', script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 1, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert re.fullmatch(rf'error: {inputs / "b.png"}: translating a 48x64 image needs '
+                      r'\d+\.\d MiB of memory, and 1\.0 MiB is available on cpu; resize it '
+                      r'\(half the width and height needs about a quarter of the memory\) or '
+                      r'translate on a machine with more memory', last), last
+  assert 'Traceback' not in result.stderr
+  assert sorted(os.listdir(tmp_path / 'out')) == ['a.png']
