@@ -125,8 +125,8 @@ def _step_memory_message(config, image_size) -> tuple[str, str]:
   h, w = image_size
   what = f'a train step of {config.train.batch_size} {w}x{h} images'
   options = ['lower config.data.crop_size or config.train.batch_size']
-  if not config.model.get('remat', False) and config.model.generator.startswith('resnet'):
-    options.append('set config.model.remat=True (recomputes residual blocks)')
+  if not config.model.get('remat', False):
+    options.append('set config.model.remat=True (recomputes generator blocks)')
   if config.model.get('dtype', 'float32') == 'float32':
     options.append("set config.model.dtype='bfloat16'")
   return what, ', or '.join(options) + '; checkpoints so far are kept'
