@@ -34,15 +34,23 @@ def compiled_memory_bytes(compiled, arguments: bool = True) -> int | None:
              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
 
 
-def _read_meminfo_available(path: str = '/proc/meminfo') -> int | None:
+def _field(path: str, key: str) -> int | None:
+  """The integer after `key` in a file of `key value [unit]` lines
+  (/proc/meminfo's 'MemAvailable:', a cgroup memory.stat's 'inactive_file')."""
   try:
     with open(path) as f:
       for line in f:
-        if line.startswith('MemAvailable:'):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError, IndexError):
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == key:
+          return int(parts[1])
+  except (OSError, ValueError):
     pass
   return None
+
+
+def _read_meminfo_available(path: str = '/proc/meminfo') -> int | None:
+  kilobytes = _field(path, 'MemAvailable:')
+  return None if kilobytes is None else kilobytes * 1024
 
 
 def _read_int(path: str) -> int | None:
@@ -51,18 +59,6 @@ def _read_int(path: str) -> int | None:
       return int(f.read().split()[0])
   except (OSError, ValueError, IndexError):  # Missing, or 'max' (no limit).
     return None
-
-
-def _stat(path: str, key: str) -> int:
-  try:
-    with open(path) as f:
-      for line in f:
-        name, _, value = line.partition(' ')
-        if name == key:
-          return int(value)
-  except (OSError, ValueError):
-    pass
-  return 0
 
 
 def _cgroup_available_bytes(root: str = '/sys/fs/cgroup') -> int | None:
@@ -78,7 +74,7 @@ def _cgroup_available_bytes(root: str = '/sys/fs/cgroup') -> int | None:
     usage = _read_int(f'{root}/{usage_file}')
     if limit is None or usage is None or limit >= 2**60:  # v1 writes 2**63 - 1 page for none.
       continue
-    return max(0, limit - usage + _stat(f'{root}/{stat_file}', inactive_key))
+    return max(0, limit - usage + (_field(f'{root}/{stat_file}', inactive_key) or 0))
   return None
 
 
