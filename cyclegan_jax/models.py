@@ -360,8 +360,8 @@ class UnetGenerator(nn.Module):
     def down_step(i):
       def step(module, x):
         del module  # The layers below attach to it through Flax's module context.
-        if i > 0:
-          x = nn.leaky_relu(x, 0.2)
+        if i > 0:  # negative_slope by name: jax2onnx (export.py) reads only that form.
+          x = nn.leaky_relu(x, negative_slope=0.2)
         x = down(inner[i])(x)
         if 0 < i < n - 1:  # Neither the outermost nor the innermost level is normalised.
           x = norm()(x)
@@ -404,12 +404,13 @@ class NLayerDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = x.astype(self.dtype)
-    x = nn.leaky_relu(_conv(self.ndf, 4, stride=2, padding=1, dtype=self.dtype)(x), 0.2)
+    x = _conv(self.ndf, 4, stride=2, padding=1, dtype=self.dtype)(x)
+    x = nn.leaky_relu(x, negative_slope=0.2)
     for n in range(1, self.n_layers + 1):
       stride = 2 if n < self.n_layers else 1
       x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
                 use_bias=_uses_bias(self.norm), dtype=self.dtype)(x)
-      x = nn.leaky_relu(_norm_layer(self.norm, self.dtype)(x), 0.2)
+      x = nn.leaky_relu(_norm_layer(self.norm, self.dtype)(x), negative_slope=0.2)
     x = _conv(1, 4, padding=1, dtype=self.dtype)(x)
     return x.astype(jnp.float32)
 
@@ -424,10 +425,10 @@ class PixelDiscriminator(nn.Module):
   def __call__(self, x):
     bias = _uses_bias(self.norm)
     x = x.astype(self.dtype)
-    x = nn.leaky_relu(_conv(self.ndf, 1, dtype=self.dtype)(x), 0.2)
+    x = nn.leaky_relu(_conv(self.ndf, 1, dtype=self.dtype)(x), negative_slope=0.2)
     x = _norm_layer(self.norm, self.dtype)(
         _conv(self.ndf * 2, 1, use_bias=bias, dtype=self.dtype)(x))
-    x = _conv(1, 1, use_bias=bias, dtype=self.dtype)(nn.leaky_relu(x, 0.2))
+    x = _conv(1, 1, use_bias=bias, dtype=self.dtype)(nn.leaky_relu(x, negative_slope=0.2))
     return x.astype(jnp.float32)
 
 
@@ -508,6 +509,15 @@ def generator_multiple(generator: nn.Module) -> int:
   if isinstance(generator, UnetGenerator):
     return 2**generator.num_downs
   return 4
+
+
+def has_dropout_layers(generator: nn.Module) -> bool:
+  """Whether `generator` applies dropout anywhere: UnetGenerator puts it on
+  levels 4 .. num_downs - 2 (the official extra ngf*8 blocks), so none below
+  unet_64 has any."""
+  if isinstance(generator, UnetGenerator):
+    return generator.dropout and generator.num_downs >= 6
+  return generator.dropout
 
 
 def count_params(params) -> int:

@@ -260,15 +260,6 @@ def _refuse_existing_checkpoints(workdir: str) -> None:
                           'new --workdir (importing never overwrites checkpoints)')
 
 
-def _has_dropout_layers(model_config) -> bool:
-  # models.UnetGenerator puts dropout on levels 4 .. num_downs - 2 (the
-  # official extra ngf*8 blocks): none below unet_64.
-  generator = models.create_generator(model_config)
-  if isinstance(generator, models.UnetGenerator):
-    return generator.dropout and generator.num_downs >= 6
-  return generator.dropout
-
-
 def _batch_norm_note(params, generators: str) -> str | None:
   flat = flax.traverse_util.flatten_dict(params)
   count = sum(path[-1] == 'scale' for path in flat)
@@ -344,7 +335,8 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   if pix2pix:
     direction = config.data.direction
     print(f'gen ({direction}, official G): {count} from {sources["gen"]}', flush=True)
-    if _has_dropout_layers(config.model) and config.model.get('dropout_at_test', False):
+    generator = models.create_generator(config.model)
+    if models.has_dropout_layers(generator) and generator.dropout_at_test:
       print('Dropout stays on when translating (config.model.dropout_at_test, as in the official '
             'test.py), with masks from a fixed key: outputs match the official ones in '
             'distribution, not pixel for pixel.', flush=True)

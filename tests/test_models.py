@@ -289,11 +289,14 @@ def test_remat_keeps_parameters_outputs_and_gradients(generator, size, norm, dro
                                          mutable=list(rest))
   jaxpr = jax.make_jaxpr(lambda p: apply(rematted, p))(params)
   assert sum(e.primitive.name == 'remat2' for e in jaxpr.jaxpr.eqns) == checkpoints
+  apply = jax.jit(apply, static_argnums=0)  # One compile each, not one per operation.
   (y_remat, stats_remat), (y_plain, stats_plain) = apply(rematted, params), apply(plain, params)
   np.testing.assert_allclose(y_remat, y_plain, atol=1e-6)
   for a, b in zip(jax.tree.leaves(stats_remat), jax.tree.leaves(stats_plain)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
   loss = lambda module: lambda p: jnp.sum(apply(module, p)[0] ** 2)
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(rematted))(params)),
-                  jax.tree.leaves(jax.grad(loss(plain))(params))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(jax.jit(jax.grad(loss(rematted)))(params)),
+                  jax.tree.leaves(jax.jit(jax.grad(loss(plain)))(params))):
+    # Compiled, the two programs are fused differently: float rounding of the
+    # order of 1e-6 of the gradient's scale.
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(b).max()))
