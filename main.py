@@ -1,5 +1,6 @@
 """cyclegan_jax command line: train (default), evaluate, write the test results page,
-translate, or import official PyTorch generators.
+translate images or a video, export generators as ONNX, or import official PyTorch
+generators.
 
   python main.py --config=configs/horse2zebra.py --workdir=runs/h2z
   python main.py ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
@@ -8,10 +9,13 @@ translate, or import official PyTorch generators.
   python main.py --mode=import_torch --config=configs/horse2zebra.py --workdir=runs/official \
       --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
+  python main.py --mode=translate --workdir=runs/h2z --input=clip.mp4 --output=out.mp4
+  python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both]
 """
 
 import contextlib
 import importlib.util
+import os
 import sys
 
 from absl import app
@@ -23,26 +27,37 @@ from cyclegan_jax import distributed
 from cyclegan_jax import results_page
 from cyclegan_jax import train
 from cyclegan_jax import translate
+from cyclegan_jax import video
 from cyclegan_jax import workdir_lock
 from cyclegan_jax import xla_cpu_options
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'test', 'translate', 'import_torch'],
+flags.DEFINE_enum('mode', 'train',
+                  ['train', 'evaluate', 'test', 'translate', 'export', 'import_torch'],
                   'What to do: train; FID/KID of the test split; write the test results '
-                  'page; translate a folder; or make a workdir from official PyTorch '
-                  'generator checkpoints.')
+                  'page; translate a folder or a video; write ONNX files of the generators; '
+                  'or make a workdir from official PyTorch generator checkpoints.')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
-flags.DEFINE_string('input', None, 'translate: folder of images to translate.')
-flags.DEFINE_string('output', None, 'translate: folder for the translated images.')
+flags.DEFINE_string('input', None, 'translate: a folder of images, or a video file.')
+flags.DEFINE_string('output', None, 'translate: folder for the translated images, or the '
+                    'video file to write (.mkv: lossless FFV1; .mp4/.mov/.m4v/.avi: H.264); '
+                    'export: folder for the .onnx and .json files.')
 flags.DEFINE_enum('output_format', None, ['png', 'tiff'], 'translate: the format of every '
                   'output; default: TIFF for TIFF inputs, PNG for the others (8- or 16-bit '
                   'as the input).')
-flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA'], 'translate: which generator '
-                  '(default: AtoB, or the direction a pix2pix model was trained for).')
+flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA', 'both'], 'translate: which generator '
+                  '(default: AtoB, or the direction a pix2pix model was trained for); '
+                  'export: AtoB, BtoA or both (default: every generator the model has).')
+flags.DEFINE_integer('batch_size', 8, 'translate a video: frames per call of the generator '
+                     '(fewer where they would not fit in memory; 1 for batch norm).')
+flags.DEFINE_bool('dropout_at_test', None, 'export: false exports a generator trained with '
+                  'test-time dropout (pix2pix) without it, as the official test.py --eval '
+                  'runs it; ONNX files cannot hold its JAX dropout masks.')
 flags.DEFINE_integer('step', None,
-                     'evaluate, test, translate: checkpoint step (default: the latest).')
+                     'evaluate, test, translate, export: checkpoint step (default: the '
+                     'latest).')
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
 flags.DEFINE_string('inception_weights', None, 'evaluate: the FID Inception weights file '
                     '(default: the workdir config\'s eval.inception_weights).')
@@ -132,19 +147,39 @@ def main(argv):
       from cyclegan_jax import torch_import  # pylint: disable=import-outside-toplevel
       torch_import.import_torch_checkpoints(FLAGS.config, FLAGS.workdir, FLAGS.torch_checkpoint,
                                             FLAGS.torch_checkpoint_b)
+    elif FLAGS.mode == 'export':
+      if not FLAGS.output:
+        _fail('--mode=export needs --output=DIR', status=2)
+      # Imported here: jax2onnx and onnx are an optional extra that only export needs.
+      from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
+      for path in export.export_workdir(FLAGS.workdir, FLAGS.output, FLAGS.direction,
+                                        FLAGS.step, FLAGS.dropout_at_test):
+        print(f'Wrote {path}', flush=True)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step)
       print(f'Wrote {page}', flush=True)
     else:
       if not FLAGS.input or not FLAGS.output:
-        _fail('--mode=translate needs --input=DIR and --output=DIR', status=2)
-      written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                           FLAGS.direction, FLAGS.step, FLAGS.output_format)
-      logging.info('Wrote %d images to %s', len(written), FLAGS.output)
+        _fail('--mode=translate needs --input=DIR and --output=DIR (or --input=VIDEO and '
+              '--output=VIDEO)', status=2)
+      if FLAGS.direction == 'both':
+        _fail('--direction=both is for --mode=export; translate takes AtoB or BtoA', status=2)
+      if os.path.isfile(FLAGS.input):
+        if not video.is_video(FLAGS.input):
+          _fail(f'--input={FLAGS.input}: expected a folder of images or a video '
+                f'({", ".join(video.VIDEO_EXTENSIONS)})', status=2)
+        frames = video.translate_video(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                       FLAGS.direction, FLAGS.step, FLAGS.batch_size)
+        print(f'Wrote {FLAGS.output} ({frames} frames)', flush=True)
+      else:
+        written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
+                                             FLAGS.direction, FLAGS.step, FLAGS.output_format)
+        logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
-  # missing optional package (torch), a workdir another trainer holds or a
-  # program larger than the memory (memory.InsufficientMemoryError): one line,
-  # no traceback. Anything else is a bug and keeps its traceback.
+  # missing optional package (torch, jax2onnx, imageio), a workdir another
+  # trainer holds or a program larger than the memory
+  # (memory.InsufficientMemoryError): one line, no traceback. Anything else is
+  # a bug and keeps its traceback.
   except (ValueError, OSError, FloatingPointError, ImportError, MemoryError,
           workdir_lock.WorkdirBusyError) as e:
     _fail(str(e))

@@ -48,7 +48,9 @@ flags.DEFINE_enum('task', 'train', TASKS,
                   'train: the whole train step. translate: one generator in test mode on '
                   'config.train.batch_size images of config.data.crop_size.')
 flags.DEFINE_string('compare', '', 'torch: also time the official PyTorch step (or '
-                    'generator), alternating with ours; needs the torch extra.')
+                    'generator), alternating with ours; needs the torch extra. onnx (with '
+                    '--task=translate): also time the generator exported to ONNX, run by ONNX '
+                    'Runtime on CPU; needs the export extra.')
 
 # Dense peak TFLOP/s per device: (bfloat16, float32). The first substring of
 # device_kind that matches wins. float32 on NVIDIA: TF32 tensor cores, which XLA
@@ -140,9 +142,8 @@ def _our_train_step(config):
   return run, compiled, compile_seconds
 
 
-def _our_translation(config):
-  """(translate one batch and wait, the compiled generator, compile seconds) for the generator
-  in test mode, jitted as `--mode=translate` runs it."""
+def _translation_inputs(config):
+  """(generator, its params, a batch of images) that --task=translate times."""
   if jax.device_count() > 1:
     raise ValueError('--task=translate runs one generator on one device; run it with one '
                      f'device (this process sees {jax.device_count()})')
@@ -154,6 +155,13 @@ def _our_translation(config):
                                    jnp.zeros((1, crop, crop, channels)))['params']
   images = jnp.asarray(np.random.default_rng(config.seed).uniform(
       -1, 1, (batch_size, crop, crop, channels)).astype(np.float32))
+  return generator, params, images
+
+
+def _our_translation(config):
+  """(translate one batch and wait, the compiled generator, compile seconds) for the generator
+  in test mode, jitted as `--mode=translate` runs it."""
+  generator, params, images = _translation_inputs(config)
   start = time.perf_counter()
   compiled = translate.generate.lower(generator, params, images).compile()
   compile_seconds = time.perf_counter() - start
@@ -175,13 +183,18 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
     raise ValueError(f'need --steps >= 0 and --warmup >= 0, got {steps} and {warmup}')
   if task not in TASKS:
     raise ValueError(f'--task={task!r}: expected one of {", ".join(TASKS)}')
-  if compare not in ('', 'torch'):
-    raise ValueError(f'--compare={compare!r}: expected torch, or nothing')
+  if compare not in ('', 'torch', 'onnx'):
+    raise ValueError(f'--compare={compare!r}: expected torch, onnx, or nothing')
+  if compare == 'onnx' and task != 'translate':
+    raise ValueError('--compare=onnx times an exported generator: it needs --task=translate')
   theirs = None
-  if compare:
+  if compare == 'torch':
     from cyclegan_jax import torch_reference  # Only here: it needs the torch extra.
     theirs = torch_reference.Baseline(config, task, jax.devices()[0].platform,
                                      jax.device_count())
+  elif compare == 'onnx':
+    from cyclegan_jax import export  # Only here: it needs the export extra.
+    theirs = export.OnnxRuntimeRunner(*_translation_inputs(config))
   ours, compiled, compile_seconds = (
       _our_train_step if task == 'train' else _our_translation)(config)
 
@@ -229,7 +242,18 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'warmup': warmup,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
-  if theirs and times:
+  if compare == 'onnx' and times:
+    their_median = float(np.median(their_times))
+    result.update({
+        'onnxruntime_version': theirs.version,
+        'onnxruntime_device': theirs.device_name,
+        'onnxruntime_median_step_seconds': their_median,
+        'onnxruntime_p90_step_seconds': float(np.percentile(their_times, 90)),
+        'onnxruntime_images_per_second': batch_size / their_median,
+        # Ours over theirs: below 1, JAX takes less time than ONNX Runtime.
+        'time_ratio_vs_onnxruntime': median / their_median,
+    })
+  elif theirs and times:
     their_median = float(np.median(their_times))
     result.update({
         'torch_version': theirs.version,
@@ -254,6 +278,8 @@ def main(argv):
   try:
     result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare)
   except ImportError as e:
+    if FLAGS.compare == 'onnx':
+      sys.exit(f'benchmark: error: {e}')
     sys.exit(f'benchmark: error: --compare=torch needs PyTorch: pip install -e ".[torch]" ({e})')
   except ValueError as e:
     sys.exit(f'benchmark: error: {e}')  # One line on stderr, exit status 1.

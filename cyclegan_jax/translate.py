@@ -55,8 +55,9 @@ def _fitting_generate(generator, params, x):
   key = (generator, x.shape, str(x.dtype))
   if key not in _compiled_generate:
     compiled = generate.lower(generator, params, x).compile()
-    _, h, w, _ = x.shape
-    memory.check_fits(compiled, f'translating a {w}x{h} image',
+    n, h, w, _ = x.shape
+    what = f'translating a {w}x{h} image' if n == 1 else f'translating {n} {w}x{h} images'
+    memory.check_fits(compiled, what,
                       'resize it (half the width and height needs about a quarter of the '
                       'memory) or translate on a machine with more memory')
     if len(_compiled_generate) >= _MAX_COMPILED:
@@ -75,14 +76,20 @@ def translate_image(generator, params, image: np.ndarray, value_range=()) -> np.
   image too large for the memory available is refused before it runs
   (memory.InsufficientMemoryError, one line).
   """
+  return translate_images(generator, params, image[None], value_range)[0]
+
+
+def translate_images(generator, params, images: np.ndarray, value_range=()) -> np.ndarray:
+  """translate_image for an (N, H, W, C) batch of images of one size, in one
+  call of the generator (a batch-norm generator normalises by the batch's
+  statistics: its translations then depend on the whole batch)."""
   multiple = models.generator_multiple(generator)
-  h, w = image.shape[:2]
-  low, high = image_io.value_range(value_range, image.dtype)
-  x = image_io.to_unit(image, low, high)
-  x = np.pad(x, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
-  x = x[None]
-  y = _fitting_generate(generator, params, x)(params, x)[0, :h, :w]
-  return image_io.from_unit(y, low, high, image.dtype)
+  h, w = images.shape[1:3]
+  low, high = image_io.value_range(value_range, images.dtype)
+  x = image_io.to_unit(images, low, high)
+  x = np.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
+  y = _fitting_generate(generator, params, x)(params, x)[:, :h, :w]
+  return image_io.from_unit(y, low, high, images.dtype)
 
 
 def output_names(files: list[str], extensions: list[str] | None = None) -> list[str]:

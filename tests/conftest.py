@@ -32,3 +32,18 @@ def image_folder(tmp_path_factory):
   """A small unpaired dataset laid out like the official ones."""
   return synthetic.make_unpaired_folder(str(tmp_path_factory.mktemp('data')), n_train=12,
                                         n_test=4)
+
+
+@pytest.fixture(scope='session')
+def one_step_workdir(tmp_path_factory):
+  """A one-step tiny CycleGAN run: enough for a checkpoint to translate or
+  export (read only: tests must not change it)."""
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import train  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.data.image_dir = synthetic.make_unpaired_folder(
+      str(tmp_path_factory.mktemp('one_step_data')), n_train=4, n_test=2)
+  config.train.num_steps = 1
+  workdir = str(tmp_path_factory.mktemp('one_step_run'))
+  train.train_and_evaluate(config, workdir)
+  return workdir

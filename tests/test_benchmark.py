@@ -119,3 +119,17 @@ def test_compare_refuses_what_the_official_code_does_not_have():
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert "config.model.generator='unet_32'" in last, proc.stderr
+
+
+def test_compare_with_onnx_runtime_times_the_exported_generator():
+  pytest.importorskip('onnxruntime')
+  result = benchmark.run_benchmark(tiny.get_config(), steps=2, warmup=1, task='translate',
+                                   compare='onnx')
+  assert set(result) - KEYS == {
+      'onnxruntime_version', 'onnxruntime_device', 'onnxruntime_median_step_seconds',
+      'onnxruntime_p90_step_seconds', 'onnxruntime_images_per_second',
+      'time_ratio_vs_onnxruntime'}
+  assert result['time_ratio_vs_onnxruntime'] == pytest.approx(
+      result['median_step_seconds'] / result['onnxruntime_median_step_seconds'])
+  with pytest.raises(ValueError, match='--compare=onnx .* needs --task=translate'):
+    benchmark.run_benchmark(tiny.get_config(), steps=1, warmup=0, compare='onnx')

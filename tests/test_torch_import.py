@@ -401,3 +401,20 @@ def test_missing_torch_is_one_line(tmp_path, monkeypatch):
   with pytest.raises(ModuleNotFoundError, match='needs torch, which is not installed: '
                                                 'pip install torch$'):
     torch_import.load_generator_params(path, _config())
+
+
+def test_an_imported_official_generator_exports_to_onnx(tmp_path):
+  """Official PyTorch weights -> --mode=import_torch workdir -> ONNX file:
+  ONNX Runtime gives the official network's output."""
+  ort = pytest.importorskip('onnxruntime')  # The "export" extra.
+  from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(5)
+  net = ResnetGenerator()
+  workdir = str(tmp_path / 'run')
+  torch_import.import_torch_checkpoints(tiny.get_config(), workdir,
+                                        _save(net, tmp_path / 'G_A.pth'))
+  path, = export.export_workdir(workdir, str(tmp_path / 'onnx'), 'AtoB')
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 20, 12, 3)).astype(np.float32)
+  got = ort.InferenceSession(path, providers=['CPUExecutionProvider']).run(
+      None, {'image': images})[0]
+  np.testing.assert_allclose(got, _torch_output(net, images), atol=1e-4)

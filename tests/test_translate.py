@@ -9,25 +9,15 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import tiny
 from cyclegan_jax import input_pipeline
-from cyclegan_jax import train
 from cyclegan_jax import translate
-from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  """A one-step run: enough for a checkpoint to translate with."""
-  config = tiny.get_config()
-  config.data.image_dir = synthetic.make_unpaired_folder(
-      str(tmp_path_factory.mktemp('data')), n_train=4, n_test=2)
-  config.train.num_steps = 1
-  workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+@pytest.fixture
+def workdir(one_step_workdir):
+  return one_step_workdir
 
 
 def _inputs(folder, sizes):

@@ -1,0 +1,223 @@
+"""Export a workdir's generators as ONNX files that run without JAX.
+
+The exporter is jax2onnx: it converts the JAX program of the generator itself
+(the same jaxpr `translate` compiles), so what ONNX Runtime computes is what
+translate computes, float rounding apart (tests/test_export.py checks 1e-4).
+
+Each file takes and returns NHWC float32 images in [-1, 1] with a dynamic
+batch, height and width; height and width must be a multiple of the
+generator's downsampling factor (models.generator_multiple), which a JSON file
+beside the .onnx states with everything else a caller needs.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cyclegan_jax import checkpoints
+from cyclegan_jax import models
+from cyclegan_jax import translate
+
+INPUT_NAME = 'image'
+OUTPUT_NAME = 'translated'
+DIRECTIONS = ('AtoB', 'BtoA', 'both')
+
+
+def _onnx_modules():
+  """(jax2onnx, onnx), or an ImportError (one line) naming the extra."""
+  try:
+    # jax2onnx logs a warning and a traceback for each plugin it cannot load
+    # (dm_pix's, which this program never uses) when first imported, and
+    # onnx_ir one for each shape constant it writes.
+    for name in ('jax2onnx', 'onnx_ir'):
+      logging.getLogger(name).setLevel(logging.ERROR)
+    import jax2onnx  # pylint: disable=import-outside-toplevel
+    import onnx  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError(f'ONNX export needs the optional extra "export" ({e.name} is missing): '
+                      'pip install -e ".[export]"') from None
+  return jax2onnx, onnx
+
+
+def exportable_generator(model_config, network: str, dropout_at_test: bool | None = None):
+  """The generator of `network` as export builds it: float32 (ONNX Runtime on
+  CPU has no bfloat16 convolution), no remat (an inference graph keeps no
+  activations for a backward pass); `dropout_at_test=False` turns off the
+  test-time dropout that export_generator refuses."""
+  config = model_config.copy_and_resolve_references()
+  with config.unlocked():
+    config.dtype = 'float32'
+    config.remat = False
+    if dropout_at_test is not None:
+      config.dropout_at_test = dropout_at_test
+  return models.create_generators(config)[network]
+
+
+def _min_blocks(generator) -> int:
+  # The resnet's reflection padding by 1 at a quarter of the input's size
+  # needs that size to be at least 2: inputs of at least 8x8.
+  return 2 if isinstance(generator, models.ResnetGenerator) else 1
+
+
+def _with_image_input(model, onnx, multiple: int, channels: int) -> int:
+  """jax2onnx exports the generator taking (batch, H/m, m, W/m, m, C), the
+  form in which "H and W are multiples of m" is a shape JAX can reason
+  about; this puts a Reshape from an ordinary (batch, H, W, C) input in front
+  of it, in place, and names the output's dimensions alike. Returns the
+  output's channels."""
+  helper, graph = onnx.helper, model.graph
+  blocks_input, old_output = graph.input[0].name, graph.output[0].name
+  out_channels = graph.output[0].type.tensor_type.shape.dim[3].dim_value
+  constant = lambda name, values: onnx.numpy_helper.from_array(np.array(values, np.int64), name)
+  graph.initializer.extend([constant('image_batch_rows', [0, -1]),  # Reshape: 0 keeps, -1 infers.
+                            constant('image_multiple', [multiple]),
+                            constant('image_multiple_channels', [multiple, channels])])
+  reshape = [  # blocks = image.reshape(batch, -1, m, W / m, m, C)
+      helper.make_node('Shape', [INPUT_NAME], ['image_width'], start=2, end=3),
+      helper.make_node('Div', ['image_width', 'image_multiple'], ['image_columns']),
+      helper.make_node('Concat', ['image_batch_rows', 'image_multiple', 'image_columns',
+                                  'image_multiple_channels'], ['image_blocks_shape'], axis=0),
+      helper.make_node('Reshape', [INPUT_NAME, 'image_blocks_shape'], [blocks_input]),
+  ]
+  for node in reversed(reshape):
+    graph.node.insert(0, node)
+  for node in graph.node:
+    node.output[:] = [OUTPUT_NAME if name == old_output else name for name in node.output]
+  dims = ['batch', 'height', 'width']
+  del graph.input[:], graph.output[:]
+  graph.input.append(helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT,
+                                                   dims + [channels]))
+  graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT,
+                                                    dims + [out_channels]))
+  return out_channels
+
+
+def _drop_unused_initializers(graph) -> None:
+  # jax2onnx leaves a few constants it folded away; ONNX Runtime warns about
+  # each when it loads the file.
+  used = {name for node in graph.node for name in node.input}
+  kept = [init for init in graph.initializer if init.name in used]
+  del graph.initializer[:]
+  graph.initializer.extend(kept)
+
+
+def export_generator(generator, params, path: str, channels: int) -> dict:
+  """Writes the ONNX file of `generator` applied to `params` (test mode) to
+  `path`, atomically. Test-time dropout is refused: its masks come from JAX's
+  random generator for each input shape, which an ONNX graph of dynamic size
+  cannot hold (jax2onnx would write ONNX's own random ops). Returns what a caller needs to know of its input and
+  output (the JSON file beside it holds this)."""
+  jax2onnx, onnx = _onnx_modules()
+  if models.has_dropout_layers(generator) and generator.dropout_at_test:
+    raise ValueError('this generator applies dropout at test time (config.model.dropout_at_test'
+                     '=True, the official pix2pix default) with masks that JAX draws for '
+                     'each input size, which an ONNX file of dynamic size cannot reproduce; '
+                     'export it without test-time dropout (as the official test.py --eval '
+                     'runs it) with --dropout_at_test=false, or translate with '
+                     '--mode=translate')
+  multiple = models.generator_multiple(generator)
+
+  def on_blocks(blocks):  # (batch, H/m, m, W/m, m, C) -> G(image)
+    batch, rows, _, columns, _, c = blocks.shape
+    image = blocks.reshape(batch, rows * multiple, columns * multiple, c)
+    return translate.generate(generator, params, image)
+
+  least = _min_blocks(generator)
+  shape = jax.export.symbolic_shape(f'b, h, {multiple}, w, {multiple}, {channels}',
+                                    constraints=(f'h >= {least}', f'w >= {least}'))
+  with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints debugging lines.
+    model = jax2onnx.to_onnx(on_blocks, [jax.ShapeDtypeStruct(shape, jnp.float32)],
+                             model_name=type(generator).__name__)
+  out_channels = _with_image_input(model, onnx, multiple, channels)
+  _drop_unused_initializers(model.graph)
+  onnx.checker.check_model(model)
+  with open(path + '.tmp', 'wb') as f:
+    f.write(model.SerializeToString())
+  os.replace(path + '.tmp', path)
+  common = {'layout': 'NHWC', 'dtype': 'float32', 'value_range': [-1.0, 1.0]}
+  return {'input': {'name': INPUT_NAME, 'channels': channels, **common,
+                    'size_multiple': multiple, 'min_size': least * multiple},
+          'output': {'name': OUTPUT_NAME, 'channels': out_channels, **common},
+          'opset': model.opset_import[0].version}
+
+
+def _check_output_dir(output_dir: str) -> None:
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise FileExistsError(f'--output={output_dir} is a file; expected a folder (it is '
+                          'created if missing)')
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise OSError(f'--output={output_dir}: cannot create this folder ({e.strerror or e})') from e
+
+
+def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
+                   step: int | None = None, dropout_at_test: bool | None = None) -> list[str]:
+  """Writes `output_dir/<direction>.onnx` and `<direction>.json` for each
+  generator `direction` names (None or 'both': every direction the model has;
+  CycleGAN: AtoB and BtoA, pix2pix: the one it was trained for). Returns the
+  .onnx paths."""
+  _onnx_modules()  # The missing extra is named before anything else is done.
+  config = checkpoints.load_config(workdir)
+  if direction not in (None, *DIRECTIONS):
+    raise ValueError(f'--direction={direction!r}: expected AtoB, BtoA or both')
+  if config.model.get('kind', 'cyclegan') == 'pix2pix' or direction not in (None, 'both'):
+    wanted = [translate.network_for(config, None if direction == 'both' else direction)]
+  else:
+    wanted = [translate.network_for(config, d) for d in ('AtoB', 'BtoA')]
+  _check_output_dir(output_dir)
+  step, params = checkpoints.load_params(workdir, tuple(network for network, _ in wanted), step)
+  written = []
+  for network, name in wanted:
+    generator = exportable_generator(config.model, network, dropout_at_test)
+    channels = models.generator_input_channels(config.model, network)
+    path = os.path.join(output_dir, f'{name}.onnx')
+    spec = export_generator(generator, params[network], path, channels)
+    info = {
+        'file': os.path.basename(path), 'direction': name, 'network': network, 'step': step,
+        'workdir': os.path.abspath(workdir), **spec,
+        'norm': config.model.get('norm', 'instance'),
+        'batch_statistics': config.model.get('norm', 'instance') == 'batch',
+        'dropout_at_test': False,
+        'compute_dtype': 'float32',  # Whatever config.model.dtype trained it.
+        'exporter': f'jax2onnx {_version("jax2onnx")}',
+        'config': config.to_dict(),
+    }
+    checkpoints.write_text_atomically(os.path.join(output_dir, f'{name}.json'),
+                                      json.dumps(info, indent=2, default=str))
+    written.append(path)
+  return written
+
+
+def _version(package: str) -> str:
+  import importlib.metadata  # pylint: disable=import-outside-toplevel
+  return importlib.metadata.version(package)
+
+
+class OnnxRuntimeRunner:
+  """`generator` on `images`, exported by export_generator into a temporary
+  file and run by ONNX Runtime on CPU: the benchmark's `--compare=onnx`."""
+
+  def __init__(self, generator, params, images: np.ndarray):
+    try:
+      import onnxruntime  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise ImportError('--compare=onnx needs the optional extra "export" (onnxruntime is '
+                        'missing): pip install -e ".[export]"') from None
+    import tempfile  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory() as folder:
+      path = os.path.join(folder, 'generator.onnx')
+      export_generator(generator, params, path, images.shape[-1])
+      self.session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    self.images = np.asarray(images, np.float32)
+    self.version = onnxruntime.__version__
+    self.device_name = 'CPU (CPUExecutionProvider)'
+
+  def run(self):
+    return self.session.run(None, {INPUT_NAME: self.images})[0]
