@@ -111,8 +111,9 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
   """Writes the ONNX file of `generator` applied to `params` (test mode) to
   `path`, atomically. Test-time dropout is refused: its masks come from JAX's
   random generator for each input shape, which an ONNX graph of dynamic size
-  cannot hold (jax2onnx would write ONNX's own random ops). Returns what a caller needs to know of its input and
-  output (the JSON file beside it holds this)."""
+  cannot hold (jax2onnx would write ONNX's own random ops). Returns what a
+  caller needs to know of its input and output (the JSON file beside it holds
+  this)."""
   jax2onnx, onnx = _onnx_modules()
   if models.has_dropout_layers(generator) and generator.dropout_at_test:
     raise ValueError('this generator applies dropout at test time (config.model.dropout_at_test'
