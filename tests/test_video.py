@@ -116,3 +116,13 @@ def test_main_translates_a_video(one_step_workdir, clip, tmp_path):
   assert refused.returncode == 2 and 'Traceback' not in refused.stderr
   assert refused.stderr.strip().splitlines()[-1].startswith(
       f'error: --input={tmp_path / "notes.txt"}: expected a folder of images or a video (.mp4')
+
+
+def test_a_missing_extra_is_named(one_step_workdir, clip, monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', None)  # As if not installed.
+  with pytest.raises(ImportError, match=r'^video translation needs the optional extra "export" '
+                                        r'\(imageio_ffmpeg is missing\)'):
+    video.translate_video(one_step_workdir, clip[0], str(tmp_path / 'out.mkv'))
+  with pytest.raises(ValueError, match='^--batch_size=0: expected at least 1'):
+    video.translate_video(one_step_workdir, clip[0], str(tmp_path / 'out.mkv'), batch_size=0)
+  assert not os.listdir(tmp_path)
