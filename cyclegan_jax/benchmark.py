@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cyclegan_jax import config_checks
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import memory
 from cyclegan_jax import models
@@ -115,7 +116,7 @@ def _our_train_step(config):
   """(run one step and wait, the compiled step, compile seconds) for the real jitted train step
   on one batch of uniform noise, made once and reused."""
   num_devices, batch_size = jax.device_count(), config.train.batch_size
-  train_step_lib.check_global_batch(batch_size, num_devices)
+  config_checks.check_global_batch(batch_size, num_devices)
   crop = config.data.crop_size
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   mesh = jax.make_mesh((num_devices,), ('data',))

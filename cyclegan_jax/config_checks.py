@@ -2,14 +2,10 @@
 typo costs a one-line error naming the field rather than a traceback (or a
 run that trains something else than intended)."""
 
+from cyclegan_jax import families
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
-from cyclegan_jax import train_step
-
-
-MODEL_KINDS = ('cyclegan', 'pix2pix')
 
 
 def _field(config, name: str):
@@ -19,9 +15,21 @@ def _field(config, name: str):
   return value
 
 
-def _require(ok: bool, config, name: str, expected: str) -> None:
+def require(ok: bool, config, name: str, expected: str) -> None:
+  """A ValueError `config.<name>=<value>: expected <expected>` unless ok."""
   if not ok:
     raise ValueError(f'config.{name}={_field(config, name)!r}: expected {expected}')
+
+
+def one_of(config, name: str, options) -> None:
+  require(_field(config, name) in options, config, name, 'one of ' + ', '.join(options))
+
+
+def check_global_batch(batch_size: int, num_devices: int) -> None:
+  """Each device takes an equal share of the global batch."""
+  if batch_size % num_devices:
+    raise ValueError(f'config.train.batch_size={batch_size} is not divisible by the '
+                     f'{num_devices} devices; use a multiple of {num_devices}')
 
 
 def validate(config, num_devices: int) -> None:
@@ -33,14 +41,10 @@ def validate(config, num_devices: int) -> None:
 
   def at_least(name, low, kind='an integer'):
     ok = (is_int(name) if kind == 'an integer' else number(name)) and _field(config, name) >= low
-    _require(ok, config, name, f'{kind} >= {low}')
-
-  def one_of(name, options):
-    _require(_field(config, name) in options, config, name, 'one of ' + ', '.join(options))
+    require(ok, config, name, f'{kind} >= {low}')
 
   # Model: the constructors name an unknown generator, discriminator, norm or dtype.
-  one_of('model.kind', MODEL_KINDS)
-  pix2pix = config.model.kind == 'pix2pix'
+  one_of(config, 'model.kind', families.KINDS)
   generator = models.create_generator(config.model)
   models.create_discriminator(config.model)
   for name in ('model.ngf', 'model.ndf', 'model.n_layers_d', 'model.input_nc',
@@ -49,54 +53,44 @@ def validate(config, num_devices: int) -> None:
 
   # Data.
   data = config.data
-  one_of('data.preprocess', input_pipeline.PREPROCESS_MODES)
+  one_of(config, 'data.preprocess', input_pipeline.PREPROCESS_MODES)
   at_least('data.crop_size', 4)
   at_least('data.load_size', 4)
   at_least('data.num_workers', 0)
   value_range = tuple(data.value_range)
-  _require(value_range == () or (
+  require(value_range == () or (
       len(value_range) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                     for v in value_range) and value_range[0] < value_range[1]),
-           config, 'data.value_range', '() for the full range of each file\'s pixel type, or '
-           '(low, high) with low < high')
+          config, 'data.value_range', '() for the full range of each file\'s pixel type, or '
+          '(low, high) with low < high')
   if data.preprocess in ('resize_and_crop', 'scale_width_and_crop'):
-    _require(data.crop_size <= data.load_size, config, 'data.crop_size',
-             f'<= config.data.load_size={data.load_size} (images are resized to load_size, '
-             'then cropped)')
+    require(data.crop_size <= data.load_size, config, 'data.crop_size',
+            f'<= config.data.load_size={data.load_size} (images are resized to load_size, '
+            'then cropped)')
   multiple = models.generator_multiple(generator)
   if data.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
-    _require(data.crop_size % multiple == 0, config, 'data.crop_size',
-             f'a multiple of {multiple} for model.generator={config.model.generator!r}')
-  if pix2pix:
-    one_of('data.direction', paired_data.DIRECTIONS)
-    _require(bool(data.image_dir), config, 'data.image_dir',
-             'a folder of paired images for pix2pix (train/ and test/ of side-by-side AB '
-             'images, or trainA/ trainB/ testA/ testB/ paired by file name)')
-  elif not (data.builtin or data.image_dir or data.tfds_name):
-    raise ValueError('config.data: no dataset; set data.image_dir (a folder), data.tfds_name '
-                     'or data.builtin')
+    require(data.crop_size % multiple == 0, config, 'data.crop_size',
+            f'a multiple of {multiple} for model.generator={config.model.generator!r}')
 
   # Training.
   t = config.train
   at_least('train.batch_size', 1)
-  train_step.check_global_batch(t.batch_size, num_devices)
+  check_global_batch(t.batch_size, num_devices)
   for name in ('train.n_epochs', 'train.n_epochs_decay', 'train.num_steps', 'train.pool_size'):
     at_least(name, 0)
   if t.num_steps == 0 and t.n_epochs + t.n_epochs_decay == 0:
     raise ValueError('config.train: n_epochs + n_epochs_decay = 0 and num_steps = 0; '
                      'expected some training')
-  _require(number('train.lr') and t.lr > 0, config, 'train.lr', 'a number > 0')
+  require(number('train.lr') and t.lr > 0, config, 'train.lr', 'a number > 0')
   for name in ('train.beta1', 'train.beta2'):
-    _require(number(name) and 0 <= _field(config, name) < 1, config, name,
-             'a number in [0, 1)')
-  one_of('train.gan_mode', losses.GAN_MODES)
+    require(number(name) and 0 <= _field(config, name) < 1, config, name,
+            'a number in [0, 1)')
+  one_of(config, 'train.gan_mode', losses.GAN_MODES)
   for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp',
                'train.lambda_l1'):
     at_least(name, 0, kind='a number')
-  if not pix2pix and t.lambda_identity > 0:  # The official code asserts the same.
-    _require(config.model.input_nc == config.model.output_nc, config, 'train.lambda_identity',
-             f'0 when config.model.input_nc={config.model.input_nc} and output_nc='
-             f'{config.model.output_nc} differ (the identity loss compares G(b) with b)')
+  # The family's own: its data (paired or not), its losses' conditions.
+  families.get(config).check_config(config)
 
   # Loop.
   for name in ('log_every_steps', 'sample_every_steps', 'checkpoint_every_steps'):
@@ -104,7 +98,7 @@ def validate(config, num_devices: int) -> None:
   at_least('num_samples', 1)
   for name in ('keep_checkpoints', 'profile_steps'):
     at_least(name, 0)
-  _require(is_int('seed'), config, 'seed', 'an integer')
+  require(is_int('seed'), config, 'seed', 'an integer')
 
   # Evaluation (FID/KID).
   for name in ('eval.every_steps', 'eval.num_images'):
@@ -113,9 +107,9 @@ def validate(config, num_devices: int) -> None:
     at_least(name, 1)
   at_least('eval.kid_subset_size', 2)
   if config.eval.every_steps > 0:
-    _require(bool(config.eval.inception_weights), config, 'eval.inception_weights',
-             'a weights file when config.eval.every_steps > 0 (write one with python -m '
-             'cyclegan_jax.inception_weights, see the README)')
+    require(bool(config.eval.inception_weights), config, 'eval.inception_weights',
+            'a weights file when config.eval.every_steps > 0 (write one with python -m '
+            'cyclegan_jax.inception_weights, see the README)')
 
 
 # Fields that fix the shapes (or, for data.direction, the meaning) of the

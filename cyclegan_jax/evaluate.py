@@ -17,7 +17,6 @@ The training loop uses `Evaluator` directly: built once, it scores any
 generator parameters.
 """
 
-import contextlib
 import json
 import os
 
@@ -26,13 +25,13 @@ import jax
 import numpy as np
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import families
 from cyclegan_jax import fid
 from cyclegan_jax import image_io
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
 from cyclegan_jax import translate
 
 # (name, real images translated, real images compared with): A->B is scored
@@ -72,11 +71,8 @@ def load_inception(path: str):
 def directions(config) -> tuple[tuple[str, str], ...]:
   """((direction, checkpointed generator that translates it), ...) scored for
   config.model.kind: CycleGAN's AtoB and BtoA, or the one direction a pix2pix
-  model was trained for (translate.network_for's choice, as --mode=translate)."""
-  if config.model.get('kind', 'cyclegan') == 'pix2pix':
-    network, direction = translate.network_for(config, None)
-    return ((direction, network),)
-  return tuple((name, translate.network_for(config, name)[0]) for name, _, _ in DIRECTIONS)
+  model was trained for (as --mode=translate chooses)."""
+  return families.get(config).directions(config)
 
 
 def translate_batch_size(config) -> int:
@@ -125,26 +121,6 @@ def translate_images(generator, params, images: np.ndarray, batch_size: int) -> 
       images, batch_size)
 
 
-@contextlib.contextmanager
-def _one_size(split: str, data_config):
-  """Names the split and the cause when its test images cannot be stacked."""
-  try:
-    yield
-  except input_pipeline.BadImageError:
-    raise
-  except ValueError as e:  # np.stack of images of several sizes.
-    raise ValueError(f'{split}: config.data.preprocess={data_config.preprocess!r} gives test '
-                     'images of different sizes; FID/KID need one size (use '
-                     'resize_and_crop or crop)') from e
-
-
-def _at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray:
-  if len(images) < 2:
-    raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
-                     f'{num_images}); FID and KID need at least 2')
-  return images
-
-
 def scored_images(config, num_images: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{direction: (test images to translate, as floats in [-1, 1], uint8 real
   test images the translations are compared with)} for the directions() of
@@ -154,26 +130,7 @@ def scored_images(config, num_images: int = 0) -> dict[str, tuple[np.ndarray, np
   the first num_images (0: all) images of the test split, test transform.
   CycleGAN: (test A, test B) for AtoB, (test B, test A) for BtoA. pix2pix:
   (inputs, targets) of the same test pairs (paired_data.input_and_target)."""
-  data = config.data
-  count = lambda source: num_images or len(source)
-  channels = input_pipeline.domain_channels(config)
-  if config.model.get('kind', 'cyclegan') == 'pix2pix':
-    source = paired_data.open_paired_sources(data, channels)['test']
-    with _one_size('test', data):
-      pairs = paired_data.test_pairs(source, data, count(source))
-    (direction, _), = directions(config)
-    inputs, targets = (_at_least_two(images, 'test', num_images)
-                       for images in paired_data.input_and_target(pairs, direction))
-    return {direction: (inputs, input_pipeline.to_uint8(targets))}
-  sources = input_pipeline.open_sources(data, channels)
-  real = {}
-  for domain in 'AB':
-    split = 'test' + domain
-    with _one_size(split, data):
-      images = input_pipeline.test_images(sources[split], data, count(sources[split]))
-    real[domain] = _at_least_two(images, split, num_images)
-  real_uint8 = {domain: input_pipeline.to_uint8(images) for domain, images in real.items()}
-  return {name: (real[source], real_uint8[target]) for name, source, target in DIRECTIONS}
+  return families.get(config).scored_images(config, num_images)
 
 
 class Evaluator:

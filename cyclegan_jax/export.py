@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import families
 from cyclegan_jax import models
 from cyclegan_jax import translate
 
@@ -168,10 +169,11 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
   config = checkpoints.load_config(workdir)
   if direction not in (None, *DIRECTIONS):
     raise ValueError(f'--direction={direction!r}: expected AtoB, BtoA or both')
-  if config.model.get('kind', 'cyclegan') == 'pix2pix' or direction not in (None, 'both'):
-    wanted = [translate.network_for(config, None if direction == 'both' else direction)]
+  family = families.get(config)
+  if direction in (None, 'both'):
+    wanted = [(network, name) for name, network in family.directions(config)]
   else:
-    wanted = [translate.network_for(config, d) for d in ('AtoB', 'BtoA')]
+    wanted = [family.network_for(config, direction)]
   _check_output_dir(output_dir)
   step, params = checkpoints.load_params(workdir, tuple(network for network, _ in wanted), step)
   written = []

@@ -31,12 +31,10 @@ def domain_channels(config) -> dict[str, int]:
   """{'A': channels, 'B': channels} of the images each domain is read with:
   config.model.input_nc for the domain the (first) generator translates from,
   output_nc for the other, as the official datasets read them (pix2pix with
-  data.direction BtoA: B is the input)."""
-  model = config.model
-  input_nc, output_nc = model.get('input_nc', 3), model.get('output_nc', 3)
-  if model.get('kind', 'cyclegan') == 'pix2pix' and config.data.direction == 'BtoA':
-    return {'A': output_nc, 'B': input_nc}
-  return {'A': input_nc, 'B': output_nc}
+  data.direction BtoA: B is the input). Its family's."""
+  # Imported here: the families import this module.
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  return families.get(config).domain_channels(config)
 
 
 def load_image(path: str, channels: int | None = 3, value_range=()) -> np.ndarray:

@@ -469,18 +469,23 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
 
 
 def create_generators(model_config) -> dict[str, nn.Module]:
-  """The generator of each network of config.model.kind, by its state field:
-  CycleGAN's gen_ab (A: input_nc channels -> B: output_nc) and gen_ba (back),
-  pix2pix's gen (input_nc -> output_nc), as the official define_G calls."""
-  if model_config.get('kind', 'cyclegan') == 'pix2pix':
-    return {'gen': create_generator(model_config)}
-  return {'gen_ab': create_generator(model_config),
-          'gen_ba': create_generator(model_config, model_config.get('input_nc', 3))}
+  """The generator of each network of config.model.kind, by its state field
+  (CycleGAN's gen_ab and gen_ba, pix2pix's gen): its family's."""
+  # Imported here: the families import this module.
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  return families.for_model(model_config).create_generators(model_config)
 
 
 def generator_input_channels(model_config, network: str) -> int:
   """The channels a generator of create_generators takes."""
-  return model_config.get('output_nc' if network == 'gen_ba' else 'input_nc', 3)
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  return families.for_model(model_config).generator_channels(model_config, network)[0]
+
+
+def generator_output_channels(model_config, network: str) -> int:
+  """The channels a generator of create_generators gives."""
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  return families.for_model(model_config).generator_channels(model_config, network)[1]
 
 
 def create_discriminator(model_config) -> nn.Module:

@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import families
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 
@@ -286,23 +287,23 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
 
   The discriminators are freshly initialised: official test checkpoints hold
   none. Nothing is written unless every file fits the config."""
-  kind = config.model.get('kind', 'cyclegan')
-  if kind not in ('cyclegan', 'pix2pix'):
-    raise ValueError(f'config.model.kind={kind!r}: expected cyclegan or pix2pix')
-  pix2pix = kind == 'pix2pix'
-  if pix2pix and path_b:
-    raise ValueError(f'--torch_checkpoint_b={path_b}: a pix2pix model has one generator '
+  family = families.get(config)
+  # One generator (pix2pix: the official G) or two (CycleGAN: G_A, G_B).
+  networks = tuple(family.create_generators(config.model))
+  single = len(networks) == 1
+  if single and path_b:
+    raise ValueError(f'--torch_checkpoint_b={path_b}: a {family.KIND} model has one generator '
                      '(latest_net_G.pth); pass it as --torch_checkpoint only')
   workdir = os.path.abspath(workdir)
   _refuse_existing_checkpoints(workdir)
   # Every file is read and checked before anything is written.
-  if not (pix2pix or path_b) and (config.model.get('input_nc', 3)
+  if not (single or path_b) and (config.model.get('input_nc', 3)
                                   != config.model.get('output_nc', 3)):
     raise ValueError(f'--torch_checkpoint={path_a}: config.model.input_nc='
                      f'{config.model.input_nc} and output_nc={config.model.output_nc} differ, '
                      'so the B->A generator cannot be a copy of the A->B one; pass its '
                      'checkpoint too (--torch_checkpoint_b=..._net_G_B.pth)')
-  params_ab = load_generator_params(path_a, config.model, 'gen' if pix2pix else 'gen_ab')
+  params_ab = load_generator_params(path_a, config.model, networks[0])
   params_ba = load_generator_params(path_b, config.model, 'gen_ba') if path_b else params_ab
 
   checkpoints.prepare_workdir(workdir)
@@ -315,9 +316,10 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
                                          optax.constant_schedule(config.train.lr))
   replicated = jax.NamedSharding(mesh, jax.P())
   put = lambda params: jax.device_put(params, replicated)
-  if pix2pix:
-    state = state.replace(gen=state.gen.replace(params=put(params_ab)))
-    sources = {'gen': os.path.abspath(path_a)}
+  if single:
+    state = state.replace(**{networks[0]: getattr(state, networks[0]).replace(
+        params=put(params_ab))})
+    sources = {networks[0]: os.path.abspath(path_a)}
   else:
     state = state.replace(gen_ab=state.gen_ab.replace(params=put(params_ab)),
                           gen_ba=state.gen_ba.replace(params=put(params_ba)))
@@ -332,9 +334,9 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
                                     json.dumps(sources, indent=2))
 
   count = f'{models.count_params(params_ab):,} parameters'
-  if pix2pix:
-    direction = config.data.direction
-    print(f'gen ({direction}, official G): {count} from {sources["gen"]}', flush=True)
+  if single:
+    (direction, network), = family.directions(config)
+    print(f'{network} ({direction}, official G): {count} from {sources[network]}', flush=True)
     generator = models.create_generator(config.model)
     if models.has_dropout_layers(generator) and generator.dropout_at_test:
       print('Dropout stays on when translating (config.model.dropout_at_test, as in the official '
@@ -352,6 +354,6 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   if note:
     print(note, flush=True)
   print(f'Wrote {checkpoints.checkpoint_dir(workdir)}/0 (discriminator'
-        f'{"" if pix2pix else "s"} randomly initialised) and '
+        f'{"" if single else "s"} randomly initialised) and '
         f'{os.path.join(workdir, checkpoints.CONFIG_FILE)}; translate with: python main.py '
         f'--mode=translate --workdir={workdir} --input=DIR --output=DIR', flush=True)

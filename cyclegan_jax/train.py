@@ -17,14 +17,12 @@ from PIL import Image
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import evaluate
-from cyclegan_jax import image_io
+from cyclegan_jax import families
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import memory
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
-from cyclegan_jax import translate
 from cyclegan_jax import workdir_lock
 
 
@@ -39,51 +37,18 @@ def training_image_size(config, batches) -> tuple[int, int]:
 
 
 def open_training_data(config):
-  """(training batches, test images {'A', 'B'} for the sample grids, a line
-  describing the data) of config.model.kind."""
+  """(training batches, test images for the sample grids, a line describing
+  the data) of config.model.kind (families: paired or unpaired)."""
   shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
-  channels = input_pipeline.domain_channels(config)
-  if config.model.kind == 'pix2pix':
-    sources = paired_data.open_paired_sources(config.data, channels)
-    batches = paired_data.PairedBatches(sources['train'], config.data, *shard)
-    samples = paired_data.test_pairs(sources['test'], config.data, config.num_samples)
-    return batches, samples, f'{len(sources["train"])} training pairs'
-  sources = input_pipeline.open_sources(config.data, channels)
-  batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
-                                           *shard)
-  samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
-                                                config.num_samples) for domain in 'AB'}
-  return batches, samples, (f'{len(sources["trainA"])} A and {len(sources["trainB"])} B '
-                            'training images')
+  return families.get(config).open_training_data(config, shard,
+                                                 input_pipeline.domain_channels(config))
 
 
 def sample_grid(generators, state, samples, config) -> np.ndarray:
-  """CycleGAN: rows of real | translated | reconstructed, for the A then the B
-  images. pix2pix: rows of input | output | target. 8-bit RGB for viewing,
-  whatever the models' channels (image_io.for_viewing).
-
-  One image per forward pass, as translate and evaluate do: with batch norm
-  (pix2pix) an image's translation depends on the others in its batch."""
-  def one_by_one(fn, images):  # fn on batches of one image, the results stacked.
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *[fn(x[None]) for x in images])
-
-  def row(*images):
-    return np.concatenate([image_io.for_viewing(np.asarray(x)) for x in images], axis=1)
-
-  if isinstance(state, state_lib.Pix2PixState):
-    inputs, targets = paired_data.input_and_target(samples, config.data.direction)
-    outputs = one_by_one(
-        lambda x: translate.generate(generators['gen'], state.gen.params, x), inputs)
-    rows = [row(*images) for images in zip(inputs, outputs, targets)]
-    return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
-  rows = []
-  for real, there, back in ((samples['A'], 'gen_ab', 'gen_ba'),
-                            (samples['B'], 'gen_ba', 'gen_ab')):
-    fake, rec = one_by_one(
-        lambda x, t=there, b=back: translate.translate_and_back(
-            generators[t], generators[b], getattr(state, t).params, getattr(state, b).params,
-            x), real)
-    rows += [row(*images) for images in zip(real, fake, rec)]
+  """The family's rows (CycleGAN: real | translated | reconstructed, for the A
+  then the B images; pix2pix: input | output | target), one image per
+  forward pass, as 8-bit RGB for viewing whatever the models' channels."""
+  rows = families.of_state(state).sample_rows(generators, state, samples, config)
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
 
 

@@ -10,13 +10,11 @@ import numpy as np
 import tqdm
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import families
 from cyclegan_jax import image_io
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import memory
 from cyclegan_jax import models
-
-DIRECTIONS = {'AtoB': 'gen_ab', 'BtoA': 'gen_ba'}
-
 
 # Generators built with dropout_at_test (pix2pix) draw their test-time dropout
 # masks from this fixed seed, so that translating twice gives the same images.
@@ -131,16 +129,7 @@ def _check_output_dir(output_dir: str, input_dir: str) -> None:
 def network_for(config, direction: str | None) -> tuple[str, str]:
   """(checkpointed network, direction) that translates `direction` (None:
   CycleGAN's AtoB, or the one direction a pix2pix model was trained for)."""
-  if config.model.get('kind', 'cyclegan') == 'pix2pix':
-    trained = config.data.direction
-    if direction not in (None, trained):
-      raise ValueError(f'--direction={direction}: this pix2pix model was trained for '
-                       f'{trained} only (config.data.direction)')
-    return 'gen', trained
-  direction = direction or 'AtoB'
-  if direction not in DIRECTIONS:
-    raise ValueError(f'--direction={direction!r}: expected AtoB or BtoA')
-  return DIRECTIONS[direction], direction
+  return families.get(config).network_for(config, direction)
 
 
 def translate_folder(workdir: str, input_dir: str, output_dir: str,

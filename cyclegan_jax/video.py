@@ -107,8 +107,7 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   config = checkpoints.load_config(workdir)
   network, direction = translate.network_for(config, direction)
   codec, pixel_format, quality = _output_codec(output_path, input_path)
-  out_channels = (config.model.get('input_nc', 3) if network == 'gen_ba'
-                  else config.model.get('output_nc', 3))
+  out_channels = models.generator_output_channels(config.model, network)
   if out_channels not in (1, 3):
     raise ValueError(f'this generator outputs {out_channels} channels; a video holds 1 '
                      '(gray) or 3 (RGB)')

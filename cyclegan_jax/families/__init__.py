@@ -1,0 +1,60 @@
+"""Model families: what differs between CycleGAN and pix2pix, one module each
+(`cyclegan.py`, `pix2pix.py`), behind one interface that training, the train
+step, evaluation, translation, the results page, export, the PyTorch import
+and the benchmark call without knowing which family they hold:
+
+  KIND                 its config.model.kind
+  State                its train state: a flax.struct dataclass with `step` and `rng`
+  NETWORKS             the TrainState fields of State, generators first
+  create_generators(model_config) -> {network: generator module}
+  generator_channels(model_config, network) -> (input channels, output channels)
+  domain_channels(config) -> {'A': channels, 'B': channels} its images are read with
+  create_state(config, image_shape, num_devices, tx) -> a fresh State
+  partition_specs(state) -> the State's PartitionSpecs over the `data` mesh axis
+  local_step(state, batch, *, config, schedule) -> (state, metrics): the
+                       per-device program of one train step (train_step.py
+                       runs it under shard_map and jit)
+  open_training_data(config, shard, channels) -> (batches, sample images, description)
+  sample_rows(generators, state, samples, config) -> the sample grid's rows
+  directions(config) -> ((direction, generator network), ...) it translates
+  network_for(config, direction or None) -> (network, direction): a ValueError
+                       naming a direction it does not translate
+  scored_images(config, num_images) -> {direction: (inputs, uint8 real images)}
+  results_sections(config, params, generators, page_dir, num_test) -> HTML tables
+  check_config(config) -> None, or a ValueError naming the field
+
+`get(config)` is the family of a config, `of_state(state)` of a train state.
+"""
+
+from cyclegan_jax.families import cyclegan
+from cyclegan_jax.families import pix2pix
+
+FAMILIES = {family.KIND: family for family in (cyclegan, pix2pix)}
+KINDS = tuple(FAMILIES)
+
+
+def kind(model_config) -> str:
+  # Workdirs written before config.model.kind existed are CycleGAN's.
+  return model_config.get('kind', 'cyclegan')
+
+
+def for_model(model_config):
+  """The family module of config.model."""
+  name = kind(model_config)
+  if name not in FAMILIES:
+    raise ValueError(f'config.model.kind={name!r}: expected one of {", ".join(KINDS)}')
+  return FAMILIES[name]
+
+
+def get(config):
+  """The family module of a whole config."""
+  return for_model(config.model)
+
+
+def of_state(state):
+  """The family module whose State `state` is (or whose State's structure it
+  has: jax.eval_shape and sharding specs give States too)."""
+  for family in FAMILIES.values():
+    if isinstance(state, family.State):
+      return family
+  raise TypeError(f'{type(state).__name__} is the train state of no model family')

@@ -1,0 +1,70 @@
+"""What the model families share: their networks' train states, the
+per-device marking their steps differentiate through, sample-grid rows and
+the checks of the test images they are scored on."""
+
+import contextlib
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cyclegan_jax import image_io
+from cyclegan_jax import input_pipeline
+
+
+def network_state(module, init_key, image_shape, channels: int, tx) -> train_state.TrainState:
+  """`module` initialised on one (H, W, channels) image, with optimiser `tx`."""
+  height, width = image_shape[:2]
+  params = module.init(init_key, jnp.zeros((1, height, width, channels), jnp.float32))['params']
+  return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+
+def per_device(tree):
+  """Marks replicated values as per-device before differentiating, so that
+  the gradients are per device and `pmean` averages them (as `pmap` did);
+  without it, shard_map's autodiff already sums them over devices."""
+  return jax.lax.pcast(tree, 'data', to='varying')
+
+
+def step_key(state) -> jax.Array:
+  """This step's key on this device: fold_in(fold_in(rng, step), device)."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
+                            jax.lax.axis_index('data'))
+
+
+def channels(model_config) -> tuple[int, int]:
+  """(input_nc, output_nc): domain A's (the input's) and domain B's channels."""
+  return model_config.get('input_nc', 3), model_config.get('output_nc', 3)
+
+
+def one_by_one(fn, images):
+  """fn on batches of one image, the results stacked: one image per forward
+  pass, as translate and evaluate do (with batch norm an image's translation
+  depends on the others in its batch)."""
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *[fn(x[None]) for x in images])
+
+
+def grid_row(*images) -> np.ndarray:
+  """Images side by side, as 8-bit-range RGB for viewing (image_io.for_viewing)."""
+  return np.concatenate([image_io.for_viewing(np.asarray(x)) for x in images], axis=1)
+
+
+@contextlib.contextmanager
+def one_size(split: str, data_config):
+  """Names the split and the cause when its test images cannot be stacked."""
+  try:
+    yield
+  except input_pipeline.BadImageError:
+    raise
+  except ValueError as e:  # np.stack of images of several sizes.
+    raise ValueError(f'{split}: config.data.preprocess={data_config.preprocess!r} gives test '
+                     'images of different sizes; FID/KID need one size (use '
+                     'resize_and_crop or crop)') from e
+
+
+def at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray:
+  if len(images) < 2:
+    raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
+                     f'{num_images}); FID and KID need at least 2')
+  return images

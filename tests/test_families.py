@@ -1,0 +1,49 @@
+"""The model-family seam: every family module has the whole interface, and
+configs and states find their family."""
+
+import jax
+import pytest
+
+from configs import tiny
+from configs import tiny_pix2pix
+from cyclegan_jax import families
+from cyclegan_jax import state as state_lib
+
+INTERFACE = ('KIND', 'State', 'NETWORKS', 'create_generators', 'generator_channels',
+             'domain_channels', 'create_state', 'partition_specs', 'local_step',
+             'open_training_data', 'sample_rows', 'directions', 'network_for',
+             'scored_images', 'results_sections', 'check_config')
+
+
+@pytest.mark.parametrize('kind', families.KINDS)
+def test_every_family_has_the_whole_interface(kind):
+  family = families.FAMILIES[kind]
+  missing = [name for name in INTERFACE if not hasattr(family, name)]
+  assert not missing, missing
+  assert family.KIND == kind
+  # Everything the docstring lists is in INTERFACE, and nothing else.
+  listed = [line.split()[0].split('(')[0] for line in families.__doc__.splitlines()
+            if line.startswith('  ') and not line.startswith('   ')]
+  assert tuple(listed) == INTERFACE
+
+
+def test_configs_and_states_find_their_family():
+  cyclegan, pix2pix = tiny.get_config(), tiny_pix2pix.get_config()
+  assert families.get(cyclegan) is families.cyclegan
+  assert families.get(pix2pix) is families.pix2pix
+  del cyclegan.model['kind']  # A workdir from before the field: CycleGAN.
+  assert families.get(cyclegan) is families.cyclegan
+  pix2pix.model.kind = 'cut?'
+  with pytest.raises(ValueError, match=r"^config.model.kind='cut\?': expected one of "
+                                       r"cyclegan, pix2pix"):
+    families.get(pix2pix)
+  for config in (tiny.get_config(), tiny_pix2pix.get_config()):
+    abstract = jax.eval_shape(lambda c=config: state_lib.create_state(
+        c, (32, 32), 1, state_lib.learning_rate_schedule(c.train, 10)))
+    family = families.of_state(abstract)
+    assert family is families.get(config)
+    assert state_lib.network_names(abstract) == family.NETWORKS
+    assert set(family.create_generators(config.model)) == {
+        network for _, network in family.directions(config)}
+  with pytest.raises(TypeError, match='dict is the train state of no model family'):
+    families.of_state({})
