@@ -51,7 +51,8 @@ flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA', 'both'], 'translate: which
                   '(default: AtoB, or the direction a pix2pix model was trained for); '
                   'export: AtoB, BtoA or both (default: every generator the model has).')
 flags.DEFINE_integer('batch_size', 8, 'translate a video: frames per call of the generator '
-                     '(fewer where they would not fit in memory; 1 for batch norm).')
+                     '(fewer where they would not fit in memory; 1 for batch norm and test-time '
+                     'dropout).')
 flags.DEFINE_bool('dropout_at_test', None, 'export: false exports a generator trained with '
                   'test-time dropout (pix2pix) without it, as the official test.py --eval '
                   'runs it; ONNX files cannot hold its JAX dropout masks.')

@@ -96,8 +96,9 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   at the same size and frame rate (no audio); returns the number of frames.
 
   Frames go through the generator `batch_size` at a time (fewer where a batch
-  would not fit in memory; one at a time for batch-norm generators, whose
-  output would otherwise depend on the other frames of the batch). The video
+  would not fit in memory; one at a time for batch-norm generators and
+  test-time dropout, whose output would otherwise depend on the other frames
+  of the batch: batch statistics, masks drawn for the batch's shape). The video
   is written to a temporary file beside `output_path` and renamed when
   complete: a failure leaves no half video, and never touches the input.
   """
@@ -122,8 +123,9 @@ def translate_video(workdir: str, input_path: str, output_path: str,
     generator = models.create_generators(config.model)[network]
     channels = models.generator_input_channels(config.model, network)
     value_range = config.data.get('value_range', ())
-    if config.model.get('norm', 'instance') == 'batch':
-      batch_size = 1
+    if config.model.get('norm', 'instance') == 'batch' or (
+        models.has_dropout_layers(generator) and generator.dropout_at_test):
+      batch_size = 1  # Its translation of a frame would depend on the batch.
     partial = os.path.join(os.path.dirname(os.path.abspath(output_path)),
                            '.partial.' + os.path.basename(output_path))
     writer = iio.get_writer(partial, format='FFMPEG', fps=fps, codec=codec, quality=quality,
@@ -143,6 +145,8 @@ def translate_video(workdir: str, input_path: str, output_path: str,
             writer.append_data(np.repeat(output, 3, axis=-1) if out_channels == 1 else output)
           frames += len(batch)
           progress.update(len(batch))
+      if not frames:
+        raise ValueError(f'--input={input_path}: no frame could be read from this video')
       writer.close()
       os.replace(partial, output_path)
     except BaseException:

@@ -126,3 +126,21 @@ def test_a_missing_extra_is_named(one_step_workdir, clip, monkeypatch, tmp_path)
   with pytest.raises(ValueError, match='^--batch_size=0: expected at least 1'):
     video.translate_video(one_step_workdir, clip[0], str(tmp_path / 'out.mkv'), batch_size=0)
   assert not os.listdir(tmp_path)
+
+
+def test_test_time_dropout_goes_one_frame_at_a_time(one_step_workdir, clip, tmp_path):
+  """With dropout at test time the masks are drawn for the batch's shape:
+  frames translated in a batch would differ from the image path's."""
+  import json  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  shutil.copytree(one_step_workdir, workdir)
+  config = json.loads((workdir / 'config.json').read_text())
+  config['model'].update(dropout=True, dropout_at_test=True)  # No parameters change.
+  (workdir / 'config.json').write_text(json.dumps(config))
+  path, frames = clip
+  out = str(tmp_path / 'out.mkv')
+  assert video.translate_video(str(workdir), path, out, batch_size=4) == 5
+  expected = _image_path(str(workdir), frames)
+  np.testing.assert_array_equal(_read(out)[0], expected)
+  assert np.abs(expected.astype(int) - _image_path(one_step_workdir, frames)).max() > 0
