@@ -37,7 +37,9 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.data.direction = 'AtoB'
 
   config.model = ml_collections.ConfigDict()
-  config.model.kind = 'cyclegan'  # cyclegan (unpaired) | pix2pix (paired; configs/pix2pix.py)
+  # cyclegan (unpaired) | pix2pix (paired; configs/pix2pix.py) | cut (unpaired,
+  # one-sided; configs/cut.py and configs/fastcut.py)
+  config.model.kind = 'cyclegan'
   # resnet_9blocks | resnet_6blocks | resnet_<N>blocks | unet_256 | unet_128
   config.model.generator = 'resnet_9blocks'
   config.model.discriminator = 'basic'  # basic (70x70 PatchGAN) | n_layers | pixel
@@ -58,6 +60,15 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   # pass instead of storing its activations (jax.checkpoint): less memory for
   # large images, a slower step. Results equal to float rounding.
   config.model.remat = False
+  # Weight init: normal (N(0, 0.02), the official CycleGAN/pix2pix) | xavier
+  # (xavier_normal gain 0.02, CUT's). Biases start at 0 either way.
+  config.model.init = 'normal'
+  # CUT's antialiased sampling (resnet generators and PatchGAN discriminators):
+  # stride-1 convs then a [1, 2, 1] blur-downsample instead of stride-2 convs,
+  # and (antialias_up) bilinear upsampling then a conv instead of transposed convs.
+  config.model.antialias = False
+  config.model.antialias_up = False
+  config.model.netf_nc = 256  # CUT only: width of F, the MLP head on sampled patches.
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 1  # Global: split over every device of every host.
@@ -73,6 +84,18 @@ def get_config(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.Confi
   config.train.lambda_identity = 0.5  # Identity loss = lambda_identity * lambda_cycle * L1.
   config.train.pool_size = 50  # Per device; 0 turns the history pool off.
   config.train.lambda_l1 = 100.0  # pix2pix only: weight of |G(x) - y|.
+  # CUT only (configs/cut.py): G's loss is lambda_gan * GAN + lambda_nce * PatchNCE
+  # (the mean over nce_layers, the generator's layers counted as the official
+  # nn.Sequential; num_patches per image and layer; temperature nce_t), with
+  # nce_idt the identity term PatchNCE(b, G(b)) too, averaged with it;
+  # flip_equivariance (FastCUT) flips G's input left-right half of the time.
+  config.train.lambda_gan = 1.0
+  config.train.lambda_nce = 1.0
+  config.train.nce_idt = True
+  config.train.nce_layers = (0, 4, 8, 12, 16)
+  config.train.num_patches = 256
+  config.train.nce_t = 0.07
+  config.train.flip_equivariance = False
 
   config.log_every_steps = 100
   config.sample_every_steps = 1000

@@ -8,7 +8,8 @@ from cyclegan_jax import losses
 from cyclegan_jax import models
 
 
-def _field(config, name: str):
+def field(config, name: str):
+  """config.<name> for a dotted name such as 'train.lr'."""
   value = config
   for part in name.split('.'):
     value = value[part]
@@ -18,11 +19,11 @@ def _field(config, name: str):
 def require(ok: bool, config, name: str, expected: str) -> None:
   """A ValueError `config.<name>=<value>: expected <expected>` unless ok."""
   if not ok:
-    raise ValueError(f'config.{name}={_field(config, name)!r}: expected {expected}')
+    raise ValueError(f'config.{name}={field(config, name)!r}: expected {expected}')
 
 
 def one_of(config, name: str, options) -> None:
-  require(_field(config, name) in options, config, name, 'one of ' + ', '.join(options))
+  require(field(config, name) in options, config, name, 'one of ' + ', '.join(options))
 
 
 def check_global_batch(batch_size: int, num_devices: int) -> None:
@@ -34,13 +35,13 @@ def check_global_batch(batch_size: int, num_devices: int) -> None:
 
 def validate(config, num_devices: int) -> None:
   """Raises ValueError naming the first field with an impossible value."""
-  is_int = lambda name: isinstance(_field(config, name), int) and not isinstance(
-      _field(config, name), bool)
-  number = lambda name: isinstance(_field(config, name), (int, float)) and not isinstance(
-      _field(config, name), bool)
+  is_int = lambda name: isinstance(field(config, name), int) and not isinstance(
+      field(config, name), bool)
+  number = lambda name: isinstance(field(config, name), (int, float)) and not isinstance(
+      field(config, name), bool)
 
   def at_least(name, low, kind='an integer'):
-    ok = (is_int(name) if kind == 'an integer' else number(name)) and _field(config, name) >= low
+    ok = (is_int(name) if kind == 'an integer' else number(name)) and field(config, name) >= low
     require(ok, config, name, f'{kind} >= {low}')
 
   # Model: the constructors name an unknown generator, discriminator, norm or dtype.
@@ -83,7 +84,7 @@ def validate(config, num_devices: int) -> None:
                      'expected some training')
   require(number('train.lr') and t.lr > 0, config, 'train.lr', 'a number > 0')
   for name in ('train.beta1', 'train.beta2'):
-    require(number(name) and 0 <= _field(config, name) < 1, config, name,
+    require(number(name) and 0 <= field(config, name) < 1, config, name,
             'a number in [0, 1)')
   one_of(config, 'train.gan_mode', losses.GAN_MODES)
   for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp',
@@ -117,19 +118,23 @@ def validate(config, num_devices: int) -> None:
 SHAPE_FIELDS = ('model.kind', 'model.norm', 'data.direction', 'model.generator',
                 'model.discriminator', 'model.n_layers_d', 'model.ngf', 'model.ndf',
                 'model.input_nc', 'model.output_nc', 'train.pool_size', 'data.crop_size',
-                'data.preprocess')
+                'data.preprocess', 'model.antialias', 'model.antialias_up', 'model.netf_nc',
+                'train.nce_layers')
 
 
 # Shape fields added later, as workdirs from before them were trained.
 _FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance', 'data.direction': 'AtoB',
-                    'model.input_nc': 3, 'model.output_nc': 3}
+                    'model.input_nc': 3, 'model.output_nc': 3, 'model.antialias': False,
+                    'model.antialias_up': False, 'model.netf_nc': 256,
+                    'train.nce_layers': (0, 4, 8, 12, 16)}
 
 
 def _get(config, name: str):
   try:
-    return _field(config, name)
+    value = field(config, name)
   except (KeyError, AttributeError):
-    return _FORMER_DEFAULTS.get(name)
+    value = _FORMER_DEFAULTS.get(name)
+  return tuple(value) if isinstance(value, list) else value  # config.json keeps lists.
 
 
 def check_resumable(stored, config, workdir: str) -> None:

@@ -1,4 +1,5 @@
-"""CycleGAN losses (Zhu et al. 2017, eqs. 1-3 and the identity loss of sec. 5.2)."""
+"""CycleGAN losses (Zhu et al. 2017, eqs. 1-3 and the identity loss of sec. 5.2)
+and CUT's PatchNCE loss (Park et al. 2020, eq. 2)."""
 
 import jax
 import jax.numpy as jnp
@@ -37,3 +38,26 @@ def gradient_penalty(disc_fn, real, fake, key, constant: float = 1.0) -> jax.Arr
   grads = jax.grad(lambda x: jnp.sum(disc_fn(x)))(mixed)
   norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1) + 1e-16)
   return jnp.mean((norms - constant) ** 2)
+
+
+def patch_nce(query: jax.Array, key: jax.Array, num_images: int,
+              temperature: float = 0.07) -> jax.Array:
+  """PatchNCE (CUT's patchnce.py with its defaults): per query row, the cross
+  entropy of picking its own key among the keys of the other patches of the
+  same image. `query` and `key` are (num_images * S, D) rows, image by image,
+  of unit length; the keys (the real image's path) get no gradient. Returns
+  the (num_images * S,) losses.
+
+  As the reference: logits are [q.k+, q.k-_1 ... q.k-_S] / temperature, the
+  positive also in the negatives' diagonal, which is set to -10 (not -inf)
+  before the division."""
+  key = jax.lax.stop_gradient(key)
+  n, dim = query.shape
+  positive = jnp.sum(query * key, axis=1, keepdims=True)  # (N, 1)
+  q = query.reshape(num_images, -1, dim)
+  k = key.reshape(num_images, -1, dim)
+  negative = jnp.einsum('bsd,btd->bst', q, k)  # (B, S, S): negatives within each image.
+  patches = q.shape[1]
+  negative = jnp.where(jnp.eye(patches, dtype=bool), -10.0, negative).reshape(n, patches)
+  logits = jnp.concatenate([positive, negative], axis=1) / temperature
+  return jax.nn.logsumexp(logits, axis=1) - logits[:, 0]

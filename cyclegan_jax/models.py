@@ -15,16 +15,64 @@ import jax.numpy as jnp
 # Official `init_weights(init_type='normal', init_gain=0.02)`: conv weights
 # N(0, 0.02), biases 0.
 _kernel_init = nn.initializers.normal(stddev=0.02)
+# init_type='xavier' (CUT's default): xavier_normal_(gain=0.02), i.e.
+# N(0, 0.02^2 * 2 / (fan_in + fan_out)) with fans counting kernel taps, as
+# PyTorch's; biases 0.
+_xavier_init = nn.initializers.variance_scaling(0.02**2, 'fan_avg', 'normal')
+INITS = {'normal': _kernel_init, 'xavier': _xavier_init}
 
 
-def _conv(features, kernel, stride=1, padding=0, use_bias=True, dtype=jnp.float32):
+def kernel_init(model_config):
+  name = model_config.get('init', 'normal')  # Workdirs from before the field: normal.
+  if name not in INITS:
+    raise ValueError(f'config.model.init={name!r}: expected one of {", ".join(INITS)}')
+  return name
+
+
+def _conv(features, kernel, stride=1, padding=0, use_bias=True, dtype=jnp.float32,
+          init='normal'):
   p = ((padding, padding), (padding, padding))
   # On XLA:CPU some of these convolutions and their gradients are much faster
   # in other forms (`cpu_conv`); other backends get XLA's own convolution.
   conv_fn = cpu_conv if jax.default_backend() == 'cpu' else jax.lax.conv_general_dilated
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=p,
-                 use_bias=use_bias, kernel_init=_kernel_init, dtype=dtype,
+                 use_bias=use_bias, kernel_init=INITS[init], dtype=dtype,
                  conv_general_dilated=conv_fn)
+
+
+def blur_downsample(x):
+  """CUT's antialiased `Downsample` (Zhang 2019, as CUT's networks.py with its
+  defaults): reflect-pad 1, blur with the fixed [1, 2, 1]^2 / 16 filter, keep
+  every other pixel. Per axis: y[m] = x[2m-1]/4 + x[2m]/2 + x[2m+1]/4, with x
+  reflected at the border; n pixels -> (n + 1) // 2. Written as strided slices,
+  one axis at a time (the filter is separable): no parameters."""
+  def along(x, axis):
+    n = x.shape[axis]
+    out = (n - 1) // 2 + 1
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 1)
+    xp = jnp.pad(x, pad, mode='reflect')
+    tap = lambda k: jax.lax.slice_in_dim(xp, k, k + 2 * (out - 1) + 1, 2, axis)
+    return 0.25 * tap(0) + 0.5 * tap(1) + 0.25 * tap(2)
+  return along(along(x, 1), 2)
+
+
+def blur_upsample(x):
+  """CUT's antialiased `Upsample` (replicate-pad 1, transposed convolution
+  with the fixed [1, 3, 3, 1]^2 / 16 filter, stride 2, crop): bilinear x2
+  with half-pixel centres. Per axis: y[2m] = x[m-1]/4 + 3x[m]/4 and
+  y[2m+1] = 3x[m]/4 + x[m+1]/4, with x repeated at the border. Written as
+  slices and an interleave: no parameters."""
+  def along(x, axis):
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (1, 1)
+    xp = jnp.pad(x, pad, mode='edge')
+    at = lambda k: jax.lax.slice_in_dim(xp, k, k + n, 1, axis)
+    even, odd = 0.25 * at(0) + 0.75 * at(1), 0.75 * at(1) + 0.25 * at(2)
+    y = jnp.stack([even, odd], axis + 1)
+    return y.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1:])
+  return along(along(x, 1), 2)
 
 
 # A convolution to or from at most this many channels (the generators' 64 <-> 3
@@ -145,9 +193,9 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
 
 
 def _conv_transpose(features, kernel, padding, output_padding, use_bias=True,
-                    dtype=jnp.float32):
+                    dtype=jnp.float32, init='normal'):
   return ConvTranspose(features, kernel, padding, output_padding, use_bias=use_bias,
-                       dtype=dtype)
+                       dtype=dtype, init_type=init)
 
 
 def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride: int = 2):
@@ -209,11 +257,12 @@ class ConvTranspose(nn.Module):
   output_padding: int
   use_bias: bool = True
   dtype: Any = jnp.float32
+  init_type: str = 'normal'
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param('kernel', _kernel_init, (k, k, self.features, x.shape[-1]))
+    kernel = self.param('kernel', INITS[self.init_type], (k, k, self.features, x.shape[-1]))
     y = subpixel_conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype),
                                 self.padding, self.output_padding)
     if self.use_bias:
@@ -280,11 +329,12 @@ class ResnetBlock(nn.Module):
   norm: str = 'instance'
   dropout_at_test: bool = False
   dtype: Any = jnp.float32
+  init_type: str = 'normal'
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     conv = functools.partial(_conv, self.features, 3, use_bias=_uses_bias(self.norm),
-                             dtype=self.dtype)
+                             dtype=self.dtype, init=self.init_type)
     y = nn.relu(_norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(x, 1))))
     if self.dropout:
       y = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(y)
@@ -293,7 +343,13 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-  """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-3, tanh."""
+  """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-3, tanh.
+
+  With `antialias` (CUT's default) each downsampling is a stride-1 conv, norm,
+  ReLU, then `blur_downsample`; with `antialias_up` each upsampling is
+  `blur_upsample`, then a stride-1 conv, norm, ReLU. The parameter count is
+  the same either way.
+  """
   n_blocks: int = 9
   ngf: int = 64
   output_nc: int = 3
@@ -304,27 +360,54 @@ class ResnetGenerator(nn.Module):
   # Recompute each residual block in the backward pass (jax.checkpoint)
   # instead of keeping its activations: less memory, one more forward per block.
   remat: bool = False
+  antialias: bool = False
+  antialias_up: bool = False
+  init_type: str = 'normal'
 
-  @nn.compact
-  def __call__(self, x, train: bool = True):
+  def layers(self, train: bool) -> list:
+    """The official nn.Sequential, one callable per entry, so that entry k
+    here is entry k there (CUT's `nce_layers` count them)."""
     bias, dtype = _uses_bias(self.norm), self.dtype
     # static_argnums counts the module as 0: `train` (2) is a Python bool.
     block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
     norm = lambda: _norm_layer(self.norm, dtype)
-    x = x.astype(dtype)
-    x = nn.relu(norm()(_conv(self.ngf, 7, use_bias=bias, dtype=dtype)(_reflect_pad(x, 3))))
-    for mult in (2, 4):  # Two stride-2 downsamplings.
-      x = _conv(self.ngf * mult, 3, stride=2, padding=1, use_bias=bias, dtype=dtype)(x)
-      x = nn.relu(norm()(x))
+    conv = functools.partial(_conv, use_bias=bias, dtype=dtype, init=self.init_type)
+    layers = [lambda x: _reflect_pad(x.astype(dtype), 3), conv(self.ngf, 7), norm(), nn.relu]
+    for mult in (2, 4):  # Two downsamplings by 2.
+      if self.antialias:
+        layers += [conv(self.ngf * mult, 3, padding=1), norm(), nn.relu, blur_downsample]
+      else:
+        layers += [conv(self.ngf * mult, 3, stride=2, padding=1), norm(), nn.relu]
     for i in range(self.n_blocks):  # Named as without remat: the same parameter tree.
-      x = block(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype,
-                name=f'ResnetBlock_{i}')(x, train)
-    for mult in (2, 1):  # Two stride-2 upsamplings, k3 p1 output_padding 1.
-      x = _conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1, use_bias=bias,
-                          dtype=dtype)(x)
-      x = nn.relu(norm()(x))
-    x = _conv(self.output_nc, 7, dtype=dtype)(_reflect_pad(x, 3))
-    return jnp.tanh(x.astype(jnp.float32))
+      layers.append(functools.partial(
+          lambda x, module: module(x, train),
+          module=block(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype,
+                       self.init_type, name=f'ResnetBlock_{i}')))
+    for mult in (2, 1):  # Two upsamplings by 2.
+      if self.antialias_up:
+        layers += [blur_upsample, conv(self.ngf * mult, 3, padding=1), norm(), nn.relu]
+      else:  # k3 p1 output_padding 1.
+        layers += [_conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1,
+                                   use_bias=bias, dtype=dtype, init=self.init_type), norm(), nn.relu]
+    layers += [lambda x: _reflect_pad(x, 3), _conv(self.output_nc, 7, dtype=dtype, init=self.init_type),
+               lambda x: jnp.tanh(x.astype(jnp.float32))]
+    return layers
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, nce_layers: tuple[int, ...] = ()):
+    """G(x); with `nce_layers` (increasing indices of `layers`), the outputs
+    of those layers instead, the layers after the last one not run (CUT's
+    `encode_only`)."""
+    features = []
+    for k, layer in enumerate(self.layers(train)):
+      x = layer(x)
+      if k in nce_layers:
+        features.append(x)
+        if k == nce_layers[-1]:
+          return features
+    if nce_layers:
+      raise ValueError(f'nce_layers={tuple(nce_layers)}: this generator has layers 0 to {k}')
+    return x
 
 
 class UnetGenerator(nn.Module):
@@ -400,18 +483,25 @@ class NLayerDiscriminator(nn.Module):
   n_layers: int = 3
   norm: str = 'instance'
   dtype: Any = jnp.float32
+  # CUT's default: each stride-2 conv becomes a stride-1 conv, its norm and
+  # LeakyReLU, then `blur_downsample` (256 px in: a 30x30 map either way).
+  antialias: bool = False
+  init_type: str = 'normal'
 
   @nn.compact
   def __call__(self, x):
     x = x.astype(self.dtype)
-    x = _conv(self.ndf, 4, stride=2, padding=1, dtype=self.dtype)(x)
-    x = nn.leaky_relu(x, negative_slope=0.2)
-    for n in range(1, self.n_layers + 1):
-      stride = 2 if n < self.n_layers else 1
+    for n in range(self.n_layers + 1):
+      strided = n < self.n_layers
+      stride = 1 if self.antialias or not strided else 2
       x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
-                use_bias=_uses_bias(self.norm), dtype=self.dtype)(x)
-      x = nn.leaky_relu(_norm_layer(self.norm, self.dtype)(x), negative_slope=0.2)
-    x = _conv(1, 4, padding=1, dtype=self.dtype)(x)
+                use_bias=n == 0 or _uses_bias(self.norm), dtype=self.dtype, init=self.init_type)(x)
+      if n > 0:  # The first layer has no norm.
+        x = _norm_layer(self.norm, self.dtype)(x)
+      x = nn.leaky_relu(x, negative_slope=0.2)
+      if self.antialias and strided:
+        x = blur_downsample(x)
+    x = _conv(1, 4, padding=1, dtype=self.dtype, init=self.init_type)(x)
     return x.astype(jnp.float32)
 
 
@@ -420,15 +510,16 @@ class PixelDiscriminator(nn.Module):
   ndf: int = 64
   norm: str = 'instance'
   dtype: Any = jnp.float32
+  init_type: str = 'normal'
 
   @nn.compact
   def __call__(self, x):
     bias = _uses_bias(self.norm)
+    conv = functools.partial(_conv, dtype=self.dtype, init=self.init_type)
     x = x.astype(self.dtype)
-    x = nn.leaky_relu(_conv(self.ndf, 1, dtype=self.dtype)(x), negative_slope=0.2)
-    x = _norm_layer(self.norm, self.dtype)(
-        _conv(self.ndf * 2, 1, use_bias=bias, dtype=self.dtype)(x))
-    x = _conv(1, 1, use_bias=bias, dtype=self.dtype)(nn.leaky_relu(x, negative_slope=0.2))
+    x = nn.leaky_relu(conv(self.ndf, 1)(x), negative_slope=0.2)
+    x = _norm_layer(self.norm, self.dtype)(conv(self.ndf * 2, 1, use_bias=bias)(x))
+    x = conv(1, 1, use_bias=bias)(nn.leaky_relu(x, negative_slope=0.2))
     return x.astype(jnp.float32)
 
 
@@ -459,11 +550,20 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
   remat = model_config.get('remat', False)
   if resnet:
-    return ResnetGenerator(n_blocks=int(resnet.group(1)), remat=remat, **common)
+    return ResnetGenerator(n_blocks=int(resnet.group(1)), remat=remat,
+                           antialias=model_config.get('antialias', False),
+                           antialias_up=model_config.get('antialias_up', False),
+                           init_type=kernel_init(model_config), **common)
   unet = re.fullmatch(r'unet_(\d+)', name)
   # unet_256 has 8 downsamplings (256 = 2^8), unet_128 7; unet_32 (5) is for tests.
   size = int(unet.group(1)) if unet else 0
   if unet and size >= 32 and size & (size - 1) == 0:
+    if model_config.get('antialias', False) or model_config.get('antialias_up', False):
+      raise ValueError(f'config.model.antialias: expected False for generator={name!r} '
+                       '(antialiased sampling is for resnet generators, as in CUT)')
+    if kernel_init(model_config) != 'normal':
+      raise ValueError(f"config.model.init={model_config.init!r}: expected 'normal' for "
+                       f'generator={name!r}')
     return UnetGenerator(num_downs=size.bit_length() - 1, remat=remat, **common)
   raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
 
@@ -492,14 +592,40 @@ def create_discriminator(model_config) -> nn.Module:
   name = model_config.discriminator
   common = dict(ndf=model_config.ndf, norm=_norm_name(model_config),
                 dtype=compute_dtype(model_config))
+  patchgan = dict(antialias=model_config.get('antialias', False),
+                  init_type=kernel_init(model_config), **common)
   if name == 'basic':
-    return NLayerDiscriminator(n_layers=3, **common)
+    return NLayerDiscriminator(n_layers=3, **patchgan)
   if name == 'n_layers':
-    return NLayerDiscriminator(n_layers=model_config.n_layers_d, **common)
+    return NLayerDiscriminator(n_layers=model_config.n_layers_d, **patchgan)
   if name == 'pixel':
-    return PixelDiscriminator(**common)
+    return PixelDiscriminator(init_type=kernel_init(model_config), **common)
   raise ValueError(
       f'config.model.discriminator={name!r}: expected one of {", ".join(DISCRIMINATORS)}')
+
+
+class PatchSampleMLP(nn.Module):
+  """CUT's F (`PatchSampleF` with `use_mlp`): for each NCE layer its own
+  Linear(C, nc), ReLU, Linear(nc, nc) (xavier_normal gain 0.02, bias 0) on
+  the features of the sampled patches, then L2-normalised. The reference
+  builds it lazily at the first batch; here it is built from the features'
+  shapes before training (families/cut.py)."""
+  nc: int = 256
+
+  @nn.compact
+  def __call__(self, features, patch_ids):
+    """features: per layer (B, H, W, C); patch_ids: per layer the flat (h * W
+    + w) indices of its patches, the same for every image. Returns per layer
+    (B * len(ids), nc) rows, image by image, each of unit length."""
+    out = []
+    for i, (feature, ids) in enumerate(zip(features, patch_ids)):
+      b, h, w, c = feature.shape
+      x = feature.reshape(b, h * w, c)[:, ids].reshape(-1, c).astype(jnp.float32)
+      dense = functools.partial(nn.Dense, self.nc, kernel_init=_xavier_init)
+      x = dense(name=f'mlp_{i}_1')(nn.relu(dense(name=f'mlp_{i}_0')(x)))
+      # `Normalize(2)`: x / (||x|| + 1e-7).
+      out.append(x / (jnp.sqrt(jnp.sum(x**2, axis=1, keepdims=True)) + 1e-7))
+    return out
 
 
 def _norm_name(model_config) -> str:

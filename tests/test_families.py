@@ -5,6 +5,7 @@ import jax
 import pytest
 
 from configs import tiny
+from configs import tiny_cut
 from configs import tiny_pix2pix
 from cyclegan_jax import families
 from cyclegan_jax import state as state_lib
@@ -31,13 +32,14 @@ def test_configs_and_states_find_their_family():
   cyclegan, pix2pix = tiny.get_config(), tiny_pix2pix.get_config()
   assert families.get(cyclegan) is families.cyclegan
   assert families.get(pix2pix) is families.pix2pix
+  assert families.get(tiny_cut.get_config()) is families.cut
   del cyclegan.model['kind']  # A workdir from before the field: CycleGAN.
   assert families.get(cyclegan) is families.cyclegan
   pix2pix.model.kind = 'cut?'
   with pytest.raises(ValueError, match=r"^config.model.kind='cut\?': expected one of "
-                                       r"cyclegan, pix2pix"):
+                                       r"cyclegan, pix2pix, cut$"):
     families.get(pix2pix)
-  for config in (tiny.get_config(), tiny_pix2pix.get_config()):
+  for config in (tiny.get_config(), tiny_pix2pix.get_config(), tiny_cut.get_config()):
     abstract = jax.eval_shape(lambda c=config: state_lib.create_state(
         c, (32, 32), 1, state_lib.learning_rate_schedule(c.train, 10)))
     family = families.of_state(abstract)

@@ -1,5 +1,5 @@
-"""Model families: what differs between CycleGAN and pix2pix, one module each
-(`cyclegan.py`, `pix2pix.py`), behind one interface that training, the train
+"""Model families: what differs between CycleGAN, pix2pix and CUT, one module
+each (`cyclegan.py`, `pix2pix.py`, `cut.py`), behind one interface that training, the train
 step, evaluation, translation, the results page, export, the PyTorch import
 and the benchmark call without knowing which family they hold:
 
@@ -26,10 +26,11 @@ and the benchmark call without knowing which family they hold:
 `get(config)` is the family of a config, `of_state(state)` of a train state.
 """
 
+from cyclegan_jax.families import cut
 from cyclegan_jax.families import cyclegan
 from cyclegan_jax.families import pix2pix
 
-FAMILIES = {family.KIND: family for family in (cyclegan, pix2pix)}
+FAMILIES = {family.KIND: family for family in (cyclegan, pix2pix, cut)}
 KINDS = tuple(FAMILIES)
 
 
