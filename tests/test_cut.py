@@ -1,0 +1,332 @@
+"""CUT and FastCUT: the reference's networks and loss, its update order, a
+task it must learn, reruns and resumes, and the A->B-only tools."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import cut as cut_config
+from configs import fastcut as fastcut_config
+from configs import tiny_cut
+from cyclegan_jax import checkpoints
+from cyclegan_jax import input_pipeline
+from cyclegan_jax import losses
+from cyclegan_jax import models
+from cyclegan_jax import state as state_lib
+from cyclegan_jax import train
+from cyclegan_jax import train_step as train_step_lib
+from cyclegan_jax import translate
+from cyclegan_jax.families import cut
+from tests import learning_comparison
+from tests import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parameter_counts_and_shapes_are_the_references():
+  """At the reference's defaults (ngf = ndf = 64, netF_nc 256, 256 px): G
+  11,378,179, D 2,764,737, F 560,384 parameters (the reference's own counts,
+  README); the NCE layers 0, 4, 8, 12, 16 are the padded image, the two
+  stride-1 down convolutions (before their norm) and residual blocks 1 and 5;
+  D gives a 30x30 map."""
+  config = cut_config.get_config()
+  abstract = jax.eval_shape(lambda: state_lib.create_state(
+      config, (256, 256), 1, state_lib.learning_rate_schedule(config.train, 10)))
+  counts = {name: models.count_params(getattr(abstract, name).params) for name in cut.NETWORKS}
+  assert counts == {'gen': 11_378_179, 'disc': 2_764_737, 'patch_mlp': 560_384}
+  mlp = abstract.patch_mlp.params
+  assert [mlp[f'mlp_{i}_0']['kernel'].shape for i in range(5)] == [
+      (3, 256), (128, 256), (256, 256), (256, 256), (256, 256)]
+  generator = models.create_generator(config.model)
+  image = jnp.zeros((1, 256, 256, 3))
+  features = jax.eval_shape(lambda p: cut.encoder_features(
+      generator, p, image, cut.nce_layers(config)), abstract.gen.params)
+  assert [f.shape[1:] for f in features] == [(262, 262, 3), (256, 256, 128), (128, 128, 256),
+                                             (64, 64, 256), (64, 64, 256)]
+  disc = models.create_discriminator(config.model)
+  assert jax.eval_shape(disc.apply, {'params': abstract.disc.params}, image).shape == (
+      1, 30, 30, 1)
+  assert jax.eval_shape(lambda p: generator.apply({'params': p}, image),
+                        abstract.gen.params).shape == (1, 256, 256, 3)
+
+
+def test_blur_layers_and_init_are_the_references():
+  """blur_downsample / blur_upsample against the reference's Downsample and
+  Upsample layers (their defaults) computed by PyTorch, at odd and even
+  sizes; xavier init's spread."""
+  torch = pytest.importorskip('torch')
+  f = torch.nn.functional
+  x = np.random.default_rng(0).normal(size=(2, 7, 10, 3)).astype(np.float32)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+  to_nhwc = lambda t: t.numpy().transpose(0, 2, 3, 1)
+  # Downsample(filt_size=3, pad_type='reflect', stride=2).
+  filt = torch.tensor(np.outer([1., 2., 1.], [1., 2., 1.]) / 16, dtype=torch.float32)
+  down = f.conv2d(torch.nn.ReflectionPad2d(1)(xt), filt[None, None].repeat(3, 1, 1, 1),
+                  stride=2, groups=3)
+  np.testing.assert_allclose(models.blur_downsample(x), to_nhwc(down), atol=1e-6)
+  # Upsample(filt_size=4, pad_type='repl', stride=2).
+  a = np.array([1., 3., 3., 1.])
+  filt = torch.tensor(np.outer(a, a) / np.outer(a, a).sum() * 4, dtype=torch.float32)
+  up = f.conv_transpose2d(torch.nn.ReplicationPad2d(1)(xt), filt[None, None].repeat(3, 1, 1, 1),
+                          stride=2, padding=2, groups=3)[:, :, 1:, 1:][:, :, :-1, :-1]
+  np.testing.assert_allclose(models.blur_upsample(x), to_nhwc(up), atol=1e-6)
+  # xavier_normal_(gain=0.02): std 0.02 * sqrt(2 / (fan_in + fan_out)), fans with taps.
+  kernel = models.INITS['xavier'](jax.random.PRNGKey(0), (3, 3, 64, 128))
+  expected = 0.02 * np.sqrt(2 / (64 * 9 + 128 * 9))
+  assert abs(float(jnp.std(kernel)) / expected - 1) < 0.02
+  assert abs(float(jnp.mean(kernel))) < 0.05 * expected
+
+
+def _reference_patch_nce(q, k, num_images, temperature):
+  """patchnce.py, loop by loop in NumPy: per query, cross entropy over
+  [its key, the keys of its image's patches with its own one set to -10]."""
+  patches = len(q) // num_images
+  out = []
+  for n in range(len(q)):
+    image = n // patches
+    negatives = [q[n] @ k[image * patches + j] if image * patches + j != n else -10.0
+                 for j in range(patches)]
+    logits = np.array([q[n] @ k[n], *negatives]) / temperature
+    out.append(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[0])
+  return np.array(out)
+
+
+def test_patch_nce_is_the_reference_formula():
+  rng = np.random.default_rng(0)
+  unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+  q, k = (unit(rng.normal(size=(2 * 5, 4))).astype(np.float32) for _ in range(2))
+  ours = losses.patch_nce(q, k, num_images=2, temperature=0.07)
+  np.testing.assert_allclose(ours, _reference_patch_nce(q, k, 2, 0.07), rtol=1e-5)
+  # Negatives come only from the same image: another image's keys change nothing.
+  k2 = k.copy()
+  k2[5:] = unit(rng.normal(size=(5, 4)))
+  np.testing.assert_allclose(losses.patch_nce(q, k2, 2, 0.07)[:5], ours[:5], rtol=1e-6)
+  # The keys (the real image's path) get no gradient.
+  grad = jax.grad(lambda k: jnp.sum(losses.patch_nce(q, k, 2, 0.07)))(k)
+  assert not np.any(grad)
+
+
+def _device_keys(rng, device):
+  """The step keys of step 0 on `device`: (flip, dropout, ids X, ids Y, gp)."""
+  return jax.random.split(jax.random.fold_in(jax.random.fold_in(rng, 0), device), 5)
+
+
+def _reference_step(config, state, batch, num_devices):
+  """One step as the reference's optimize_parameters, written out with Optax
+  and without our step's code: forward; D on real B vs G(a), updated first;
+  then G and F on lambda_GAN * LSGAN(D_new(G(a)), 1) + PatchNCE terms, one
+  gradient of both (G's forward recomputed: autodiff of the whole). F is the
+  MLP head written out from its parameters; patch ids are the step's draws.
+  Each device takes its slice; gradients averaged. Returns (params of gen,
+  disc, patch_mlp; gradients of the same; loss values)."""
+  t, layers = config.train, cut.nce_layers(config)
+  gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
+  tx = state_lib.create_optimizer(t, optax.constant_schedule(t.lr))
+  adam = lambda params, grads: optax.apply_updates(
+      params, tx.update(grads, tx.init(params), params)[0])
+  mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
+  mse = lambda prediction, target: jnp.mean((prediction - target) ** 2)
+
+  def head(fp, i, feature, ids):  # Sample, Linear, ReLU, Linear, normalise.
+    b, h, w, c = feature.shape
+    x = feature.reshape(b, h * w, c)[:, ids].reshape(-1, c)
+    first, second = fp[f'mlp_{i}_0'], fp[f'mlp_{i}_1']
+    x = jax.nn.relu(x @ first['kernel'] + first['bias']) @ second['kernel'] + second['bias']
+    return x / (jnp.linalg.norm(x, axis=1, keepdims=True) + 1e-7)
+
+  def nce(gp, fp, source, generated, ids_key, flipped):
+    encode = lambda x: gen.apply({'params': gp}, x, nce_layers=layers)
+    feat_q, feat_k = encode(generated), encode(source)
+    if flipped:
+      feat_q = [f[:, :, ::-1] for f in feat_q]
+    total = 0.0
+    for i, (key, fq, fk) in enumerate(zip(jax.random.split(ids_key, len(layers)), feat_q,
+                                          feat_k)):
+      hw = fk.shape[1] * fk.shape[2]
+      ids = jax.random.permutation(key, hw)[:min(t.num_patches, hw)]
+      q = head(fp, i, fq, ids)
+      k = jax.lax.stop_gradient(head(fp, i, fk, ids))
+      s = len(ids)
+      l_pos = jnp.sum(q * k, 1, keepdims=True)
+      l_neg = jnp.einsum('bsd,btd->bst', q.reshape(source.shape[0], s, -1),
+                         k.reshape(source.shape[0], s, -1))
+      l_neg = jnp.where(jnp.eye(s, dtype=bool), -10.0, l_neg).reshape(-1, s)
+      logits = jnp.concatenate([l_pos, l_neg], 1) / t.nce_t
+      total += jnp.mean(-jax.nn.log_softmax(logits)[:, 0]) * t.lambda_nce
+    return total / len(layers)
+
+  devices = []
+  for i in range(num_devices):
+    a, b = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
+            for v in (batch['A'], batch['B']))
+    k_flip, _, k_ids_x, k_ids_y, _ = _device_keys(state.rng, i)
+    flipped = t.flip_equivariance and bool(jax.random.uniform(k_flip) < 0.5)
+
+    def fakes(gp, a=a, b=b, flipped=flipped):
+      real = jnp.concatenate([a, b]) if t.nce_idt else a
+      fake = gen.apply({'params': gp}, real[:, :, ::-1] if flipped else real)
+      return fake[:len(a)], fake[len(a):]
+    devices.append((a, b, fakes, k_ids_x, k_ids_y, flipped))
+
+  def d_loss(dp, b, fakes):
+    fake_b = fakes(state.gen.params)[0]
+    return 0.5 * (mse(disc.apply({'params': dp}, fake_b), 0.0)
+                  + mse(disc.apply({'params': dp}, b), 1.0))
+  d_grads = mean([jax.grad(d_loss)(state.disc.params, b, fakes)
+                  for _, b, fakes, *_ in devices])
+  new_disc = adam(state.disc.params, d_grads)
+
+  def g_terms(params, a, b, fakes, k_ids_x, k_ids_y, flipped):
+    gp, fp = params
+    fake_b, idt_b = fakes(gp)
+    terms = {'gen/adversarial': t.lambda_gan * mse(disc.apply({'params': new_disc}, fake_b),
+                                                   1.0)}
+    nce_x = nce(gp, fp, a, fake_b, k_ids_x, flipped)
+    if t.nce_idt:
+      terms['gen/nce_x'] = 0.5 * nce_x
+      terms['gen/nce_y'] = 0.5 * nce(gp, fp, b, idt_b, k_ids_y, flipped)
+    else:
+      terms['gen/nce_x'] = nce_x
+    return terms
+
+  params = (state.gen.params, state.patch_mlp.params)
+  g_loss = lambda p, *args: sum(g_terms(p, *args).values())
+  g_grads, f_grads = mean([jax.grad(g_loss)(params, *device) for device in devices])
+  values = [g_terms(params, *device) for device in devices]
+  values = {name: float(np.mean([v[name] for v in values])) for name in values[0]}
+  values['disc/loss'] = float(np.mean([d_loss(state.disc.params, b, fakes)
+                                       for _, b, fakes, *_ in devices]))
+  new = (adam(state.gen.params, g_grads), new_disc, adam(state.patch_mlp.params, f_grads))
+  return new, (g_grads, d_grads, f_grads), values
+
+
+def _first_step(config, batch):
+  """(initial state, state after one step, metrics) of the real train step."""
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  schedule = optax.constant_schedule(config.train.lr)
+  state = state_lib.create_sharded_state(config, (32, 32), mesh, schedule)
+  initial = jax.tree.map(np.asarray, state)  # The step donates `state`.
+  step = train_step_lib.make_train_step(config, mesh, state, schedule)
+  sharding = jax.NamedSharding(mesh, jax.P('data'))
+  new_state, metrics = step(state, {k: jax.device_put(v, sharding) for k, v in batch.items()})
+  return initial, new_state, {k: float(v) for k, v in metrics.items()}
+
+
+def _check_against_reference(config, batch, num_devices):
+  initial, new_state, metrics = _first_step(config, batch)
+  new, grads, reference = _reference_step(config, initial, batch, num_devices)
+  assert set(metrics) == {*reference, 'gen/total', 'learning_rate'}
+  for name, value in reference.items():  # The loss values, not just the parameters.
+    assert metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+  for name, params, grad in zip(('gen', 'disc', 'patch_mlp'), new, grads):
+    ours = getattr(new_state, name)
+    # Adam's first moment after one step is (1 - beta1) * gradient: the
+    # gradients compared directly, to float rounding of the network's largest
+    # (the biases of convolutions before an instance norm have a gradient of
+    # exactly 0, computed as rounding noise of a sum of larger terms).
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grad))
+    errors = jax.tree.map(lambda m, g: float(np.abs(m / (1 - config.train.beta1) - g).max()),
+                          ours.opt_state[0].mu, grad)
+    assert max(jax.tree.leaves(errors)) < 1e-4 * scale, (name, scale, errors)
+    # The first Adam step moves each parameter by about lr * sign(gradient);
+    # a gradient within rounding of 0 may move either way (up to 2 lr).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2.5 * config.train.lr),
+                 ours.params, params)
+    same = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b) < 1e-6, ours.params, params))
+    # Nearly every parameter exactly where Adam put it.
+    assert np.mean(np.concatenate([x.ravel() for x in same])) > 0.99, name
+
+
+def _tiny(kind: str, folder: str):
+  config = learning_comparison.tiny_config(kind)
+  config.data.image_dir = folder
+  return config
+
+
+def _flipping_seed(config) -> int:
+  """A seed whose first step flips G's input on device 0 (FastCUT)."""
+  for seed in range(20):
+    rng = jax.random.split(jax.random.PRNGKey(seed), 5)[0]  # create_state's base key.
+    if jax.random.uniform(_device_keys(rng, 0)[0]) < 0.5:
+      return seed
+  raise AssertionError('no flipping seed below 20')
+
+
+def _batch(config, size):
+  sources = input_pipeline.open_sources(config.data)
+  return input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
+                                        config.seed, size, 0, 1).batch(0)
+
+
+@pytest.mark.parametrize('kind', ['cut', 'fastcut'])
+def test_one_step_is_the_reference_update_order(image_folder, kind):
+  """CUT (identity NCE term, no flip) and FastCUT (no identity term, its
+  input flipped on this seed's first step)."""
+  config = _tiny(kind, image_folder)
+  if kind == 'fastcut':
+    config.seed = _flipping_seed(config)
+  _check_against_reference(config, _batch(config, 2), num_devices=1)
+
+
+FOUR_DEVICES = '''
+import sys
+from tests import test_cut
+config = test_cut._tiny('cut', sys.argv[1])
+test_cut._check_against_reference(config, test_cut._batch(config, 4), num_devices=4)
+print('OK four devices')
+'''
+
+
+def test_four_devices_average_per_device_gradients(image_folder):
+  """Data-parallel CUT, a global batch of 4 over 4 devices: each device draws
+  its own patches and negatives from its own image, gradients averaged; the
+  same as the reference step run on each device's slice."""
+  result = subprocess.run([sys.executable, '-c', FOUR_DEVICES, image_folder], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ,
+                               'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'OK four devices' in result.stdout
+
+
+def test_learns_a_colour_change(tmp_path):
+  """The learning test of tests/test_learning.py (colour rotation, 64 + 64
+  training images, 300 steps at 32 px). CUT must bring held-out A images much
+  closer to their true B translations than leaving them is. Measured on a
+  2-core CPU: ratio 0.XX (README); the test demands below 0.6, CycleGAN's bar."""
+  root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=64, n_test=16)
+  result = learning_comparison.run('cut', root, 300, str(tmp_path / 'run'))
+  print(result)
+  assert result['error'] < 0.6 * result['do_nothing']
+
+
+def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
+  """A short run: samples, translate (AtoB; BtoA named), the results page's
+  generator, and export of the one generator."""
+  config = _tiny('cut', image_folder)
+  config.train.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  state = train.train_and_evaluate(config, workdir)
+  grid = input_pipeline.load_image(os.path.join(workdir, 'samples', 'step_00000002.png'))
+  assert grid.shape == (2 * 2 * 32, 2 * 32, 3)  # real | G(x) for 2 A then 2 B images.
+  written = translate.translate_folder(workdir, os.path.join(image_folder, 'testA'),
+                                       str(tmp_path / 'out'))
+  assert len(written) == 4
+  image = input_pipeline.load_image(os.path.join(image_folder, 'testA', '0000.png'))
+  np.testing.assert_array_equal(
+      input_pipeline.load_image(written[0]),
+      translate.translate_image(models.create_generator(config.model), state.gen.params, image))
+  with pytest.raises(ValueError, match=r'^--direction=BtoA: a CUT model translates AtoB only'):
+    translate.translate_folder(workdir, os.path.join(image_folder, 'testB'),
+                               str(tmp_path / 'out_b'), direction='BtoA')
+  assert not os.path.exists(tmp_path / 'out_b')
