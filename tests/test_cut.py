@@ -19,6 +19,9 @@ from configs import cut as cut_config
 from configs import fastcut as fastcut_config
 from configs import tiny_cut
 from cyclegan_jax import checkpoints
+from cyclegan_jax import evaluate
+from cyclegan_jax import inception
+from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
@@ -29,6 +32,7 @@ from cyclegan_jax import translate
 from cyclegan_jax.families import cut
 from tests import learning_comparison
 from tests import synthetic
+from tests import test_reproducibility
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -330,3 +334,76 @@ def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
     translate.translate_folder(workdir, os.path.join(image_folder, 'testB'),
                                str(tmp_path / 'out_b'), direction='BtoA')
   assert not os.path.exists(tmp_path / 'out_b')
+
+  # Export: the one generator, as AtoB; BtoA named.
+  pytest.importorskip('onnxruntime')
+  from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
+  import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+  written = export.export_workdir(workdir, str(tmp_path / 'onnx'))
+  assert written == [str(tmp_path / 'onnx' / 'AtoB.onnx')]
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 20, 3)).astype(np.float32)
+  session = ort.InferenceSession(written[0], providers=['CPUExecutionProvider'])
+  np.testing.assert_allclose(session.run(None, {export.INPUT_NAME: x})[0],
+                             translate.generate(models.create_generator(config.model),
+                                                state.gen.params, x), atol=1e-4)
+  with pytest.raises(ValueError, match=r'^--direction=BtoA: a CUT model translates AtoB only'):
+    export.export_workdir(workdir, str(tmp_path / 'onnx'), 'BtoA')
+
+  # FID/KID: A->B only, the translated test A images against the real test B's.
+  weights = str(tmp_path / 'inception.npz')
+  inception_weights.save(weights, inception.init_variables(seed=0))
+  result = evaluate.evaluate_workdir(workdir, inception_weights=weights)
+  assert set(result) == {'step', 'AtoB'} and result['step'] == 2
+  assert result['AtoB']['num_fake'] == result['AtoB']['num_real'] == 4
+  assert result['AtoB']['fid'] > 0
+
+
+RERUN_STEPS = 12
+# Every source of randomness CUT has: shuffled epochs, random B images, crops
+# and flips, the flip-equivariance coin, patch ids; batch 2 and a checkpoint
+# every 2 steps, so that kills land mid-save too.
+RERUN_OVERRIDES = {'train.num_steps': RERUN_STEPS, 'train.batch_size': 2,
+                   'train.flip_equivariance': True, 'checkpoint_every_steps': 2,
+                   'keep_checkpoints': 20, 'log_every_steps': 2, 'sample_every_steps': 1000}
+
+
+def _saved_state(workdir) -> dict:
+  manager = ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir)))
+  assert manager.latest_step() == RERUN_STEPS
+  return jax.tree.map(np.asarray, manager.restore(RERUN_STEPS,
+                                                  args=ocp.args.StandardRestore()))
+
+
+def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
+  config = _tiny('cut', image_folder)
+  for field, value in RERUN_OVERRIDES.items():
+    section, _, name = field.rpartition('.')
+    (config[section] if section else config)[name] = value
+  train.train_and_evaluate(config, str(tmp_path / 'first'))
+  first = _saved_state(tmp_path / 'first')
+  train.train_and_evaluate(config, str(tmp_path / 'again'))
+  assert test_reproducibility._identical(_saved_state(tmp_path / 'again'), first)
+
+  workdir = tmp_path / 'killed'
+  command = [sys.executable, 'main.py', '--config=configs/tiny_cut.py', f'--workdir={workdir}',
+             f'--config.data.image_dir={image_folder}',
+             *(f'--config.{field}={value}' for field, value in RERUN_OVERRIDES.items())]
+  rng = random.Random(0)
+  resumed_from = []
+  for _ in range(2):
+    before = (test_reproducibility._complete_steps(workdir) or [0])[-1]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while ((test_reproducibility._complete_steps(workdir) or [0])[-1] <= before
+           and process.poll() is None and time.time() < deadline):
+      time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.3))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_from.append(before)
+  assert resumed_from[0] == 0 and 0 < resumed_from[1] < RERUN_STEPS, resumed_from
+  final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step' in final.stderr
+  assert test_reproducibility._identical(_saved_state(workdir), first)
