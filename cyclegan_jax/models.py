@@ -11,7 +11,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 # Official `init_weights(init_type='normal', init_gain=0.02)`: conv weights
 # N(0, 0.02), biases 0.
@@ -41,44 +40,42 @@ def _conv(features, kernel, stride=1, padding=0, use_bias=True, dtype=jnp.float3
                  conv_general_dilated=conv_fn)
 
 
-def _depthwise(x, taps, strides):
-  """Each channel of `x` convolved ('VALID') with each (kh, kw) filter of
-  `taps` (k, kh, kw): k outputs per channel, channel-major (c * k + i)."""
-  channels = x.shape[-1]
-  kernel = jnp.tile(jnp.asarray(taps, x.dtype).transpose(1, 2, 0)[:, :, None, :],
-                    (1, 1, 1, channels))
-  return jax.lax.conv_general_dilated(x, kernel, strides, 'VALID',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                      feature_group_count=channels)
-
-
-_BLUR_DOWN = np.outer([1., 2., 1.], [1., 2., 1.]) / 16
-# y[2m] = x[m-1]/4 + 3x[m]/4, y[2m+1] = 3x[m]/4 + x[m+1]/4, per axis.
-_BLUR_UP_PHASES = [np.array([.25, .75, 0.]), np.array([0., .75, .25])]
-_BLUR_UP = np.stack([np.outer(a, b) for a in _BLUR_UP_PHASES for b in _BLUR_UP_PHASES])
+def _pad_axis(x, axis: int, mode: str):
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  return jnp.pad(x, pad, mode=mode)
 
 
 def blur_downsample(x):
   """CUT's antialiased `Downsample` (Zhang 2019; CUT's networks.py with its
   defaults): reflect-pad 1, blur each channel with the fixed [1, 2, 1]^2 / 16
-  filter, keep every other pixel: n pixels -> (n + 1) // 2. No parameters."""
-  x = _reflect_pad(x, 1)
-  return _depthwise(x, _BLUR_DOWN[None], (2, 2))
+  filter, keep every other pixel. Per axis (the filter is separable):
+  y[m] = x[2m-1]/4 + x[2m]/2 + x[2m+1]/4, x reflected at the border; n pixels
+  -> (n + 1) // 2. As strided slices: 5x faster on XLA:CPU than a depthwise
+  convolution, gradient included (256 px, 128 channels: 0.09 s against 0.48 s)."""
+  def along(x, axis):
+    n = x.shape[axis]
+    xp = _pad_axis(x, axis, 'reflect')
+    tap = lambda k: jax.lax.slice_in_dim(xp, k, k + n, 2, axis)
+    return 0.25 * tap(0) + 0.5 * tap(1) + 0.25 * tap(2)
+  return along(along(x, 1), 2)
 
 
 def blur_upsample(x):
   """CUT's antialiased `Upsample` (replicate-pad 1, transposed convolution
   with the fixed [1, 3, 3, 1]^2 / 16 filter, stride 2, crop): bilinear x2 with
   half-pixel centres. Per axis y[2m] = x[m-1]/4 + 3x[m]/4 and y[2m+1] =
-  3x[m]/4 + x[m+1]/4, x repeated at the border: the four phases as one
-  depthwise convolution, then depth-to-space (as subpixel_conv_transpose)."""
-  n, h, w, c = x.shape
-  # Border pixels repeated: for a pad of 1 'symmetric' is 'edge', and it
-  # exports to ONNX at symbolic sizes as 'reflect' does ('edge' does not).
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='symmetric')
-  y = _depthwise(x, _BLUR_UP, (1, 1))
-  y = y.reshape(n, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
-  return y.reshape(n, 2 * h, 2 * w, c)
+  3x[m]/4 + x[m+1]/4, x repeated at the border, the two phases interleaved."""
+  def along(x, axis):
+    n = x.shape[axis]
+    # For a pad of 1, 'symmetric' repeats the border pixel as 'edge' does, and
+    # it exports to ONNX at symbolic sizes (export.py), which 'edge' does not.
+    xp = _pad_axis(x, axis, 'symmetric')
+    at = lambda k: jax.lax.slice_in_dim(xp, k, k + n, 1, axis)
+    even, odd = 0.25 * at(0) + 0.75 * at(1), 0.75 * at(1) + 0.25 * at(2)
+    return jnp.stack([even, odd], axis + 1).reshape(*x.shape[:axis], 2 * n,
+                                                    *x.shape[axis + 1:])
+  return along(along(x, 1), 2)
 
 
 # A convolution to or from at most this many channels (the generators' 64 <-> 3

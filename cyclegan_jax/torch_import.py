@@ -288,6 +288,10 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   The discriminators are freshly initialised: official test checkpoints hold
   none. Nothing is written unless every file fits the config."""
   family = families.get(config)
+  if config.model.get('antialias', False) or config.model.get('antialias_up', False):
+    raise ValueError('config.model.antialias: expected False for --mode=import_torch (it reads '
+                     'the official CycleGAN/pix2pix generators; antialiased ones, as CUT '
+                     'trains, are not supported)')
   # One generator (pix2pix: the official G) or two (CycleGAN: G_A, G_B).
   networks = tuple(family.create_generators(config.model))
   single = len(networks) == 1

@@ -289,6 +289,15 @@ def test_pix2pix_refuses_a_second_checkpoint(tmp_path):
   assert not workdir.exists()
 
 
+def test_cut_is_refused_by_name(tmp_path):
+  from configs import tiny_cut  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match=r'^config.model.antialias: expected False for '
+                                       r'--mode=import_torch'):
+    torch_import.import_torch_checkpoints(tiny_cut.get_config(), str(workdir), 'G.pth')
+  assert not workdir.exists()
+
+
 def test_one_checkpoint_serves_both_directions_with_a_warning(tmp_path, capsys, image_folder):
   torch.manual_seed(5)
   path = _save(ResnetGenerator(), tmp_path / 'horse2zebra.pth')
