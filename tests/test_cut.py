@@ -307,7 +307,9 @@ def test_learns_a_colour_change(tmp_path):
   """The learning test of tests/test_learning.py (colour rotation, 64 + 64
   training images, 300 steps at 32 px). CUT must bring held-out A images much
   closer to their true B translations than leaving them is. Measured on a
-  2-core CPU: ratio 0.XX (README); the test demands below 0.6, CycleGAN's bar."""
+  2-core CPU: mean absolute error 39.0 against 103.1 for doing nothing, a
+  ratio of 0.38 (CycleGAN 0.36 in the same run; README); the test demands
+  below 0.6, CycleGAN's bar."""
   root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=64, n_test=16)
   result = learning_comparison.run('cut', root, 300, str(tmp_path / 'run'))
   print(result)
