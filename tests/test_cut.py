@@ -25,6 +25,7 @@ from cyclegan_jax import inception_weights
 from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
+from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
 from cyclegan_jax import train_step as train_step_lib
@@ -336,6 +337,13 @@ def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
     translate.translate_folder(workdir, os.path.join(image_folder, 'testB'),
                                str(tmp_path / 'out_b'), direction='BtoA')
   assert not os.path.exists(tmp_path / 'out_b')
+
+  # The results page (--mode=test): real A | A->B of the test A images only.
+  page = open(results_page.write_results_page(workdir, num_test=2), encoding='utf-8').read()
+  assert '<h2>testA: 2 images</h2>' in page and 'testB' not in page
+  assert '<th>real A</th><th>A→B</th>' in page
+  assert sorted(os.listdir(os.path.join(workdir, 'results', '2', 'images'))) == [
+      f'testA_000{i}_{kind}.png' for i in range(2) for kind in ('fake', 'real')]
 
   # Export: the one generator, as AtoB; BtoA named.
   pytest.importorskip('onnxruntime')

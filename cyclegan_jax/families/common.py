@@ -20,6 +20,18 @@ def network_state(module, init_key, image_shape, channels: int, tx) -> train_sta
   return train_state.TrainState.create(apply_fn=module.apply, params=params, tx=tx)
 
 
+def open_unpaired_training_data(config, shard, channels):
+  """(unpaired training batches, test images {'A', 'B'} for the sample grids,
+  a line describing the data): CycleGAN's and CUT's data."""
+  sources = input_pipeline.open_sources(config.data, channels)
+  batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
+                                           *shard)
+  samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
+                                                config.num_samples) for domain in 'AB'}
+  return batches, samples, (f'{len(sources["trainA"])} A and {len(sources["trainB"])} B '
+                            'training images')
+
+
 def per_device(tree):
   """Marks replicated values as per-device before differentiating, so that
   the gradients are per device and `pmean` averages them (as `pmap` did);

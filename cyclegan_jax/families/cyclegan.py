@@ -180,16 +180,7 @@ def local_step(state: State, batch, *, config, schedule):
   return new_state, metrics
 
 
-def open_training_data(config, shard, channels):
-  """(unpaired training batches, test images {'A', 'B'} for the sample grids,
-  a line describing the data)."""
-  sources = input_pipeline.open_sources(config.data, channels)
-  batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
-                                           *shard)
-  samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
-                                                config.num_samples) for domain in 'AB'}
-  return batches, samples, (f'{len(sources["trainA"])} A and {len(sources["trainB"])} B '
-                            'training images')
+open_training_data = common.open_unpaired_training_data
 
 
 def sample_rows(generators, state: State, samples, config) -> list:
