@@ -65,6 +65,38 @@ def test_parameter_counts_and_shapes_are_the_references():
                         abstract.gen.params).shape == (1, 256, 256, 3)
 
 
+def test_nce_layers_are_the_references_sequential_entries():
+  """The features at 0, 4, 8, 12, 13 of the tiny generator, recomputed from
+  its parameters layer by layer as the reference's Sequential runs: 0 the
+  reflection-padded input, 4 and 8 the stride-1 down convolutions before
+  their norm, 12 and 13 the outputs of residual blocks 1 and 2."""
+  config = tiny_cut.get_config()
+  generator = models.create_generator(config.model)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  params = generator.init(jax.random.PRNGKey(0), x)['params']
+  features = cut.encoder_features(generator, params, x, cut.nce_layers(config))
+
+  def conv(name, y, padding):
+    y = jax.lax.conv_general_dilated(y, params[name]['kernel'], (1, 1), [(padding,) * 2] * 2,
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + params[name]['bias']
+
+  def norm_relu(y):  # InstanceNorm2d(affine=False), eps 1e-5, then ReLU.
+    mean, var = jnp.mean(y, (1, 2), keepdims=True), jnp.var(y, (1, 2), keepdims=True)
+    return jax.nn.relu((y - mean) / jnp.sqrt(var + 1e-5))
+
+  block = models.ResnetBlock(32, init_type='xavier')
+  expected = [jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)), mode='reflect')]
+  expected.append(conv('Conv_1', norm_relu(conv('Conv_0', expected[0], 0)), 1))
+  expected.append(conv('Conv_2', models.blur_downsample(norm_relu(expected[1])), 1))
+  expected.append(block.apply({'params': params['ResnetBlock_0']},
+                              models.blur_downsample(norm_relu(expected[2]))))
+  expected.append(block.apply({'params': params['ResnetBlock_1']}, expected[3]))
+  assert len(features) == len(expected)
+  for ours, theirs in zip(features, expected):
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
 def test_blur_layers_and_init_are_the_references():
   """blur_downsample / blur_upsample against the reference's Downsample and
   Upsample layers (their defaults) computed by PyTorch, at odd and even
@@ -136,7 +168,7 @@ def _reference_step(config, state, batch, num_devices):
   disc, patch_mlp; gradients of the same; loss values)."""
   t, layers = config.train, cut.nce_layers(config)
   gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
-  tx = state_lib.create_optimizer(t, optax.constant_schedule(t.lr))
+  tx = optax.adam(t.lr, b1=0.5, b2=0.999)  # The reference's three Adams (cut:89-90, 110).
   adam = lambda params, grads: optax.apply_updates(
       params, tx.update(grads, tx.init(params), params)[0])
   mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
@@ -287,6 +319,7 @@ FOUR_DEVICES = '''
 import sys
 from tests import test_cut
 config = test_cut._tiny('cut', sys.argv[1])
+config.train.flip_equivariance = True  # With the identity term: G's input [a, b] flipped.
 test_cut._check_against_reference(config, test_cut._batch(config, 4), num_devices=4)
 print('OK four devices')
 '''
@@ -294,8 +327,9 @@ print('OK four devices')
 
 def test_four_devices_average_per_device_gradients(image_folder):
   """Data-parallel CUT, a global batch of 4 over 4 devices: each device draws
-  its own patches and negatives from its own image, gradients averaged; the
-  same as the reference step run on each device's slice."""
+  its own flip coin, patches and negatives from its own image, gradients
+  averaged; the same as the reference step run on each device's slice (CUT
+  with flip equivariance on: devices flipped and not, both NCE terms)."""
   result = subprocess.run([sys.executable, '-c', FOUR_DEVICES, image_folder], cwd=REPO,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ,
@@ -417,3 +451,12 @@ def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
   assert final.returncode == 0, final.stderr[-3000:]
   assert 'Resuming from the checkpoint at step' in final.stderr
   assert test_reproducibility._identical(_saved_state(workdir), first)
+
+
+def test_the_benchmark_times_cut_and_refuses_the_torch_comparison():
+  from cyclegan_jax import benchmark  # pylint: disable=import-outside-toplevel
+  result = benchmark.run_benchmark(tiny_cut.get_config(), steps=1, warmup=0)
+  assert result['median_step_seconds'] > 0 and result['flops_per_step'] > 0
+  pytest.importorskip('torch')
+  with pytest.raises(ValueError, match=r"^--compare=torch: config.model.kind='cut'"):
+    benchmark.run_benchmark(tiny_cut.get_config(), steps=1, warmup=0, compare='torch')

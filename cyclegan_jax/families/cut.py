@@ -135,10 +135,12 @@ def nce_loss(generator, gen_params, mlp, mlp_params, source, generated, ids_key,
   image's, at the same positions; `flipped` (FastCUT) flips the queries back
   when G's input was flipped."""
   t, layers = config.train, nce_layers(config)
-  feat_q = encoder_features(generator, gen_params, generated, layers, dropout_key)
+  # With dropout each pass of G draws its own masks, as the reference's calls do.
+  keys_q, keys_k = jax.random.split(dropout_key) if dropout_key is not None else (None, None)
+  feat_q = encoder_features(generator, gen_params, generated, layers, keys_q)
   if flipped is not None:
     feat_q = [jnp.where(flipped, f[:, :, ::-1], f) for f in feat_q]
-  feat_k = encoder_features(generator, gen_params, source, layers, dropout_key)
+  feat_k = encoder_features(generator, gen_params, source, layers, keys_k)
   ids = patch_ids(ids_key, feat_k, t.num_patches)
   keys = mlp.apply({'params': mlp_params}, feat_k, ids)
   queries = mlp.apply({'params': mlp_params}, feat_q, ids)
@@ -149,7 +151,9 @@ def nce_loss(generator, gen_params, mlp, mlp_params, source, generated, ids_key,
 
 def local_step(state: State, batch, *, config, schedule):
   """The per-device program: `batch` holds this device's A and B images.
-  PatchNCE draws its negatives within each image, as the reference."""
+  PatchNCE draws its negatives within each image, as the reference. The
+  metrics are the terms as they enter G's loss (with nce_idt, gen/nce_x and
+  gen/nce_y are each half of the reference's logged loss_NCE, loss_NCE_Y)."""
   t = config.train
   real_a, real_b = batch['A'], batch['B']
   n = real_a.shape[0]
@@ -188,8 +192,7 @@ def local_step(state: State, batch, *, config, schedule):
   disc = state.disc.apply_gradients(grads=jax.lax.pmean(d_grads, 'data'))
 
   # --- G and F: fool the updated D, PatchNCE on a -> G(a) (and b -> G(b)).
-  nce = functools.partial(nce_loss, generator, mlp=mlp, config=config, flipped=flipped,
-                          dropout_key=k_dropout)
+  nce = functools.partial(nce_loss, generator, mlp=mlp, config=config, flipped=flipped)
 
   def generator_loss(params, fake):
     g_params, mlp_params = params
@@ -200,10 +203,10 @@ def local_step(state: State, batch, *, config, schedule):
           discriminate(disc.params, fake_b), True, t.gan_mode)
     if t.lambda_nce > 0:
       nce_x = nce(g_params, mlp_params=mlp_params, source=real_a, generated=fake_b,
-                  ids_key=k_ids_x)
+                  ids_key=k_ids_x, dropout_key=jax.random.fold_in(k_dropout, 1))
       if t.nce_idt:
         nce_y = nce(g_params, mlp_params=mlp_params, source=real_b, generated=idt_b,
-                    ids_key=k_ids_y)
+                    ids_key=k_ids_y, dropout_key=jax.random.fold_in(k_dropout, 2))
         terms['gen/nce_x'], terms['gen/nce_y'] = 0.5 * nce_x, 0.5 * nce_y
       else:
         terms['gen/nce_x'] = nce_x
