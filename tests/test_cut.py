@@ -202,47 +202,51 @@ def _reference_step(config, state, batch, num_devices):
       total += jnp.mean(-jax.nn.log_softmax(logits)[:, 0]) * t.lambda_nce
     return total / len(layers)
 
-  devices = []
-  for i in range(num_devices):
-    a, b = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
-            for v in (batch['A'], batch['B']))
-    k_flip, _, k_ids_x, k_ids_y, _ = _device_keys(state.rng, i)
-    flipped = t.flip_equivariance and bool(jax.random.uniform(k_flip) < 0.5)
+  def fakes(gp, a, b, flipped):
+    real = jnp.concatenate([a, b]) if t.nce_idt else a
+    fake = gen.apply({'params': gp}, real[:, :, ::-1] if flipped else real)
+    return fake[:len(a)], fake[len(a):]
 
-    def fakes(gp, a=a, b=b, flipped=flipped):
-      real = jnp.concatenate([a, b]) if t.nce_idt else a
-      fake = gen.apply({'params': gp}, real[:, :, ::-1] if flipped else real)
-      return fake[:len(a)], fake[len(a):]
-    devices.append((a, b, fakes, k_ids_x, k_ids_y, flipped))
-
-  def d_loss(dp, b, fakes):
-    fake_b = fakes(state.gen.params)[0]
+  def d_loss(dp, gp, a, b, flipped):
+    fake_b = fakes(gp, a, b, flipped)[0]
     return 0.5 * (mse(disc.apply({'params': dp}, fake_b), 0.0)
                   + mse(disc.apply({'params': dp}, b), 1.0))
-  d_grads = mean([jax.grad(d_loss)(state.disc.params, b, fakes)
-                  for _, b, fakes, *_ in devices])
-  new_disc = adam(state.disc.params, d_grads)
 
-  def g_terms(params, a, b, fakes, k_ids_x, k_ids_y, flipped):
+  def g_terms(params, dp, a, b, k_ids_x, k_ids_y, flipped):
     gp, fp = params
-    fake_b, idt_b = fakes(gp)
-    terms = {'gen/adversarial': t.lambda_gan * mse(disc.apply({'params': new_disc}, fake_b),
-                                                   1.0)}
+    fake_b, idt_b = fakes(gp, a, b, flipped)
+    terms = {'gen/adversarial': t.lambda_gan * mse(disc.apply({'params': dp}, fake_b), 1.0)}
     nce_x = nce(gp, fp, a, fake_b, k_ids_x, flipped)
     if t.nce_idt:
       terms['gen/nce_x'] = 0.5 * nce_x
       terms['gen/nce_y'] = 0.5 * nce(gp, fp, b, idt_b, k_ids_y, flipped)
     else:
       terms['gen/nce_x'] = nce_x
-    return terms
+    return sum(terms.values()), terms
+
+  # Compiled (`flipped` a Python bool): op by op the step takes minutes.
+  d_value_and_grad = jax.jit(jax.value_and_grad(d_loss), static_argnums=4)
+  g_value_and_grad = jax.jit(jax.value_and_grad(g_terms, has_aux=True), static_argnums=6)
+
+  devices = []
+  for i in range(num_devices):
+    a, b = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
+            for v in (batch['A'], batch['B']))
+    k_flip, _, k_ids_x, k_ids_y, _ = _device_keys(state.rng, i)
+    flipped = t.flip_equivariance and bool(jax.random.uniform(k_flip) < 0.5)
+    devices.append((a, b, k_ids_x, k_ids_y, flipped))
+
+  d_results = [d_value_and_grad(state.disc.params, state.gen.params, a, b, flipped)
+               for a, b, _, _, flipped in devices]
+  d_grads = mean([grads for _, grads in d_results])
+  new_disc = adam(state.disc.params, d_grads)
 
   params = (state.gen.params, state.patch_mlp.params)
-  g_loss = lambda p, *args: sum(g_terms(p, *args).values())
-  g_grads, f_grads = mean([jax.grad(g_loss)(params, *device) for device in devices])
-  values = [g_terms(params, *device) for device in devices]
-  values = {name: float(np.mean([v[name] for v in values])) for name in values[0]}
-  values['disc/loss'] = float(np.mean([d_loss(state.disc.params, b, fakes)
-                                       for _, b, fakes, *_ in devices]))
+  g_results = [g_value_and_grad(params, new_disc, *device) for device in devices]
+  g_grads, f_grads = mean([grads for _, grads in g_results])
+  values = {name: float(np.mean([terms[name] for (_, terms), _ in g_results]))
+            for name in g_results[0][0][1]}
+  values['disc/loss'] = float(np.mean([loss for loss, _ in d_results]))
   new = (adam(state.gen.params, g_grads), new_disc, adam(state.patch_mlp.params, f_grads))
   return new, (g_grads, d_grads, f_grads), values
 

@@ -61,7 +61,7 @@ def test_step_updates_everything_and_reports_every_loss(gan_mode, pool_size, lam
 def test_every_task_config_loads():
   tasks = [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))]
   tasks = [t for t in tasks if t not in ('__init__', 'default', 'tiny', 'quickstart')
-           and not t.startswith(('pix2pix', 'tiny_pix2pix'))]
+           and not t.startswith(('pix2pix', 'tiny_', 'cut', 'fastcut'))]
   assert len(tasks) == 10
   for task in tasks:
     spec = importlib.util.spec_from_file_location(task, os.path.join(REPO, 'configs', f'{task}.py'))
@@ -71,6 +71,12 @@ def test_every_task_config_loads():
   for task in ('facades', 'maps', 'edges2shoes', 'cityscapes'):  # pix2pix: image folders.
     config = importlib.import_module(f'configs.pix2pix_{task}').get_config()
     assert config.model.kind == 'pix2pix' and config.data.image_dir == f'datasets/{task}'
+  for name, nce_idt, lambda_nce in (('cut_horse2zebra', True, 1.0),
+                                    ('fastcut_horse2zebra', False, 10.0)):
+    config = importlib.import_module(f'configs.{name}').get_config()
+    assert config.model.kind == 'cut' and config.data.tfds_name == 'cycle_gan/horse2zebra'
+    assert (config.train.nce_idt, config.train.lambda_nce) == (nce_idt, lambda_nce)
+    assert config.train.flip_equivariance == (not nce_idt)
 
 
 def _primitive_dtypes(jaxpr, names) -> set[tuple[str, str]]:
