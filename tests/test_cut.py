@@ -355,14 +355,12 @@ def test_learns_a_colour_change(tmp_path):
   assert result['error'] < 0.6 * result['do_nothing']
 
 
-def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
-  """A short run: samples, translate (AtoB; BtoA named), the results page's
-  generator, and export of the one generator."""
-  config = _tiny('cut', image_folder)
-  config.train.num_steps = 2
-  workdir = str(tmp_path / 'run')
-  state = train.train_and_evaluate(config, workdir)
-  grid = input_pipeline.load_image(os.path.join(workdir, 'samples', 'step_00000002.png'))
+def test_the_tools_translate_a_to_b_only(uninterrupted_cut, image_folder, tmp_path):
+  """The run of the rerun test below: samples, translate (AtoB; BtoA named),
+  the results page, export of the one generator, FID/KID."""
+  config, workdir, state = uninterrupted_cut
+  grid = input_pipeline.load_image(os.path.join(workdir, 'samples',
+                                                f'step_{RERUN_STEPS:08d}.png'))
   assert grid.shape == (2 * 2 * 32, 2 * 32, 3)  # real | G(x) for 2 A then 2 B images.
   written = translate.translate_folder(workdir, os.path.join(image_folder, 'testA'),
                                        str(tmp_path / 'out'))
@@ -380,7 +378,7 @@ def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
   page = open(results_page.write_results_page(workdir, num_test=2), encoding='utf-8').read()
   assert '<h2>testA: 2 images</h2>' in page and 'testB' not in page
   assert '<th>real A</th><th>A→B</th>' in page
-  assert sorted(os.listdir(os.path.join(workdir, 'results', '2', 'images'))) == [
+  assert sorted(os.listdir(os.path.join(workdir, 'results', str(RERUN_STEPS), 'images'))) == [
       f'testA_000{i}_{kind}.png' for i in range(2) for kind in ('fake', 'real')]
 
   # Export: the one generator, as AtoB; BtoA named.
@@ -401,7 +399,7 @@ def test_the_tools_translate_a_to_b_only(image_folder, tmp_path):
   weights = str(tmp_path / 'inception.npz')
   inception_weights.save(weights, inception.init_variables(seed=0))
   result = evaluate.evaluate_workdir(workdir, inception_weights=weights)
-  assert set(result) == {'step', 'AtoB'} and result['step'] == 2
+  assert set(result) == {'step', 'AtoB'} and result['step'] == RERUN_STEPS
   assert result['AtoB']['num_fake'] == result['AtoB']['num_real'] == 4
   assert result['AtoB']['fid'] > 0
 
@@ -422,13 +420,20 @@ def _saved_state(workdir) -> dict:
                                                   args=ocp.args.StandardRestore()))
 
 
-def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
+@pytest.fixture(scope='module')
+def uninterrupted_cut(image_folder, tmp_path_factory):
+  """(config, workdir, final state) of one uninterrupted RERUN_OVERRIDES run."""
   config = _tiny('cut', image_folder)
   for field, value in RERUN_OVERRIDES.items():
     section, _, name = field.rpartition('.')
     (config[section] if section else config)[name] = value
-  train.train_and_evaluate(config, str(tmp_path / 'first'))
-  first = _saved_state(tmp_path / 'first')
+  workdir = str(tmp_path_factory.mktemp('uninterrupted_cut'))
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_reruns_and_sigkilled_runs_end_bit_identical(uninterrupted_cut, image_folder, tmp_path):
+  config, workdir, _ = uninterrupted_cut
+  first = _saved_state(workdir)
   train.train_and_evaluate(config, str(tmp_path / 'again'))
   assert test_reproducibility._identical(_saved_state(tmp_path / 'again'), first)
 
