@@ -309,13 +309,12 @@ def _batch(config, size):
                                         config.seed, size, 0, 1).batch(0)
 
 
-@pytest.mark.parametrize('kind', ['cut', 'fastcut'])
-def test_one_step_is_the_reference_update_order(image_folder, kind):
-  """CUT (identity NCE term, no flip) and FastCUT (no identity term, its
-  input flipped on this seed's first step)."""
-  config = _tiny(kind, image_folder)
-  if kind == 'fastcut':
-    config.seed = _flipping_seed(config)
+def test_one_step_is_the_reference_update_order(image_folder):
+  """FastCUT (no identity term, lambda_NCE 10) on a seed whose first step
+  flips its input, on one device; CUT (identity term, and flip equivariance
+  too) is checked the same way on 4 devices below."""
+  config = _tiny('fastcut', image_folder)
+  config.seed = _flipping_seed(config)
   _check_against_reference(config, _batch(config, 2), num_devices=1)
 
 
@@ -462,10 +461,10 @@ def test_reruns_and_sigkilled_runs_end_bit_identical(uninterrupted_cut, image_fo
   assert test_reproducibility._identical(_saved_state(workdir), first)
 
 
-def test_the_benchmark_times_cut_and_refuses_the_torch_comparison():
+def test_the_benchmark_refuses_the_torch_comparison_by_name():
+  """The benchmark times any family's step (README has CUT's numbers); its
+  PyTorch baseline is CycleGAN's only."""
   from cyclegan_jax import benchmark  # pylint: disable=import-outside-toplevel
-  result = benchmark.run_benchmark(tiny_cut.get_config(), steps=1, warmup=0)
-  assert result['median_step_seconds'] > 0 and result['flops_per_step'] > 0
   pytest.importorskip('torch')
   with pytest.raises(ValueError, match=r"^--compare=torch: config.model.kind='cut'"):
     benchmark.run_benchmark(tiny_cut.get_config(), steps=1, warmup=0, compare='torch')
