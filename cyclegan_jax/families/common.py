@@ -75,6 +75,22 @@ def one_size(split: str, data_config):
                      'resize_and_crop or crop)') from e
 
 
+def unpaired_test_images(config, channels, num_images: int) -> dict:
+  """{'A', 'B'}: the first num_images (0: all) preprocessed test images of
+  each domain, at least two, of one size (FID/KID's test sets of CycleGAN
+  and CUT)."""
+  data = config.data
+  sources = input_pipeline.open_sources(data, channels)
+  real = {}
+  for domain in 'AB':
+    split = 'test' + domain
+    with one_size(split, data):
+      images = input_pipeline.test_images(sources[split], data,
+                                          num_images or len(sources[split]))
+    real[domain] = at_least_two(images, split, num_images)
+  return real
+
+
 def at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray:
   if len(images) < 2:
     raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='

@@ -257,15 +257,7 @@ def network_for(config, direction: str | None) -> tuple[str, str]:
 
 def scored_images(config, num_images: int) -> dict:
   """{'AtoB': (test A images, uint8 real test B images)}."""
-  data = config.data
-  sources = input_pipeline.open_sources(data, domain_channels(config))
-  real = {}
-  for domain in 'AB':
-    split = 'test' + domain
-    with common.one_size(split, data):
-      images = input_pipeline.test_images(sources[split], data,
-                                          num_images or len(sources[split]))
-    real[domain] = common.at_least_two(images, split, num_images)
+  real = common.unpaired_test_images(config, domain_channels(config), num_images)
   return {'AtoB': (real['A'], input_pipeline.to_uint8(real['B']))}
 
 

@@ -213,15 +213,7 @@ def network_for(config, direction: str | None) -> tuple[str, str]:
 def scored_images(config, num_images: int) -> dict:
   """{direction: (test images to translate, uint8 real test images of the
   other domain)}: AtoB (test A, test B), BtoA (test B, test A)."""
-  data = config.data
-  sources = input_pipeline.open_sources(data, domain_channels(config))
-  real = {}
-  for domain in 'AB':
-    split = 'test' + domain
-    with common.one_size(split, data):
-      images = input_pipeline.test_images(sources[split], data,
-                                          num_images or len(sources[split]))
-    real[domain] = common.at_least_two(images, split, num_images)
+  real = common.unpaired_test_images(config, domain_channels(config), num_images)
   real_uint8 = {domain: input_pipeline.to_uint8(images) for domain, images in real.items()}
   return {name: (real[source], real_uint8[target])
           for name, _, _, source, target in DIRECTIONS}
