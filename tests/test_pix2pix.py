@@ -65,29 +65,38 @@ def _reference_step(config, state, batch, num_devices):
   gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
   tx = state_lib.create_optimizer(config.train, optax.constant_schedule(config.train.lr))
   bce = lambda pred, real: losses.gan_loss(pred, real, 'vanilla')
+  G = lambda p, x, key: gen.apply({'params': p}, x, train=True, rngs={'dropout': key})
+  D = lambda p, x, out: disc.apply({'params': p}, jnp.concatenate([x, out], -1))
+
+  def d_loss(disc_params, gen_params, x, y, key):
+    return 0.5 * (bce(D(disc_params, x, y), True) +
+                  bce(D(disc_params, x, G(gen_params, x, key)), False))
+
+  def g_loss(gen_params, disc_params, x, y, key):
+    fake = G(gen_params, x, key)
+    adversarial, l1 = bce(D(disc_params, x, fake), True), 100 * jnp.mean(jnp.abs(fake - y))
+    return adversarial + l1, (adversarial, l1)
+
+  # Compiled, not run op by op (an eager step took a minute); every device's
+  # slice has the same shape, so each function compiles once.
+  d_value_and_grad = jax.jit(jax.value_and_grad(d_loss))
+  g_value_and_grad = jax.jit(jax.value_and_grad(g_loss, has_aux=True))
   devices = []
   for i in range(num_devices):
     x, y = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
             for v in (batch['A'], batch['B']))  # AtoB.
-    key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), i)
-    G = lambda p, x=x, key=key: gen.apply({'params': p}, x, train=True, rngs={'dropout': key})
-    D = lambda p, out, x=x: disc.apply({'params': p}, jnp.concatenate([x, out], -1))
-    devices.append((x, y, G, D))
+    devices.append((x, y, jax.random.fold_in(jax.random.fold_in(state.rng, 0), i)))
   mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
   adam = lambda params, grads: optax.apply_updates(
       params, tx.update(grads, tx.init(params), params)[0])
 
-  d_loss = lambda p, y, G, D: 0.5 * (bce(D(p, y), True) + bce(D(p, G(state.gen.params)), False))
-  d_grads = mean([jax.grad(d_loss)(state.disc.params, y, G, D) for _, y, G, D in devices])
-  new_disc = adam(state.disc.params, d_grads)
-  adversarial = lambda p, G, D: bce(D(new_disc, G(p)), True)
-  l1 = lambda p, y, G: 100 * jnp.mean(jnp.abs(G(p) - y))
-  g_grads = mean([jax.grad(lambda p: adversarial(p, G, D) + l1(p, y, G))(state.gen.params)
-                  for _, y, G, D in devices])
-  new_gen = adam(state.gen.params, g_grads)
-  values = {'disc/loss': [d_loss(state.disc.params, y, G, D) for _, y, G, D in devices],
-            'gen/adversarial': [adversarial(state.gen.params, G, D) for _, _, G, D in devices],
-            'gen/l1': [l1(state.gen.params, y, G) for _, y, G, _ in devices]}
+  d_results = [d_value_and_grad(state.disc.params, state.gen.params, *d) for d in devices]
+  new_disc = adam(state.disc.params, mean([grads for _, grads in d_results]))
+  g_results = [g_value_and_grad(state.gen.params, new_disc, *d) for d in devices]
+  new_gen = adam(state.gen.params, mean([grads for _, grads in g_results]))
+  values = {'disc/loss': [loss for loss, _ in d_results],
+            'gen/adversarial': [terms[0] for (_, terms), _ in g_results],
+            'gen/l1': [terms[1] for (_, terms), _ in g_results]}
   return new_gen, new_disc, {k: float(np.mean(v)) for k, v in values.items()}
 
 
