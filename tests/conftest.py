@@ -5,13 +5,14 @@ import tempfile
 
 import pytest
 
-from cyclegan_jax import xla_cpu_options
 from tests import synthetic
+from tests import xla_flags
 
-# The XLA:CPU option main.py sets, here too, before JAX starts its backend:
-# tests that run main.py in a subprocess compare its results with runs in
-# this process.
-xla_cpu_options.set_defaults()
+# The XLA:CPU option main.py sets, here too, before JAX starts its backend
+# (tests that run main.py in a subprocess compare its results with runs in
+# this process), and LLVM loop unrolling off, which makes compiling faster
+# (tests/xla_flags.py says why and by how much).
+xla_flags.set_defaults()
 
 # One persistent compilation cache for this test session and every process it
 # starts (they inherit the environment): the suite compiles the same tiny

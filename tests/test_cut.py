@@ -34,6 +34,7 @@ from cyclegan_jax.families import cut
 from tests import learning_comparison
 from tests import synthetic
 from tests import test_reproducibility
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,9 +170,11 @@ def _reference_step(config, state, batch, num_devices):
   t, layers = config.train, cut.nce_layers(config)
   gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
   tx = optax.adam(t.lr, b1=0.5, b2=0.999)  # The reference's three Adams (cut:89-90, 110).
-  adam = lambda params, grads: optax.apply_updates(
-      params, tx.update(grads, tx.init(params), params)[0])
-  mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
+  # Compiled, as the losses below: op by op, each parameter's shape
+  # compiles its own small programs.
+  adam = jax.jit(lambda params, grads: optax.apply_updates(
+      params, tx.update(grads, tx.init(params), params)[0]))
+  mean = jax.jit(lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees))
   mse = lambda prediction, target: jnp.mean((prediction - target) ** 2)
 
   def head(fp, i, feature, ids):  # Sample, Linear, ReLU, Linear, normalise.
@@ -335,8 +338,7 @@ def test_four_devices_average_per_device_gradients(image_folder):
   with flip equivariance on: devices flipped and not, both NCE terms)."""
   result = subprocess.run([sys.executable, '-c', FOUR_DEVICES, image_folder], cwd=REPO,
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ,
-                               'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+                          env=xla_flags.with_cpu_devices(4))
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'OK four devices' in result.stdout
 

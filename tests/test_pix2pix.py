@@ -23,6 +23,7 @@ from cyclegan_jax import train
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import translate
 from tests import synthetic
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +79,8 @@ def _reference_step(config, state, batch, num_devices):
     return adversarial + l1, (adversarial, l1)
 
   # Compiled, not run op by op (an eager step took a minute); every device's
-  # slice has the same shape, so each function compiles once.
+  # slice has the same shape, so each function compiles once. Adam too: op by
+  # op, each parameter's shape compiles its own small programs.
   d_value_and_grad = jax.jit(jax.value_and_grad(d_loss))
   g_value_and_grad = jax.jit(jax.value_and_grad(g_loss, has_aux=True))
   devices = []
@@ -86,9 +88,9 @@ def _reference_step(config, state, batch, num_devices):
     x, y = (jnp.asarray(v).reshape(num_devices, -1, *v.shape[1:])[i]
             for v in (batch['A'], batch['B']))  # AtoB.
     devices.append((x, y, jax.random.fold_in(jax.random.fold_in(state.rng, 0), i)))
-  mean = lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees)
-  adam = lambda params, grads: optax.apply_updates(
-      params, tx.update(grads, tx.init(params), params)[0])
+  mean = jax.jit(lambda trees: jax.tree.map(lambda *v: sum(v) / len(v), *trees))
+  adam = jax.jit(lambda params, grads: optax.apply_updates(
+      params, tx.update(grads, tx.init(params), params)[0]))
 
   d_results = [d_value_and_grad(state.disc.params, state.gen.params, *d) for d in devices]
   new_disc = adam(state.disc.params, mean([grads for _, grads in d_results]))
@@ -208,8 +210,7 @@ def test_four_devices_average_per_device_gradients(aligned_folder):
   norm statistics and dropout mask), gradients averaged."""
   result = subprocess.run([sys.executable, '-c', FOUR_DEVICES, aligned_folder], cwd=REPO,
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ,
-                               'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+                          env=xla_flags.with_cpu_devices(4))
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'OK four devices' in result.stdout
 
@@ -247,7 +248,7 @@ def test_two_processes_train_one_model(aligned_folder, tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  env = xla_flags.with_cpu_devices(2)
   processes = [subprocess.Popen(
       [sys.executable, '-c', TWO_PROCESSES, aligned_folder, str(tmp_path / 'run'),
        str(tmp_path / f'p{i}.npz'), str(port), str(i)], cwd=REPO, env=env,

@@ -16,6 +16,7 @@ from configs import tiny
 from cyclegan_jax import checkpoints
 from cyclegan_jax import train
 from cyclegan_jax import translate
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,7 +144,7 @@ print('OK four devices')
 
 def test_train_on_four_devices(image_folder, tmp_path):
   result = _run(['-c', FOUR_DEVICES, image_folder, str(tmp_path)],
-                env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+                env=xla_flags.with_cpu_devices(4))
   assert 'OK four devices' in result.stdout
 
 

@@ -1,0 +1,37 @@
+"""The XLA flags of this test session and of the processes its tests start.
+
+Tests run with main.py's XLA:CPU option (cyclegan_jax/xla_cpu_options.py)
+plus one of their own: LLVM loop unrolling off. XLA:CPU unrolls the
+fixed-size loops of jax.random's threefry kernels into megabytes of LLVM IR,
+so initialising a train state is the slowest program to compile: 9-12 s for
+the tiny config (ten separate random draws: 22-27 s), 2-3 s with unrolling
+off. A 2-step tiny run through main.py, compiling everything: 38 -> 28 s.
+The initial parameters came out bit-identical
+either way (tiny, tiny_pix2pix and tiny_cut configs); a train step rounds differently
+(its kernels are other code), so runs compared with each other in this
+suite all use the same flags. main.py keeps LLVM's default: a translation at 256 px ran
+up to 13% slower without unrolling, and a run compiles once.
+"""
+
+import os
+
+from cyclegan_jax import xla_cpu_options
+
+UNROLLING_OFF = '--xla_backend_extra_options=xla_cpu_disable_loop_unrolling'
+
+
+def set_defaults(environ=os.environ) -> None:
+  """main.py's XLA:CPU option, then UNROLLING_OFF, into environ['XLA_FLAGS']
+  (before JAX starts its backend; child processes inherit them)."""
+  xla_cpu_options.set_defaults(environ)
+  flags = environ.get('XLA_FLAGS', '')
+  if 'xla_backend_extra_options' not in flags:
+    environ['XLA_FLAGS'] = f'{flags} {UNROLLING_OFF}'.strip()
+
+
+def with_cpu_devices(count: int, *flags: str) -> dict[str, str]:
+  """The environment for a child process that sees `count` CPU devices,
+  with UNROLLING_OFF and `flags` (instead of main.py's option: jaxlib's
+  defaults unless `flags` says otherwise)."""
+  xla = ' '.join((f'--xla_force_host_platform_device_count={count}', UNROLLING_OFF, *flags))
+  return {**os.environ, 'XLA_FLAGS': xla.strip()}
