@@ -17,7 +17,10 @@ xla_flags.set_defaults()
 # One persistent compilation cache for this test session and every process it
 # starts (they inherit the environment): the suite compiles the same tiny
 # train step in dozens of processes, and each compile after the first is read
-# from disk (a 2-step tiny run through main.py: 39 s -> 15 s). A fresh folder
+# from disk (a 2-step tiny run through main.py: 39 s -> 15 s). pytest-xdist's
+# workers inherit it from the main process, so they share it too (a worker
+# that reads an entry another is still writing gets JAX's warning "Error
+# reading persistent compilation cache entry" and compiles it itself). A fresh folder
 # each session, so every program is still compiled once per run; a cached
 # executable is the one XLA compiled for the same program and flags (a run
 # from the cache ended bit-identical to one without it).
