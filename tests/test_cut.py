@@ -16,7 +16,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import cut as cut_config
-from configs import fastcut as fastcut_config
 from configs import tiny_cut
 from cyclegan_jax import checkpoints
 from cyclegan_jax import evaluate

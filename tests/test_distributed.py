@@ -12,7 +12,7 @@ import pytest
 from cyclegan_jax import distributed
 from cyclegan_jax import models
 from cyclegan_jax import xla_cpu_options
-from tests import xla_flags as xla_flags_lib
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ('gen_ab', 'gen_ba', 'disc_a', 'disc_b')
@@ -41,7 +41,7 @@ np.savez(out, **snapshot(state, config))
 
 
 def _start(args, devices, extra_flags=''):
-  env = xla_flags_lib.with_cpu_devices(devices, extra_flags)
+  env = xla_flags.with_cpu_devices(devices, extra_flags)
   return subprocess.Popen([sys.executable, '-c', TRAIN_AND_SAVE, *map(str, args)], cwd=REPO,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
