@@ -31,12 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import config_checks
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import families
+from cyclegan_jax import generation
 from cyclegan_jax import memory
-from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
-from cyclegan_jax import translate
 from cyclegan_jax import xla_cpu_options
 
 FLAGS = flags.FLAGS
@@ -127,7 +126,7 @@ def _our_train_step(config):
   rng = np.random.default_rng(config.seed)
   local_batch = batch_size // jax.process_count()
   batch = {}
-  channels = input_pipeline.domain_channels(config)
+  channels = families.get(config).domain_channels(config)
   for key in ('A', 'B'):
     images = rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(np.float32)
     batch[key] = (jax.device_put(images, sharding) if jax.process_count() == 1 else
@@ -150,8 +149,9 @@ def _translation_inputs(config):
                      f'device (this process sees {jax.device_count()})')
   crop, batch_size = config.data.crop_size, config.train.batch_size
   # gen_ab, or pix2pix's gen.
-  network, generator = next(iter(models.create_generators(config.model).items()))
-  channels = models.generator_input_channels(config.model, network)
+  family = families.get(config)
+  network, generator = next(iter(family.create_generators(config.model).items()))
+  channels, _ = family.generator_channels(config.model, network)
   params = jax.jit(generator.init)(jax.random.PRNGKey(config.seed),
                                    jnp.zeros((1, crop, crop, channels)))['params']
   images = jnp.asarray(np.random.default_rng(config.seed).uniform(
@@ -164,7 +164,7 @@ def _our_translation(config):
   in test mode, jitted as `--mode=translate` runs it."""
   generator, params, images = _translation_inputs(config)
   start = time.perf_counter()
-  compiled = translate.generate.lower(generator, params, images).compile()
+  compiled = generation.generate.lower(generator, params, images).compile()
   compile_seconds = time.perf_counter() - start
   return (lambda: jax.block_until_ready(compiled(params, images))), compiled, compile_seconds
 
@@ -211,7 +211,7 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
   p90 = float(np.percentile(times, 90)) if times else None
 
   num_devices, batch_size = jax.device_count(), config.train.batch_size
-  dtype = config.model.get('dtype', 'float32')
+  dtype = config.model.dtype
   device_kind = jax.devices()[0].device_kind
   flops = flops_per_step(compiled)
   tflops = flops / median / 1e12 if flops and median else None
@@ -227,7 +227,7 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'dtype': dtype,
       'generator': config.model.generator,
       'discriminator': config.model.discriminator,
-      'remat': bool(config.model.get('remat', False)),
+      'remat': bool(config.model.remat),
       'compile_seconds': compile_seconds,
       'median_step_seconds': median,
       'p90_step_seconds': p90,

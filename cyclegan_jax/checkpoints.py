@@ -11,7 +11,6 @@ W/checkpoints_damaged/ (never deletes it), so that later saves and
 
 import glob
 import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -290,18 +289,6 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def has_config(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, CONFIG_FILE))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: not found; expected the config.json that training '
-                            'writes into its workdir')
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path}: not valid JSON ({e})') from None
 
 
 def load_params(workdir: str, networks: tuple[str, ...], step: int | None = None):

@@ -2,28 +2,13 @@
 typo costs a one-line error naming the field rather than a traceback (or a
 run that trains something else than intended)."""
 
+from cyclegan_jax import config_fields
 from cyclegan_jax import families
-from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
+from cyclegan_jax.data import input_pipeline
 
-
-def field(config, name: str):
-  """config.<name> for a dotted name such as 'train.lr'."""
-  value = config
-  for part in name.split('.'):
-    value = value[part]
-  return value
-
-
-def require(ok: bool, config, name: str, expected: str) -> None:
-  """A ValueError `config.<name>=<value>: expected <expected>` unless ok."""
-  if not ok:
-    raise ValueError(f'config.{name}={field(config, name)!r}: expected {expected}')
-
-
-def one_of(config, name: str, options) -> None:
-  require(field(config, name) in options, config, name, 'one of ' + ', '.join(options))
+field, require, one_of = config_fields.field, config_fields.require, config_fields.one_of
 
 
 def check_global_batch(batch_size: int, num_devices: int) -> None:
@@ -35,17 +20,12 @@ def check_global_batch(batch_size: int, num_devices: int) -> None:
 
 def validate(config, num_devices: int) -> None:
   """Raises ValueError naming the first field with an impossible value."""
-  is_int = lambda name: isinstance(field(config, name), int) and not isinstance(
-      field(config, name), bool)
-  number = lambda name: isinstance(field(config, name), (int, float)) and not isinstance(
-      field(config, name), bool)
-
-  def at_least(name, low, kind='an integer'):
-    ok = (is_int(name) if kind == 'an integer' else number(name)) and field(config, name) >= low
-    require(ok, config, name, f'{kind} >= {low}')
+  is_int = lambda name: config_fields.is_int(field(config, name))
+  number = lambda name: config_fields.is_number(field(config, name))
+  at_least = lambda name, low, kind='an integer': config_fields.at_least(config, name, low, kind)
 
   # Model: the constructors name an unknown generator, discriminator, norm or dtype.
-  one_of(config, 'model.kind', families.KINDS)
+  one_of(config, 'model.kind', families.kinds())
   generator = models.create_generator(config.model)
   models.create_discriminator(config.model)
   for name in ('model.ngf', 'model.ndf', 'model.n_layers_d', 'model.input_nc',
@@ -77,7 +57,7 @@ def validate(config, num_devices: int) -> None:
   t = config.train
   at_least('train.batch_size', 1)
   check_global_batch(t.batch_size, num_devices)
-  for name in ('train.n_epochs', 'train.n_epochs_decay', 'train.num_steps', 'train.pool_size'):
+  for name in ('train.n_epochs', 'train.n_epochs_decay', 'train.num_steps'):
     at_least(name, 0)
   if t.num_steps == 0 and t.n_epochs + t.n_epochs_decay == 0:
     raise ValueError('config.train: n_epochs + n_epochs_decay = 0 and num_steps = 0; '
@@ -87,10 +67,11 @@ def validate(config, num_devices: int) -> None:
     require(number(name) and 0 <= field(config, name) < 1, config, name,
             'a number in [0, 1)')
   one_of(config, 'train.gan_mode', losses.GAN_MODES)
-  for name in ('train.lambda_cycle', 'train.lambda_identity', 'train.lambda_gp',
-               'train.lambda_l1'):
-    at_least(name, 0, kind='a number')
-  # The family's own: its data (paired or not), its losses' conditions.
+  at_least('train.lambda_gp', 0, kind='a number')
+  # Every family's fields (every config holds them), then what the family
+  # trained needs: its data (paired or not), its losses' conditions.
+  for family in families.FAMILIES.values():
+    family.check_fields(config)
   families.get(config).check_config(config)
 
   # Loop.
@@ -113,34 +94,24 @@ def validate(config, num_devices: int) -> None:
             'cyclegan_jax.inception_weights, see the README)')
 
 
-# Fields that fix the shapes (or, for data.direction, the meaning) of the
-# saved state: a checkpoint cannot be resumed with other values.
-SHAPE_FIELDS = ('model.kind', 'model.norm', 'data.direction', 'model.generator',
-                'model.discriminator', 'model.n_layers_d', 'model.ngf', 'model.ndf',
-                'model.input_nc', 'model.output_nc', 'train.pool_size', 'data.crop_size',
-                'data.preprocess', 'model.antialias', 'model.antialias_up', 'model.netf_nc',
-                'train.nce_layers')
+# Fields that fix the shapes of the saved state: a checkpoint cannot be
+# resumed with other values. With them, each family's SHAPE_FIELDS.
+SHAPE_FIELDS = ('model.kind', 'model.norm', 'model.generator', 'model.discriminator',
+                'model.n_layers_d', 'model.ngf', 'model.ndf', 'model.input_nc',
+                'model.output_nc', 'data.crop_size', 'data.preprocess', 'model.antialias',
+                'model.antialias_up')
 
 
-# Shape fields added later, as workdirs from before them were trained.
-_FORMER_DEFAULTS = {'model.kind': 'cyclegan', 'model.norm': 'instance', 'data.direction': 'AtoB',
-                    'model.input_nc': 3, 'model.output_nc': 3, 'model.antialias': False,
-                    'model.antialias_up': False, 'model.netf_nc': 256,
-                    'train.nce_layers': (0, 4, 8, 12, 16)}
-
-
-def _get(config, name: str):
-  try:
-    value = field(config, name)
-  except (KeyError, AttributeError):
-    value = _FORMER_DEFAULTS.get(name)
-  return tuple(value) if isinstance(value, list) else value  # config.json keeps lists.
+def shape_fields() -> tuple[str, ...]:
+  return SHAPE_FIELDS + tuple(name for family in families.FAMILIES.values()
+                              for name in family.SHAPE_FIELDS)
 
 
 def check_resumable(stored, config, workdir: str) -> None:
-  """Refuses to resume a workdir trained with another model shape."""
-  differ = [f'{name}: {_get(stored, name)!r} there, {_get(config, name)!r} now'
-            for name in SHAPE_FIELDS if _get(stored, name) != _get(config, name)]
+  """Refuses to resume a workdir trained with another model shape (`stored`:
+  its config, as configuration.load reads it)."""
+  differ = [f'{name}: {field(stored, name)!r} there, {field(config, name)!r} now'
+            for name in shape_fields() if field(stored, name) != field(config, name)]
   if differ:
     raise ValueError(f'{workdir} holds checkpoints of another model shape ({"; ".join(differ)}); '
                      'use another --workdir, or the same values to resume')

@@ -25,31 +25,24 @@ import jax
 import numpy as np
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import configuration
 from cyclegan_jax import families
 from cyclegan_jax import fid
+from cyclegan_jax import generation
 from cyclegan_jax import image_io
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
-from cyclegan_jax import input_pipeline
-from cyclegan_jax import models
-from cyclegan_jax import translate
+from cyclegan_jax import inference
+from cyclegan_jax.data import input_pipeline
 
 # (name, real images translated, real images compared with): A->B is scored
 # against the real B images, B->A against the real A images. A pix2pix model
 # is scored in one of the two.
 DIRECTIONS = (('AtoB', 'A', 'B'), ('BtoA', 'B', 'A'))
 
-# configs/default.py's config.eval, for a config.json written before it existed.
-EVAL_DEFAULTS = dict(inception_weights='', num_images=0, batch_size=50, kid_subsets=100,
-                     kid_subset_size=1000)
-
 WEIGHTS_HELP = ('write a weights file once with `python -m cyclegan_jax.inception_weights '
                 '--source=... --output=PATH` (see the README) and pass '
                 '--inception_weights=PATH, or --config.eval.inception_weights=PATH when training')
-
-
-def eval_config(config) -> dict:
-  return {**EVAL_DEFAULTS, **config.get('eval', {})}
 
 
 def weights_path(path: str) -> str:
@@ -84,14 +77,13 @@ def translate_batch_size(config) -> int:
   the padding copies of a last batch). The official test script runs batch 1,
   as do --mode=translate and the results page; one image per pass gives their
   translations. Likewise with test-time dropout, whose masks (drawn from
-  translate.TEST_DROPOUT_SEED) depend on the shape of the batch. Instance norm
+  generation.TEST_DROPOUT_SEED) depend on the shape of the batch. Instance norm
   works per image: config.eval.batch_size images per pass.
   """
   model = config.model
-  if (model.get('norm', 'instance') == 'batch'
-      or (model.get('dropout', False) and model.get('dropout_at_test', False))):
+  if model.norm == 'batch' or (model.dropout and model.dropout_at_test):
     return 1
-  return eval_config(config)['batch_size']
+  return config.eval.batch_size
 
 
 def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -112,12 +104,12 @@ def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 def translate_images(generator, params, images: np.ndarray, batch_size: int) -> np.ndarray:
   """uint8 images, or floats in [-1, 1] (the test transform's output, at full
-  precision) -> translated uint8 images (translate.generate: test mode, the
+  precision) -> translated uint8 images (generation.generate: test mode, the
   fixed test-time dropout key), `batch_size` images per forward pass."""
   if images.dtype == np.uint8:
     images = image_io.to_unit(images, 0, 255)
   return _batched(
-      lambda x: input_pipeline.to_uint8(translate.generate(generator, params, x)),
+      lambda x: input_pipeline.to_uint8(generation.generate(generator, params, x)),
       images, batch_size)
 
 
@@ -137,7 +129,7 @@ class Evaluator:
   """FID/KID of generator parameters on the test split, for evaluate_workdir
   and for evaluation during training, for either config.model.kind.
 
-    evaluator = Evaluator(config, models.create_generators(config.model))
+    evaluator = Evaluator(config, families.get(config).create_generators(config.model))
     metrics = evaluator({name: params[name] for name in evaluator.networks})
     # CycleGAN (networks ('gen_ab', 'gen_ba')): {'AtoB': {'fid', 'kid_mean',
     # 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}}; pix2pix (networks
@@ -154,9 +146,9 @@ class Evaluator:
   """
 
   def __init__(self, config, generators, inception_weights: str | None = None):
-    self.settings = eval_config(config)
+    self.settings = config.eval
     self.variables = load_inception(inception_weights or self.settings['inception_weights'])
-    self.generators = generators  # {network: module}: models.create_generators.
+    self.generators = generators  # {network: module}: the family's create_generators.
     self.directions = directions(config)  # ((direction, network), ...)
     self.networks = tuple(network for _, network in self.directions)
     self.translate_batch_size = translate_batch_size(config)
@@ -244,13 +236,13 @@ def evaluate_workdir(workdir: str, step: int | None = None,
   {'step': s, 'AtoB': {...}, 'BtoA': {...}} (pix2pix: its one direction)
   after printing, writing and logging it. `inception_weights` overrides the
   config's (config.json is fixed once written)."""
-  config = checkpoints.load_config(workdir)
+  config = configuration.load(workdir)
   # Before the slow work: the weights file exists, the checkpoint is there.
-  weights = weights_path(inception_weights or eval_config(config)['inception_weights'])
-  networks = tuple(network for _, network in directions(config))  # Evaluator.networks.
-  step, params = checkpoints.load_params(workdir, networks, step)
-  evaluator = Evaluator(config, models.create_generators(config.model), weights)
-  result = {'step': int(step), **evaluator(params)}
+  weights = weights_path(inception_weights or config.eval.inception_weights)
+  restored = inference.restore(workdir, inference.ALL, step, config)  # Evaluator.networks.
+  step = restored.step
+  evaluator = Evaluator(config, restored.modules, weights)
+  result = {'step': int(step), **evaluator(restored.params)}
   for line in summary_lines(step, result):
     print(line, flush=True)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)

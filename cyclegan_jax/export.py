@@ -21,9 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import configuration
 from cyclegan_jax import families
+from cyclegan_jax import generation
+from cyclegan_jax import inference
 from cyclegan_jax import models
-from cyclegan_jax import translate
 
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'translated'
@@ -57,7 +59,7 @@ def exportable_generator(model_config, network: str, dropout_at_test: bool | Non
     config.remat = False
     if dropout_at_test is not None:
       config.dropout_at_test = dropout_at_test
-  return models.create_generators(config)[network]
+  return families.for_model(config).create_generators(config)[network]
 
 
 def _min_blocks(generator) -> int:
@@ -128,7 +130,7 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
   def on_blocks(blocks):  # (batch, H/m, m, W/m, m, C) -> G(image)
     batch, rows, _, columns, _, c = blocks.shape
     image = blocks.reshape(batch, rows * multiple, columns * multiple, c)
-    return translate.generate(generator, params, image)
+    return generation.generate(generator, params, image)
 
   least = _min_blocks(generator)
   shape = jax.export.symbolic_shape(f'b, h, {multiple}, w, {multiple}, {channels}',
@@ -166,33 +168,28 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
   CycleGAN: AtoB and BtoA, pix2pix: the one it was trained for). Returns the
   .onnx paths."""
   _onnx_modules()  # The missing extra is named before anything else is done.
-  config = checkpoints.load_config(workdir)
+  config = configuration.load(workdir)
   if direction not in (None, *DIRECTIONS):
     raise ValueError(f'--direction={direction!r}: expected AtoB, BtoA or both')
-  family = families.get(config)
-  if direction in (None, 'both'):
-    wanted = [(network, name) for name, network in family.directions(config)]
-  else:
-    wanted = [family.network_for(config, direction)]
+  inference.wanted(config, direction or inference.ALL)  # Before any work.
   _check_output_dir(output_dir)
-  step, params = checkpoints.load_params(workdir, tuple(network for network, _ in wanted), step)
+  restored = inference.restore(workdir, direction or inference.ALL, step, config)
   written = []
-  for network, name in wanted:
-    generator = exportable_generator(config.model, network, dropout_at_test)
-    channels = models.generator_input_channels(config.model, network)
-    path = os.path.join(output_dir, f'{name}.onnx')
-    spec = export_generator(generator, params[network], path, channels)
+  for g in restored.generators:
+    generator = exportable_generator(config.model, g.network, dropout_at_test)
+    path = os.path.join(output_dir, f'{g.direction}.onnx')
+    spec = export_generator(generator, g.params, path, g.in_channels)
     info = {
-        'file': os.path.basename(path), 'direction': name, 'network': network, 'step': step,
-        'workdir': os.path.abspath(workdir), **spec,
-        'norm': config.model.get('norm', 'instance'),
-        'batch_statistics': config.model.get('norm', 'instance') == 'batch',
+        'file': os.path.basename(path), 'direction': g.direction, 'network': g.network,
+        'step': restored.step, 'workdir': os.path.abspath(workdir), **spec,
+        'norm': config.model.norm,
+        'batch_statistics': config.model.norm == 'batch',
         'dropout_at_test': False,
         'compute_dtype': 'float32',  # Whatever config.model.dtype trained it.
         'exporter': f'jax2onnx {_version("jax2onnx")}',
         'config': config.to_dict(),
     }
-    checkpoints.write_text_atomically(os.path.join(output_dir, f'{name}.json'),
+    checkpoints.write_text_atomically(os.path.join(output_dir, f'{g.direction}.json'),
                                       json.dumps(info, indent=2, default=str))
     written.append(path)
   return written

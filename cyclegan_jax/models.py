@@ -2,6 +2,10 @@
 
 Layouts, parameter counts and initialisation follow
 junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py`. Images are NHWC.
+Architectures only: every network takes its convolution as a module field
+(`conv`, as flax/examples/imagenet injects it), chosen once per platform by
+`platform_conv` in the create_* functions; the backend-specific forms are in
+ops/.
 """
 
 import functools
@@ -11,6 +15,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cyclegan_jax.ops import blur
+from cyclegan_jax.ops import subpixel
+from cyclegan_jax.ops import xla_cpu_conv
+
+ModuleDef = Any
 
 # Official `init_weights(init_type='normal', init_gain=0.02)`: conv weights
 # N(0, 0.02), biases 0.
@@ -23,228 +33,35 @@ INITS = {'normal': _kernel_init, 'xavier': _xavier_init}
 
 
 def kernel_init(model_config):
-  name = model_config.get('init', 'normal')  # Workdirs from before the field: normal.
+  name = model_config.init
   if name not in INITS:
     raise ValueError(f'config.model.init={name!r}: expected one of {", ".join(INITS)}')
   return name
 
 
-def _conv(features, kernel, stride=1, padding=0, use_bias=True, dtype=jnp.float32,
-          init='normal'):
+# nn.Conv computing with ops.xla_cpu_conv.cpu_conv: one object, so that
+# networks built twice are equal (jit's cache keys on them).
+CPU_CONV = functools.partial(nn.Conv, conv_general_dilated=xla_cpu_conv.cpu_conv)
+
+
+def platform_conv() -> ModuleDef:
+  """The convolution module of this platform's networks: on XLA:CPU some
+  convolutions and their gradients are much faster in other forms
+  (ops.xla_cpu_conv, measured there only); other backends get XLA's own."""
+  return CPU_CONV if jax.default_backend() == 'cpu' else nn.Conv
+
+
+def _conv(conv: ModuleDef, features, kernel, stride=1, padding=0, use_bias=True,
+          dtype=jnp.float32, init='normal'):
   p = ((padding, padding), (padding, padding))
-  # On XLA:CPU some of these convolutions and their gradients are much faster
-  # in other forms (`cpu_conv`); other backends get XLA's own convolution.
-  conv_fn = cpu_conv if jax.default_backend() == 'cpu' else jax.lax.conv_general_dilated
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=p,
-                 use_bias=use_bias, kernel_init=INITS[init], dtype=dtype,
-                 conv_general_dilated=conv_fn)
-
-
-def _pad_axis(x, axis: int, mode: str):
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 1)
-  return jnp.pad(x, pad, mode=mode)
-
-
-def blur_downsample(x):
-  """CUT's antialiased `Downsample` (Zhang 2019; CUT's networks.py with its
-  defaults): reflect-pad 1, blur each channel with the fixed [1, 2, 1]^2 / 16
-  filter, keep every other pixel. Per axis (the filter is separable):
-  y[m] = x[2m-1]/4 + x[2m]/2 + x[2m+1]/4, x reflected at the border; n pixels
-  -> (n + 1) // 2. As strided slices: 5x faster on XLA:CPU than a depthwise
-  convolution, gradient included (256 px, 128 channels: 0.09 s against 0.48 s)."""
-  def along(x, axis):
-    n = x.shape[axis]
-    xp = _pad_axis(x, axis, 'reflect')
-    tap = lambda k: jax.lax.slice_in_dim(xp, k, k + n, 2, axis)
-    return 0.25 * tap(0) + 0.5 * tap(1) + 0.25 * tap(2)
-  return along(along(x, 1), 2)
-
-
-def blur_upsample(x):
-  """CUT's antialiased `Upsample` (replicate-pad 1, transposed convolution
-  with the fixed [1, 3, 3, 1]^2 / 16 filter, stride 2, crop): bilinear x2 with
-  half-pixel centres. Per axis y[2m] = x[m-1]/4 + 3x[m]/4 and y[2m+1] =
-  3x[m]/4 + x[m+1]/4, x repeated at the border, the two phases interleaved."""
-  def along(x, axis):
-    n = x.shape[axis]
-    # For a pad of 1, 'symmetric' repeats the border pixel as 'edge' does, and
-    # it exports to ONNX at symbolic sizes (export.py), which 'edge' does not.
-    xp = _pad_axis(x, axis, 'symmetric')
-    at = lambda k: jax.lax.slice_in_dim(xp, k, k + n, 1, axis)
-    even, odd = 0.25 * at(0) + 0.75 * at(1), 0.75 * at(1) + 0.25 * at(2)
-    return jnp.stack([even, odd], axis + 1).reshape(*x.shape[:axis], 2 * n,
-                                                    *x.shape[axis + 1:])
-  return along(along(x, 1), 2)
-
-
-# A convolution to or from at most this many channels (the generators' 64 <-> 3
-# channel 7x7 layers, the discriminators' 512 -> 1) runs far slower on XLA:CPU
-# than its FLOPs suggest; `cpu_conv` computes it, and its gradients, otherwise.
-FEW_CHANNELS = 4
-
-
-def _lax_conv(x, kernel, stride=(1, 1)):
-  return jax.lax.conv_general_dilated(x, kernel, stride, 'VALID',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-
-def _taps_conv(x, kernel):
-  """A stride-1 'VALID' convolution as one matmul to every tap's outputs, then
-  a sum of the taps' shifted outputs: the same sums in another order. With
-  few output channels the matmul is wide and cheap, and the shifted sums
-  touch only kh * kw * out channels per pixel."""
-  kh, kw, cin, cout = kernel.shape
-  n, h, w, _ = x.shape
-  ho, wo = h - kh + 1, w - kw + 1
-  z = jnp.dot(x, kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout))
-  z = z.reshape(n, h, w, kh, kw, cout)
-  y = z[:, :ho, :wo, 0, 0]
-  for i in range(kh):
-    for j in range(kw):
-      if i or j:
-        y = y + z[:, i:i + ho, j:j + wo, i, j]
-  return y
-
-
-def _strided_kernel_grad(x, g, kernel_shape, stride):
-  """The kernel gradient of a strided 'VALID' convolution as one matmul per
-  tap: tap (i, j) saw the strided input pixels x[i::s, j::s]; XLA:CPU computes
-  it as a window-dilated convolution, 2-4x slower at our sizes."""
-  kh, kw, cin, cout = kernel_shape
-  (sy, sx), (n, ho, wo, _) = stride, g.shape
-  g = g.reshape(n * ho * wo, cout)
-  taps = [jnp.dot(x[:, i:i + sy * (ho - 1) + 1:sy, j:j + sx * (wo - 1) + 1:sx, :]
-                  .reshape(n * ho * wo, cin).T, g)
-          for i in range(kh) for j in range(kw)]
-  return jnp.stack(taps).reshape(kernel_shape)
-
-
-def _few_outputs_kernel_grad(x, g, kernel_shape):
-  """The kernel gradient of a stride-1 'VALID' convolution to few channels, as
-  one matmul of the input against the output gradient's kh * kw shifted
-  copies (cheap to build: few channels): column (i, j, o) at input pixel q
-  holds g[q - (i, j), o]."""
-  kh, kw, cin, cout = kernel_shape
-  n, h, w, _ = x.shape
-  padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-  # Rows first, then columns: two concatenations of kh and kw slices, which
-  # XLA fuses (one of kh * kw slices it leaves unfused, 3x slower).
-  rows = jnp.stack([padded[:, kh - 1 - i:kh - 1 - i + h] for i in range(kh)], axis=3)
-  cols = jnp.stack([rows[:, :, kw - 1 - j:kw - 1 - j + w] for j in range(kw)], axis=4)
-  grad = jnp.dot(x.reshape(n * h * w, cin).T, cols.reshape(n * h * w, kh * kw * cout))
-  return grad.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _valid_conv(x, kernel, stride):
-  if stride == (1, 1) and kernel.shape[3] <= FEW_CHANNELS:
-    return _taps_conv(x, kernel)
-  return _lax_conv(x, kernel, stride)
-
-
-def _valid_conv_fwd(x, kernel, stride):
-  return _valid_conv(x, kernel, stride), (x, kernel)
-
-
-def _valid_conv_bwd(stride, residuals, g):
-  x, kernel = residuals
-  kh, kw, cin, cout = kernel.shape
-  if stride == (1, 1) and cin <= FEW_CHANNELS:
-    # The input gradient is a convolution to cin channels: the taps form again.
-    padded = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    dx = _taps_conv(padded, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
-  else:
-    dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g)
-  if stride != (1, 1):
-    dkernel = _strided_kernel_grad(x, g, kernel.shape, stride)
-  elif cout <= FEW_CHANNELS:
-    dkernel = _few_outputs_kernel_grad(x, g, kernel.shape)
-  else:
-    dkernel, = jax.vjp(lambda k: _lax_conv(x, k, stride), kernel)[1](g)
-  return _like(dx, x), _like(dkernel, kernel)
-
-
-def _like(grad, primal):
-  """Under shard_map a gradient varies over the devices wherever its cotangent
-  does; for a primal that does not (the discriminators' parameters in the
-  generators' loss), it is summed over them, as JAX's own transposes do."""
-  varying = lambda a: jax.typeof(a).manual_axis_type.varying
-  extra = tuple(sorted(varying(grad) - varying(primal)))
-  return jax.lax.psum(grad, extra) if extra else grad
-
-
-_valid_conv.defvjp(_valid_conv_fwd, _valid_conv_bwd)
-
-
-def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-             dimension_numbers=None, feature_group_count=1, precision=None,
-             preferred_element_type=None):
-  """`lax.conv_general_dilated` for nn.Conv on XLA:CPU (NHWC, HWIO, explicit
-  padding, no dilation or groups): the same sums, in the forms XLA:CPU runs
-  faster where its own convolution is slow (README, Performance):
-  - to few channels, stride 1 (forward): one matmul and shifted sums;
-  - from few channels, stride 1 (input gradient): the same;
-  - strided (kernel gradient): one matmul per tap;
-  - to few channels, stride 1 (kernel gradient): one matmul against the
-    output gradient's shifted copies.
-  Everything else is XLA's convolution and XLA's gradients."""
-  del lhs_dilation, rhs_dilation, dimension_numbers, precision
-  del preferred_element_type, feature_group_count
-  x = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
-  return _valid_conv(x, rhs, tuple(window_strides))
+  return conv(features, (kernel, kernel), strides=(stride, stride), padding=p,
+              use_bias=use_bias, kernel_init=INITS[init], dtype=dtype)
 
 
 def _conv_transpose(features, kernel, padding, output_padding, use_bias=True,
                     dtype=jnp.float32, init='normal'):
   return ConvTranspose(features, kernel, padding, output_padding, use_bias=use_bias,
                        dtype=dtype, init_type=init)
-
-
-def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride: int = 2):
-  """PyTorch's ConvTranspose2d(stride, padding, output_padding) on NHWC `x`,
-  computed as one stride-1 convolution to stride**2 times the channels, then
-  depth-to-space (the sub-pixel form, Shi et al. 2016).
-
-  `kernel` is (kh, kw, out, in): PyTorch's (in, out, kh, kw) weight transposed,
-  as Flax's ConvTranspose(transpose_kernel=True) keeps it. Output pixel
-  s*m + a (phase a) is the sum over input pixels m + d of x[m + d] times kernel
-  tap a + padding - s*d, wherever that tap exists. Gathering, for every phase,
-  its taps into one kernel of offsets d gives a plain convolution; it computes
-  the same sums as the transposed convolution, in another order (float
-  rounding apart). XLA:CPU runs this form about 20x faster than the
-  input-dilated convolution that `lax.conv_transpose` lowers to (README,
-  Performance), and its gradients are plain convolutions too.
-  """
-  k = kernel.shape[0]
-  n = x.shape[1]
-  if (n - 1) * stride - 2 * padding + k + output_padding != stride * n:
-    raise ValueError(f'sub-pixel form needs an output of {stride}x the input: kernel {k}, '
-                     f'padding {padding}, output_padding {output_padding}')
-  # Offsets d that some phase a in [0, stride) uses: 0 <= a + padding - s*d < k.
-  d_min = -((k - 1 - padding) // stride)
-  d_max = (stride - 1 + padding) // stride
-  in_features, out_features = kernel.shape[3], kernel.shape[2]
-  zero = jnp.zeros((in_features, out_features), kernel.dtype)
-  taps = []  # taps[ty][tx]: (in, stride, stride, out)
-  for dy in range(d_min, d_max + 1):
-    row = []
-    for dx in range(d_min, d_max + 1):
-      phases = []
-      for a in range(stride):
-        for b in range(stride):
-          ky, kx = a + padding - stride * dy, b + padding - stride * dx
-          phases.append(kernel[ky, kx].T if 0 <= ky < k and 0 <= kx < k else zero)
-      row.append(jnp.stack(phases, axis=1))  # (in, s*s, out)
-    taps.append(jnp.stack(row))
-  sub_kernel = jnp.stack(taps).reshape(len(taps), len(taps), in_features,
-                                       stride * stride * out_features)
-  y = jax.lax.conv_general_dilated(
-      x, sub_kernel, (1, 1), [(-d_min, d_max)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  batch, h, w, _ = y.shape
-  y = y.reshape(batch, h, w, stride, stride, out_features)
-  return y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, h * stride, w * stride, out_features)
 
 
 class ConvTranspose(nn.Module):
@@ -266,7 +83,7 @@ class ConvTranspose(nn.Module):
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param('kernel', INITS[self.init_type], (k, k, self.features, x.shape[-1]))
-    y = subpixel_conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype),
+    y = subpixel.subpixel_conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype),
                                 self.padding, self.output_padding)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,))
@@ -333,10 +150,11 @@ class ResnetBlock(nn.Module):
   dropout_at_test: bool = False
   dtype: Any = jnp.float32
   init_type: str = 'normal'
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv = functools.partial(_conv, self.features, 3, use_bias=_uses_bias(self.norm),
+    conv = functools.partial(_conv, self.conv, self.features, 3, use_bias=_uses_bias(self.norm),
                              dtype=self.dtype, init=self.init_type)
     y = nn.relu(_norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(x, 1))))
     if self.dropout:
@@ -366,6 +184,7 @@ class ResnetGenerator(nn.Module):
   antialias: bool = False
   antialias_up: bool = False
   init_type: str = 'normal'
+  conv: ModuleDef = nn.Conv
 
   def layers(self, train: bool) -> list:
     """The official nn.Sequential, one callable per entry, so that entry k
@@ -374,25 +193,26 @@ class ResnetGenerator(nn.Module):
     # static_argnums counts the module as 0: `train` (2) is a Python bool.
     block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
     norm = lambda: _norm_layer(self.norm, dtype)
-    conv = functools.partial(_conv, use_bias=bias, dtype=dtype, init=self.init_type)
+    conv = functools.partial(_conv, self.conv, use_bias=bias, dtype=dtype, init=self.init_type)
     layers = [lambda x: _reflect_pad(x.astype(dtype), 3), conv(self.ngf, 7), norm(), nn.relu]
     for mult in (2, 4):  # Two downsamplings by 2.
       if self.antialias:
-        layers += [conv(self.ngf * mult, 3, padding=1), norm(), nn.relu, blur_downsample]
+        layers += [conv(self.ngf * mult, 3, padding=1), norm(), nn.relu, blur.blur_downsample]
       else:
         layers += [conv(self.ngf * mult, 3, stride=2, padding=1), norm(), nn.relu]
     for i in range(self.n_blocks):  # Named as without remat: the same parameter tree.
       layers.append(functools.partial(
           lambda x, module: module(x, train),
           module=block(self.ngf * 4, self.dropout, self.norm, self.dropout_at_test, dtype,
-                       self.init_type, name=f'ResnetBlock_{i}')))
+                       self.init_type, self.conv, name=f'ResnetBlock_{i}')))
     for mult in (2, 1):  # Two upsamplings by 2.
       if self.antialias_up:
-        layers += [blur_upsample, conv(self.ngf * mult, 3, padding=1), norm(), nn.relu]
+        layers += [blur.blur_upsample, conv(self.ngf * mult, 3, padding=1), norm(), nn.relu]
       else:  # k3 p1 output_padding 1.
         layers += [_conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1,
                                    use_bias=bias, dtype=dtype, init=self.init_type), norm(), nn.relu]
-    layers += [lambda x: _reflect_pad(x, 3), _conv(self.output_nc, 7, dtype=dtype, init=self.init_type),
+    layers += [lambda x: _reflect_pad(x, 3),
+               _conv(self.conv, self.output_nc, 7, dtype=dtype, init=self.init_type),
                lambda x: jnp.tanh(x.astype(jnp.float32))]
     return layers
 
@@ -429,12 +249,13 @@ class UnetGenerator(nn.Module):
   # Recompute each level's down and up step in the backward pass
   # (jax.checkpoint) and keep only their outputs, which the skips need anyway.
   remat: bool = False
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     n, ngf, bias = self.num_downs, self.ngf, _uses_bias(self.norm)
     inner = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)
-    down = functools.partial(_conv, kernel=4, stride=2, padding=1, use_bias=bias,
+    down = functools.partial(_conv, self.conv, kernel=4, stride=2, padding=1, use_bias=bias,
                              dtype=self.dtype)
     up = functools.partial(_conv_transpose, kernel=4, padding=1, output_padding=0,
                            dtype=self.dtype)
@@ -490,6 +311,7 @@ class NLayerDiscriminator(nn.Module):
   # LeakyReLU, then `blur_downsample` (256 px in: a 30x30 map either way).
   antialias: bool = False
   init_type: str = 'normal'
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x):
@@ -497,14 +319,14 @@ class NLayerDiscriminator(nn.Module):
     for n in range(self.n_layers + 1):
       strided = n < self.n_layers
       stride = 1 if self.antialias or not strided else 2
-      x = _conv(self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
+      x = _conv(self.conv, self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
                 use_bias=n == 0 or _uses_bias(self.norm), dtype=self.dtype, init=self.init_type)(x)
       if n > 0:  # The first layer has no norm.
         x = _norm_layer(self.norm, self.dtype)(x)
       x = nn.leaky_relu(x, negative_slope=0.2)
       if self.antialias and strided:
-        x = blur_downsample(x)
-    x = _conv(1, 4, padding=1, dtype=self.dtype, init=self.init_type)(x)
+        x = blur.blur_downsample(x)
+    x = _conv(self.conv, 1, 4, padding=1, dtype=self.dtype, init=self.init_type)(x)
     return x.astype(jnp.float32)
 
 
@@ -514,11 +336,12 @@ class PixelDiscriminator(nn.Module):
   norm: str = 'instance'
   dtype: Any = jnp.float32
   init_type: str = 'normal'
+  conv: ModuleDef = nn.Conv
 
   @nn.compact
   def __call__(self, x):
     bias = _uses_bias(self.norm)
-    conv = functools.partial(_conv, dtype=self.dtype, init=self.init_type)
+    conv = functools.partial(_conv, self.conv, dtype=self.dtype, init=self.init_type)
     x = x.astype(self.dtype)
     x = nn.leaky_relu(conv(self.ndf, 1)(x), negative_slope=0.2)
     x = _norm_layer(self.norm, self.dtype)(conv(self.ndf * 2, 1, use_bias=bias)(x))
@@ -530,7 +353,7 @@ DTYPES = ('float32', 'bfloat16')
 
 
 def compute_dtype(model_config) -> jnp.dtype:
-  name = model_config.get('dtype', 'float32')
+  name = model_config.dtype
   if name not in DTYPES:
     raise ValueError(f'config.model.dtype={name!r}: expected one of {", ".join(DTYPES)}')
   return jnp.dtype(name)
@@ -545,64 +368,42 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
   """A generator to `output_nc` channels (default config.model.output_nc);
   its input channels are those of what it is first applied to."""
   name = model_config.generator
-  output_nc = output_nc or model_config.get('output_nc', 3)
-  common = dict(ngf=model_config.ngf, dropout=model_config.dropout, output_nc=output_nc,
-                norm=_norm_name(model_config),
-                dropout_at_test=model_config.get('dropout_at_test', False),
-                dtype=compute_dtype(model_config))
+  common = dict(ngf=model_config.ngf, dropout=model_config.dropout,
+                output_nc=output_nc or model_config.output_nc, norm=_norm_name(model_config),
+                dropout_at_test=model_config.dropout_at_test,
+                dtype=compute_dtype(model_config), remat=model_config.remat,
+                conv=platform_conv())
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
-  remat = model_config.get('remat', False)
   if resnet:
-    return ResnetGenerator(n_blocks=int(resnet.group(1)), remat=remat,
-                           antialias=model_config.get('antialias', False),
-                           antialias_up=model_config.get('antialias_up', False),
+    return ResnetGenerator(n_blocks=int(resnet.group(1)), antialias=model_config.antialias,
+                           antialias_up=model_config.antialias_up,
                            init_type=kernel_init(model_config), **common)
   unet = re.fullmatch(r'unet_(\d+)', name)
   # unet_256 has 8 downsamplings (256 = 2^8), unet_128 7; unet_32 (5) is for tests.
   size = int(unet.group(1)) if unet else 0
   if unet and size >= 32 and size & (size - 1) == 0:
-    if model_config.get('antialias', False) or model_config.get('antialias_up', False):
+    if model_config.antialias or model_config.antialias_up:
       raise ValueError(f'config.model.antialias: expected False for generator={name!r} '
                        '(antialiased sampling is for resnet generators, as in CUT)')
     if kernel_init(model_config) != 'normal':
       raise ValueError(f"config.model.init={model_config.init!r}: expected 'normal' for "
                        f'generator={name!r}')
-    return UnetGenerator(num_downs=size.bit_length() - 1, remat=remat, **common)
+    return UnetGenerator(num_downs=size.bit_length() - 1, **common)
   raise ValueError(f'config.model.generator={name!r}: expected one of {", ".join(GENERATORS)}')
-
-
-def create_generators(model_config) -> dict[str, nn.Module]:
-  """The generator of each network of config.model.kind, by its state field
-  (CycleGAN's gen_ab and gen_ba, pix2pix's gen): its family's."""
-  # Imported here: the families import this module.
-  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
-  return families.for_model(model_config).create_generators(model_config)
-
-
-def generator_input_channels(model_config, network: str) -> int:
-  """The channels a generator of create_generators takes."""
-  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
-  return families.for_model(model_config).generator_channels(model_config, network)[0]
-
-
-def generator_output_channels(model_config, network: str) -> int:
-  """The channels a generator of create_generators gives."""
-  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
-  return families.for_model(model_config).generator_channels(model_config, network)[1]
 
 
 def create_discriminator(model_config) -> nn.Module:
   name = model_config.discriminator
   common = dict(ndf=model_config.ndf, norm=_norm_name(model_config),
-                dtype=compute_dtype(model_config))
-  patchgan = dict(antialias=model_config.get('antialias', False),
-                  init_type=kernel_init(model_config), **common)
+                dtype=compute_dtype(model_config), init_type=kernel_init(model_config),
+                conv=platform_conv())
   if name == 'basic':
-    return NLayerDiscriminator(n_layers=3, **patchgan)
+    return NLayerDiscriminator(n_layers=3, antialias=model_config.antialias, **common)
   if name == 'n_layers':
-    return NLayerDiscriminator(n_layers=model_config.n_layers_d, **patchgan)
+    return NLayerDiscriminator(n_layers=model_config.n_layers_d,
+                               antialias=model_config.antialias, **common)
   if name == 'pixel':
-    return PixelDiscriminator(init_type=kernel_init(model_config), **common)
+    return PixelDiscriminator(**common)
   raise ValueError(
       f'config.model.discriminator={name!r}: expected one of {", ".join(DISCRIMINATORS)}')
 
@@ -632,7 +433,7 @@ class PatchSampleMLP(nn.Module):
 
 
 def _norm_name(model_config) -> str:
-  norm = model_config.get('norm', 'instance')  # Workdirs from before the field: instance.
+  norm = model_config.norm
   if norm not in NORMS:
     raise ValueError(f'config.model.norm={norm!r}: expected one of {", ".join(NORMS)}')
   return norm

@@ -14,25 +14,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from cyclegan_jax import checkpoints
-from cyclegan_jax import families
 from cyclegan_jax import image_io
-from cyclegan_jax import input_pipeline
-from cyclegan_jax import paired_data
-
-
-def label(source, index: int, direction: str | None = None) -> str:
-  """The name of a test image's row: its file's (a pair's input file's)."""
-  files = getattr(source, 'files', None)  # Folder sources know their file names.
-  if not files:
-    return f'#{index}'
-  name = files[index]
-  if isinstance(name, tuple):  # A pair of files matched by name: the input's.
-    name = paired_data.input_and_target(name, direction)[0]
-  return os.path.basename(name)
-
-
-_label = label  # The name the tests know it by.
+from cyclegan_jax import inference
+from cyclegan_jax.data import input_pipeline
 
 
 def image_cell(page_dir: str, name: str, image) -> str:
@@ -44,9 +28,14 @@ def image_cell(page_dir: str, name: str, image) -> str:
   return f'<td><img src="images/{name}"></td>'
 
 
-def section(heading: str, titles, rows) -> str:
-  header = ''.join(f'<th>{html.escape(t)}</th>' for t in ('image', *titles))
-  return (f'<h2>{html.escape(heading)}</h2>\n<table>\n<tr>{header}</tr>\n'
+def section(page_dir: str, table) -> str:
+  """A family's table (families.common.ResultsTable) as HTML, its images
+  written under images/."""
+  header = ''.join(f'<th>{html.escape(t)}</th>' for t in ('image', *table.titles))
+  rows = [f'<tr><td>{html.escape(label)}</td>'
+          f'{"".join(image_cell(page_dir, name, image) for name, image in cells)}</tr>'
+          for label, cells in table.rows]
+  return (f'<h2>{html.escape(table.heading)}</h2>\n<table>\n<tr>{header}</tr>\n'
           + '\n'.join(rows) + '\n</table>')
 
 
@@ -55,13 +44,13 @@ def write_results_page(workdir: str, num_test: int = 50, step: int | None = None
   test pairs) and writes the page; returns the path of index.html."""
   if num_test < 1:
     raise ValueError(f'--num_test={num_test}: expected at least 1')
-  config = checkpoints.load_config(workdir)
-  family = families.get(config)
-  generators = family.create_generators(config.model)
-  step, params = checkpoints.load_params(workdir, tuple(generators), step)
+  restored = inference.restore(workdir, inference.ALL, step)
+  step = restored.step
   page_dir = os.path.join(os.path.abspath(workdir), 'results', str(step))
   os.makedirs(os.path.join(page_dir, 'images'), exist_ok=True)
-  sections = family.results_sections(config, params, generators, page_dir, num_test)
+  tables = restored.family.results_tables(restored.config, restored.params, restored.modules,
+                                          num_test)
+  sections = [section(page_dir, table) for table in tables]
 
   title = html.escape(f'{os.path.basename(os.path.abspath(workdir))}, step {step}')
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'

@@ -9,10 +9,6 @@ import optax
 
 from cyclegan_jax import families
 
-CycleGANState = families.cyclegan.State
-Pix2PixState = families.pix2pix.State
-
-
 def network_names(state) -> tuple[str, ...]:
   """The TrainState fields of a state, generators first."""
   return families.of_state(state).NETWORKS

@@ -195,18 +195,19 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def load_generator_params(path: str, model_config, network: str | None = None):
-  """The Flax params of generator `network` of `models.create_generators(
+  """The Flax params of generator `network` of the family's `create_generators(
   model_config)` (gen_ab, gen_ba or pix2pix's gen; default the first) from
   an official generator `.pth`; ValueError naming the file and the first key
   that does not fit (channels included), or the norm, if it is not
   config.model.norm."""
-  norm = model_config.get('norm', 'instance')
+  norm = model_config.norm
+  family = families.for_model(model_config)
   # Names an unknown norm or generator.
-  generators = models.create_generators(model_config)
+  generators = family.create_generators(model_config)
   network = network or next(iter(generators))
   generator = generators[network]
   size = models.generator_multiple(generator)  # Parameter shapes do not depend on it.
-  channels = models.generator_input_channels(model_config, network)
+  channels, _ = family.generator_channels(model_config, network)
   shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
                           jnp.zeros((1, size, size, channels)))['params']
   shapes = flax.traverse_util.flatten_dict(shapes)
@@ -288,7 +289,7 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   The discriminators are freshly initialised: official test checkpoints hold
   none. Nothing is written unless every file fits the config."""
   family = families.get(config)
-  if config.model.get('antialias', False) or config.model.get('antialias_up', False):
+  if config.model.antialias or config.model.antialias_up:
     raise ValueError('config.model.antialias: expected False for --mode=import_torch (it reads '
                      'the official CycleGAN/pix2pix generators; antialiased ones, as CUT '
                      'trains, are not supported)')
@@ -301,8 +302,7 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   workdir = os.path.abspath(workdir)
   _refuse_existing_checkpoints(workdir)
   # Every file is read and checked before anything is written.
-  if not (single or path_b) and (config.model.get('input_nc', 3)
-                                  != config.model.get('output_nc', 3)):
+  if not (single or path_b) and config.model.input_nc != config.model.output_nc:
     raise ValueError(f'--torch_checkpoint={path_a}: config.model.input_nc='
                      f'{config.model.input_nc} and output_nc={config.model.output_nc} differ, '
                      'so the B->A generator cannot be a copy of the A->B one; pass its '

@@ -242,14 +242,14 @@ class Baseline:
 
   def __init__(self, config, task: str, platform: str, device_count: int):
     m, t = config.model, config.train
-    if config.model.get('kind', 'cyclegan') != 'cyclegan':
+    if m.kind != 'cyclegan':
       raise ValueError(f'--compare=torch: config.model.kind={m.kind!r}; the PyTorch baseline '
                        'is the official CycleGAN')
-    if m.discriminator not in ('basic', 'n_layers') or m.get('norm', 'instance') != 'instance':
+    if m.discriminator not in ('basic', 'n_layers') or m.norm != 'instance':
       raise ValueError('--compare=torch: the PyTorch baseline has the official defaults, '
                        'basic/n_layers PatchGAN discriminators and instance norm; got '
                        f'config.model.discriminator={m.discriminator!r}, '
-                       f'config.model.norm={m.get("norm", "instance")!r}')
+                       f'config.model.norm={m.norm!r}')
     if t.gan_mode != 'lsgan':
       raise ValueError(f'--compare=torch: config.train.gan_mode={t.gan_mode!r}; the PyTorch '
                        'baseline is the official default, lsgan')
@@ -269,11 +269,11 @@ class Baseline:
     self.version = torch.__version__
     self.device_name = (torch.cuda.get_device_name() if self.device.type == 'cuda'
                         else 'cpu')
-    self.autocast_dtype = 'bfloat16' if m.get('dtype', 'float32') == 'bfloat16' else None
+    self.autocast_dtype = 'bfloat16' if m.dtype == 'bfloat16' else None
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     size, batch = config.data.crop_size, t.batch_size
-    input_nc, output_nc = m.get('input_nc', 3), m.get('output_nc', 3)
+    input_nc, output_nc = m.input_nc, m.output_nc
     images = lambda c: torch.rand(batch, c, size, size, device=self.device) * 2 - 1
     n_blocks = _resnet_blocks(m.generator)
     if task == 'train':

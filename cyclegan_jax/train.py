@@ -16,11 +16,12 @@ from PIL import Image
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
+from cyclegan_jax import configuration
 from cyclegan_jax import evaluate
 from cyclegan_jax import families
-from cyclegan_jax import input_pipeline
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import workdir_lock
@@ -40,8 +41,8 @@ def open_training_data(config):
   """(training batches, test images for the sample grids, a line describing
   the data) of config.model.kind (families: paired or unpaired)."""
   shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
-  return families.get(config).open_training_data(config, shard,
-                                                 input_pipeline.domain_channels(config))
+  family = families.get(config)
+  return family.open_training_data(config, shard, family.domain_channels(config))
 
 
 def sample_grid(generators, state, samples, config) -> np.ndarray:
@@ -90,9 +91,9 @@ def _step_memory_message(config, image_size) -> tuple[str, str]:
   h, w = image_size
   what = f'a train step of {config.train.batch_size} {w}x{h} images'
   options = ['lower config.data.crop_size or config.train.batch_size']
-  if not config.model.get('remat', False):
+  if not config.model.remat:
     options.append('set config.model.remat=True (recomputes generator blocks)')
-  if config.model.get('dtype', 'float32') == 'float32':
+  if config.model.dtype == 'float32':
     options.append("set config.model.dtype='bfloat16'")
   return what, ', or '.join(options) + '; checkpoints so far are kept'
 
@@ -153,9 +154,9 @@ def _train(config, workdir: str):
   num_devices = jax.device_count()
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None and checkpoints.has_config(workdir):
-    config_checks.check_resumable(checkpoints.load_config(workdir), config, workdir)
+    config_checks.check_resumable(configuration.load(workdir), config, workdir)
   checkpoints.save_config(config, workdir)
-  generators = models.create_generators(config.model)
+  generators = families.get(config).create_generators(config.model)
 
   batches, samples, data_description = open_training_data(config)
   image_size = training_image_size(config, batches)
@@ -183,7 +184,7 @@ def _train(config, workdir: str):
       workdir, just_logging=jax.process_index() != 0)
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if jax.process_index() == 0 else []
-  if config.get('profile_steps', 0) > 0 and jax.process_index() == 0:
+  if config.profile_steps > 0 and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(
         logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
         first_profile=PROFILE_FIRST_STEP, every_secs=None))

@@ -14,11 +14,13 @@ import os
 import numpy as np
 import tqdm
 
-from cyclegan_jax import checkpoints
+from cyclegan_jax import configuration
+from cyclegan_jax import families
+from cyclegan_jax import generation
 from cyclegan_jax import image_io
+from cyclegan_jax import inference
 from cyclegan_jax import memory
 from cyclegan_jax import models
-from cyclegan_jax import translate
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv',
                     '.flv', '.gif')
@@ -105,10 +107,10 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: expected at least 1')
   iio = _imageio()
-  config = checkpoints.load_config(workdir)
-  network, direction = translate.network_for(config, direction)
+  config = configuration.load(workdir)
+  (network, direction), = inference.wanted(config, direction)
   codec, pixel_format, quality = _output_codec(output_path, input_path)
-  out_channels = models.generator_output_channels(config.model, network)
+  _, out_channels = families.get(config).generator_channels(config.model, network)
   if out_channels not in (1, 3):
     raise ValueError(f'this generator outputs {out_channels} channels; a video holds 1 '
                      '(gray) or 3 (RGB)')
@@ -118,12 +120,11 @@ def translate_video(workdir: str, input_path: str, output_path: str,
       raise ValueError(f'--output={output_path}: H.264 needs an even width and height, and '
                        f'{input_path} is {width}x{height}; write a .mkv (lossless FFV1) '
                        'instead')
-    step, params = checkpoints.load_params(workdir, (network,), step)
-    params = params[network]
-    generator = models.create_generators(config.model)[network]
-    channels = models.generator_input_channels(config.model, network)
-    value_range = config.data.get('value_range', ())
-    if config.model.get('norm', 'instance') == 'batch' or (
+    restored = inference.restore(workdir, direction, step, config)
+    step, params = restored.step, restored.generator.params
+    generator, channels = restored.generator.module, restored.generator.in_channels
+    value_range = config.data.value_range
+    if config.model.norm == 'batch' or (
         models.has_dropout_layers(generator) and generator.dropout_at_test):
       batch_size = 1  # Its translation of a frame would depend on the batch.
     partial = os.path.join(os.path.dirname(os.path.abspath(output_path)),
@@ -168,7 +169,7 @@ def _translate_fitting(generator, params, frames, value_range, chunk: int):
   while True:
     try:
       return np.concatenate([
-          translate.translate_images(generator, params, frames[i:i + chunk], value_range)
+          generation.translate_images(generator, params, frames[i:i + chunk], value_range)
           for i in range(0, len(frames), chunk)]), chunk
     except memory.InsufficientMemoryError:
       if chunk == 1:

@@ -16,7 +16,9 @@ import numpy as np
 
 from configs import tiny
 from configs import tiny_cut
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import generation
+from cyclegan_jax import families
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
 from cyclegan_jax import translate
@@ -42,9 +44,9 @@ def ab_error(config, state, root: str) -> tuple[float, float]:
   source = input_pipeline.FolderSource(f'{root}/testA')
   test_a = np.stack([source[i] for i in range(len(source))])
   network = 'gen_ab' if config.model.kind == 'cyclegan' else 'gen'
-  generator = models.create_generators(config.model)[network]
+  generator = families.for_model(config.model).create_generators(config.model)[network]
   params = getattr(state, network).params
-  translated = np.stack([translate.translate_image(generator, params, x)
+  translated = np.stack([generation.translate_image(generator, params, x)
                          for x in test_a]).astype(np.float32)
   truth = synthetic.to_b(test_a).astype(np.float32)
   return (float(np.abs(translated - truth).mean()),

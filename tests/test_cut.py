@@ -17,11 +17,13 @@ import pytest
 
 from configs import cut as cut_config
 from configs import tiny_cut
+from cyclegan_jax import generation
+from cyclegan_jax.ops import blur
 from cyclegan_jax import checkpoints
 from cyclegan_jax import evaluate
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
 from cyclegan_jax import results_page
@@ -88,9 +90,9 @@ def test_nce_layers_are_the_references_sequential_entries():
   block = models.ResnetBlock(32, init_type='xavier')
   expected = [jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)), mode='reflect')]
   expected.append(conv('Conv_1', norm_relu(conv('Conv_0', expected[0], 0)), 1))
-  expected.append(conv('Conv_2', models.blur_downsample(norm_relu(expected[1])), 1))
+  expected.append(conv('Conv_2', blur.blur_downsample(norm_relu(expected[1])), 1))
   expected.append(block.apply({'params': params['ResnetBlock_0']},
-                              models.blur_downsample(norm_relu(expected[2]))))
+                              blur.blur_downsample(norm_relu(expected[2]))))
   expected.append(block.apply({'params': params['ResnetBlock_1']}, expected[3]))
   assert len(features) == len(expected)
   for ours, theirs in zip(features, expected):
@@ -110,13 +112,13 @@ def test_blur_layers_and_init_are_the_references():
   filt = torch.tensor(np.outer([1., 2., 1.], [1., 2., 1.]) / 16, dtype=torch.float32)
   down = f.conv2d(torch.nn.ReflectionPad2d(1)(xt), filt[None, None].repeat(3, 1, 1, 1),
                   stride=2, groups=3)
-  np.testing.assert_allclose(models.blur_downsample(x), to_nhwc(down), atol=1e-6)
+  np.testing.assert_allclose(blur.blur_downsample(x), to_nhwc(down), atol=1e-6)
   # Upsample(filt_size=4, pad_type='repl', stride=2).
   a = np.array([1., 3., 3., 1.])
   filt = torch.tensor(np.outer(a, a) / np.outer(a, a).sum() * 4, dtype=torch.float32)
   up = f.conv_transpose2d(torch.nn.ReplicationPad2d(1)(xt), filt[None, None].repeat(3, 1, 1, 1),
                           stride=2, padding=2, groups=3)[:, :, 1:, 1:][:, :, :-1, :-1]
-  np.testing.assert_allclose(models.blur_upsample(x), to_nhwc(up), atol=1e-6)
+  np.testing.assert_allclose(blur.blur_upsample(x), to_nhwc(up), atol=1e-6)
   # xavier_normal_(gain=0.02): std 0.02 * sqrt(2 / (fan_in + fan_out)), fans with taps.
   kernel = models.INITS['xavier'](jax.random.PRNGKey(0), (3, 3, 64, 128))
   expected = 0.02 * np.sqrt(2 / (64 * 9 + 128 * 9))
@@ -368,7 +370,7 @@ def test_the_tools_translate_a_to_b_only(uninterrupted_cut, image_folder, tmp_pa
   image = input_pipeline.load_image(os.path.join(image_folder, 'testA', '0000.png'))
   np.testing.assert_array_equal(
       input_pipeline.load_image(written[0]),
-      translate.translate_image(models.create_generator(config.model), state.gen.params, image))
+      generation.translate_image(models.create_generator(config.model), state.gen.params, image))
   with pytest.raises(ValueError, match=r'^--direction=BtoA: a CUT model translates AtoB only'):
     translate.translate_folder(workdir, os.path.join(image_folder, 'testB'),
                                str(tmp_path / 'out_b'), direction='BtoA')
@@ -390,7 +392,7 @@ def test_the_tools_translate_a_to_b_only(uninterrupted_cut, image_folder, tmp_pa
   x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 20, 3)).astype(np.float32)
   session = ort.InferenceSession(written[0], providers=['CPUExecutionProvider'])
   np.testing.assert_allclose(session.run(None, {export.INPUT_NAME: x})[0],
-                             translate.generate(models.create_generator(config.model),
+                             generation.generate(models.create_generator(config.model),
                                                 state.gen.params, x), atol=1e-4)
   with pytest.raises(ValueError, match=r'^--direction=BtoA: a CUT model translates AtoB only'):
     export.export_workdir(workdir, str(tmp_path / 'onnx'), 'BtoA')

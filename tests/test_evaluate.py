@@ -22,12 +22,15 @@ import tensorflow as tf
 
 from configs import tiny
 from configs import tiny_pix2pix
+from cyclegan_jax import generation
+from cyclegan_jax import configuration
+from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import evaluate
 from cyclegan_jax import fid
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
 from cyclegan_jax import translate
@@ -177,7 +180,7 @@ def test_scores_are_those_of_independently_computed_features(trained, evaluated,
   which real images, the num_images limit, the padded last batch, the KID
   subsets; images read straight from the files."""
   result = json.loads((trained / 'eval' / 'step_00000001.json').read_text())
-  config = checkpoints.load_config(str(trained))
+  config = configuration.load(str(trained))
   _, params = checkpoints.load_params(str(trained), ('gen_ab', 'gen_ba'))
   generator = models.create_generator(config.model)
   variables = inception_weights.load(weights)
@@ -225,11 +228,11 @@ def test_pix2pix_scores_its_one_direction_against_the_test_targets(
       f'eval/BtoA/{key}': (1, pytest.approx(result['BtoA'][key], rel=1e-6))
       for key in ('fid', 'kid_mean', 'kid_std')}
 
-  config = checkpoints.load_config(str(trained_pix2pix))
+  config = configuration.load(str(trained_pix2pix))
   _, params = checkpoints.load_params(str(trained_pix2pix), ('gen',))
   generator = models.create_generator(config.model)
   real_a, real_b = _test_pairs_from_files(aligned_folder)
-  fake_a = np.stack([translate.translate_image(generator, params['gen'], b) for b in real_b])
+  fake_a = np.stack([generation.translate_image(generator, params['gen'], b) for b in real_b])
   variables = inception_weights.load(weights)
   features = lambda uint8: np.asarray(inception.features(variables, uint8 / np.float32(255)))
   _check_scores(result['BtoA'], features(fake_a), features(real_a))
@@ -239,7 +242,7 @@ def test_batch_norm_models_are_translated_one_image_per_pass(trained_pix2pix, al
   """Batch norm uses the statistics of the batch it is given, at test time
   too: evaluation translates each image alone, giving translate_image's
   output; a batch of several would give other images."""
-  config = checkpoints.load_config(str(trained_pix2pix))
+  config = configuration.load(str(trained_pix2pix))
   assert evaluate.directions(config) == (('BtoA', 'gen'),)
   assert evaluate.translate_batch_size(config) == 1 and config.eval.batch_size == 2
   cyclegan = tiny.get_config()
@@ -251,7 +254,7 @@ def test_batch_norm_models_are_translated_one_image_per_pass(trained_pix2pix, al
   _, params = checkpoints.load_params(str(trained_pix2pix), ('gen',))
   generator = models.create_generator(config.model)
   _, inputs = _test_pairs_from_files(aligned_folder)
-  one_by_one = np.stack([translate.translate_image(generator, params['gen'], x)
+  one_by_one = np.stack([generation.translate_image(generator, params['gen'], x)
                          for x in inputs])
   ours = evaluate.translate_images(generator, params['gen'], inputs,
                                    evaluate.translate_batch_size(config))
@@ -272,10 +275,10 @@ def test_errors_name_what_is_missing(trained, weights, tmp_path):
     evaluate.evaluate_workdir(str(trained), inception_weights=str(tmp_path / 'missing.npz'))
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 7'):
     evaluate.evaluate_workdir(str(trained), step=7)
-  config = checkpoints.load_config(str(trained))
+  config = configuration.load(str(trained))
   config.eval.inception_weights = ''
   with pytest.raises(ValueError, match='config.eval.inception_weights is empty'):
-    evaluate.Evaluator(config, models.create_generators(config.model))
+    evaluate.Evaluator(config, families.for_model(config.model).create_generators(config.model))
 
   # On the command line: one line, exit status 1. A workdir without weights
   # configured (checked first: before any slow work) and one without

@@ -14,6 +14,9 @@ import pytest
 
 from configs import tiny
 from configs import tiny_pix2pix
+from cyclegan_jax import generation
+from cyclegan_jax import configuration
+from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import export
 from cyclegan_jax import models
@@ -53,7 +56,7 @@ def test_onnx_runtime_gives_the_jax_generator_output_at_two_sizes(config_module,
   # (batch norm: the two images share the batch's statistics, in both).
   for shape in ((1, 2 * m, 2 * m, 3), (2, 3 * m, 4 * m, 3)):
     x = _images(shape)
-    expected = np.asarray(translate.generate(generator, params, x))
+    expected = np.asarray(generation.generate(generator, params, x))
     got = _run(session, x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
@@ -84,10 +87,10 @@ def test_a_workdir_exports_both_generators_with_their_json(one_step_workdir, tmp
   assert info['config']['model']['generator'] == 'resnet_2blocks'
   # The BtoA file is gen_ba of the checkpoint, not gen_ab.
   _, params = checkpoints.load_params(one_step_workdir, ('gen_ba',))
-  generator = models.create_generators(checkpoints.load_config(one_step_workdir).model)['gen_ba']
+  generator = families.for_model(configuration.load(one_step_workdir).model).create_generators(configuration.load(one_step_workdir).model)['gen_ba']
   x = _images((1, 12, 20, 3))
   np.testing.assert_allclose(_run(_session(str(output / 'BtoA.onnx')), x),
-                             translate.generate(generator, params['gen_ba'], x), atol=1e-4)
+                             generation.generate(generator, params['gen_ba'], x), atol=1e-4)
   # One direction: only its files, beside the others, which stay.
   (output / 'AtoB.onnx').unlink()
   assert export.export_workdir(one_step_workdir, str(output), 'AtoB') == [
@@ -143,8 +146,8 @@ def test_main_exports_and_the_readme_example_runs_it(one_step_workdir, tmp_path)
   assert done.returncode == 0, done.stderr[-3000:]
   resized = Image.open(tmp_path / 'horse.jpg').convert('RGB').resize((36, 40), Image.BICUBIC)
   _, params = checkpoints.load_params(one_step_workdir, ('gen_ab',))
-  generator = models.create_generators(checkpoints.load_config(one_step_workdir).model)['gen_ab']
-  expected = translate.translate_image(generator, params['gen_ab'], np.asarray(resized))
+  generator = families.for_model(configuration.load(one_step_workdir).model).create_generators(configuration.load(one_step_workdir).model)['gen_ab']
+  expected = generation.translate_image(generator, params['gen_ab'], np.asarray(resized))
   got = np.asarray(Image.open(tmp_path / 'zebra.png'))
   assert got.shape == (40, 36, 3)
   assert np.abs(got.astype(int) - expected).max() <= 1  # float rounding, then to 8 bits.

@@ -21,6 +21,7 @@ import pytest
 from configs import tiny
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
+from cyclegan_jax import configuration
 from cyclegan_jax import train
 from cyclegan_jax import workdir_lock
 
@@ -98,9 +99,10 @@ def test_resume_refuses_another_kind_norm_or_direction_and_reads_old_workdirs():
   config.data.direction = 'BtoA'
   with pytest.raises(ValueError, match=r"data.direction: 'AtoB' there, 'BtoA' now"):
     config_checks.check_resumable(stored, config, 'W')
-  old = tiny.get_config()  # A CycleGAN workdir from before these fields existed.
+  old = tiny.get_config().to_dict()  # A CycleGAN workdir from before these fields existed.
   for group, field in (('model', 'kind'), ('model', 'norm'), ('data', 'direction')):
     del old[group][field]
+  old = configuration.upgrade(old)  # As configuration.load reads its config.json.
   config_checks.check_resumable(old, tiny.get_config(), 'W')
   with pytest.raises(ValueError, match=r"model.kind: 'cyclegan' there, 'pix2pix' now"):
     config_checks.check_resumable(old, stored, 'W')

@@ -18,9 +18,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import tiny
+from cyclegan_jax import generation
+from cyclegan_jax import configuration
+from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import image_io
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
 from cyclegan_jax import translate
@@ -52,10 +55,10 @@ def gray_workdir(gray16_folder, tmp_path_factory):
 
 def test_grayscale_model_trains_on_sixteen_bit_png_and_tiff(gray16_folder, gray_workdir):
   _, params = checkpoints.load_params(gray_workdir, ('gen_ab', 'gen_ba'))
-  generators = models.create_generators(checkpoints.load_config(gray_workdir).model)
+  generators = families.for_model(configuration.load(gray_workdir).model).create_generators(configuration.load(gray_workdir).model)
   for name in ('gen_ab', 'gen_ba'):  # 1 channel in, 1 channel out.
     assert params[name]['Conv_0']['kernel'].shape[2] == 1
-    out = translate.generate(generators[name], params[name], np.zeros((1, 32, 32, 1)))
+    out = generation.generate(generators[name], params[name], np.zeros((1, 32, 32, 1)))
     assert out.shape == (1, 32, 32, 1)
   # The sample grid stays 8-bit RGB for viewing: 2 rows per domain of 3 images.
   grid = np.asarray(Image.open(os.path.join(gray_workdir, 'samples', 'step_00000002.png')))
@@ -89,9 +92,9 @@ def test_identity_round_trip_loses_at_most_one_step(gray16_folder, gray_workdir,
                                                     monkeypatch):
   """Through a generator that returns its input, a 16-bit image comes back
   within one 16-bit step, by the default rule and by an explicit range."""
-  monkeypatch.setattr(translate, 'generate',
+  monkeypatch.setattr(generation, 'generate',
                       jax.jit(lambda generator, params, x: x, static_argnums=0))
-  monkeypatch.setattr(translate, '_compiled_generate', {})  # None of the real generator's.
+  monkeypatch.setattr(generation, '_compiled_generate', {})  # None of the real generator's.
   inputs = os.path.join(gray16_folder, 'testA')
   written = translate.translate_folder(gray_workdir, inputs, str(tmp_path / 'out'))
   for path, output in zip(input_pipeline.list_images(inputs), written):
@@ -107,7 +110,7 @@ def test_identity_round_trip_loses_at_most_one_step(gray16_folder, gray_workdir,
   Image.fromarray(pixels).save(twelve / 'x.png')
   ranged = tmp_path / 'ranged'
   shutil.copytree(gray_workdir, ranged)
-  config = checkpoints.load_config(str(ranged))
+  config = configuration.load(str(ranged))
   config.data.value_range = (0, 4095)
   with open(ranged / 'config.json', 'w') as f:
     f.write(config.to_json())

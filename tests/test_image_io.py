@@ -7,7 +7,7 @@ import tifffile
 
 from configs import default
 from cyclegan_jax import image_io
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 
 RNG = np.random.default_rng(0)
 

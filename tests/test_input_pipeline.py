@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 
 
 def _data_config(**overrides):

@@ -11,7 +11,8 @@ doing nothing, a ratio of 0.33; the test demands below 0.6.
 import numpy as np
 
 from configs import tiny
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import generation
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
 from cyclegan_jax import translate
@@ -30,7 +31,7 @@ def test_learns_a_colour_change(tmp_path):
   source = input_pipeline.FolderSource(f'{root}/testA')
   test_a = np.stack([source[i] for i in range(len(source))])
   generator = models.create_generator(config.model)
-  translated = np.stack([translate.translate_image(generator, state.gen_ab.params, x)
+  translated = np.stack([generation.translate_image(generator, state.gen_ab.params, x)
                          for x in test_a]).astype(np.float32)
   truth = synthetic.to_b(test_a).astype(np.float32)
   error = np.abs(translated - truth).mean()

@@ -9,6 +9,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import default
+from configs import tiny
+from cyclegan_jax.ops import xla_cpu_conv
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
 
@@ -180,7 +182,7 @@ def test_cpu_conv_equals_the_convolution(kernel, stride, padding, cin, cout):
   pads = ((padding, padding), (padding, padding))
   conv = lambda f: lambda x, k: f(x, k, (stride, stride), pads,
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  ours, reference = conv(models.cpu_conv), conv(jax.lax.conv_general_dilated)
+  ours, reference = conv(xla_cpu_conv.cpu_conv), conv(jax.lax.conv_general_dilated)
   np.testing.assert_allclose(ours(x, k), reference(x, k), rtol=1e-5, atol=1e-4)
   cotangent = jax.random.normal(jax.random.key(3), reference(x, k).shape)
   grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * cotangent), argnums=(0, 1))(x, k)
@@ -196,7 +198,7 @@ def test_cpu_conv_gradients_under_shard_map():
   x = jax.device_put(jax.random.normal(jax.random.key(0), (1, 10, 10, 4)),
                      jax.NamedSharding(mesh, P('data')))
   grads = {}
-  for name, fn in (('ours', models.cpu_conv), ('lax', jax.lax.conv_general_dilated)):
+  for name, fn in (('ours', xla_cpu_conv.cpu_conv), ('lax', jax.lax.conv_general_dilated)):
     conv = nn.Conv(1, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                    conv_general_dilated=fn)
     variables = conv.init(jax.random.key(1), x)
@@ -209,10 +211,14 @@ def test_cpu_conv_gradients_under_shard_map():
 
 
 def test_other_backends_get_xla_convolutions(monkeypatch):
-  """cpu_conv's forms were measured on XLA:CPU only."""
-  assert models._conv(8, 3).conv_general_dilated is models.cpu_conv
+  """cpu_conv's forms were measured on XLA:CPU only: the networks get them
+  there (injected as their `conv`), XLA's own convolution elsewhere."""
+  generator = models.create_generator(tiny.get_config().model)
+  assert generator.conv is models.CPU_CONV
+  assert models.CPU_CONV(8, (3, 3)).conv_general_dilated is xla_cpu_conv.cpu_conv
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert models._conv(8, 3).conv_general_dilated is jax.lax.conv_general_dilated
+  assert models.create_generator(tiny.get_config().model).conv is nn.Conv
+  assert models.create_discriminator(tiny.get_config().model).conv is nn.Conv
 
 
 

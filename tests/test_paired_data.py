@@ -7,8 +7,8 @@ from PIL import Image
 import pytest
 
 from configs import tiny_pix2pix
-from cyclegan_jax import input_pipeline
-from cyclegan_jax import paired_data
+from cyclegan_jax.data import input_pipeline
+from cyclegan_jax.data import paired_data
 from tests import synthetic
 
 

@@ -14,10 +14,12 @@ import optax
 import pytest
 
 from configs import tiny_pix2pix
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import generation
+from cyclegan_jax import families
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
+from cyclegan_jax.data import paired_data
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
 from cyclegan_jax import train_step as train_step_lib
@@ -46,7 +48,7 @@ def trained(aligned_folder, tmp_path_factory):
 
 def test_short_run_writes_checkpoints_samples_and_config(trained):
   config, workdir, state = trained
-  assert isinstance(state, state_lib.Pix2PixState) and int(state.step) == 4
+  assert isinstance(state, families.pix2pix.State) and int(state.step) == 4
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['model']['kind'] == 'pix2pix'
@@ -157,7 +159,7 @@ def test_translate_uses_the_trained_direction(trained, aligned_folder, tmp_path)
                  f'--output={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr[-2000:]
   output = input_pipeline.load_image(str(tmp_path / 'out' / 'label.png'))
-  expected = translate.translate_image(models.create_generator(config.model),
+  expected = generation.translate_image(models.create_generator(config.model),
                                        state.gen.params, pair[1])
   np.testing.assert_array_equal(output, expected)  # Test-time dropout from a fixed key.
   result = _main('--mode=translate', f'--workdir={workdir}', f'--input={inputs}',
@@ -186,7 +188,7 @@ def test_learns_a_paired_colour_change(tmp_path):
   generator = models.create_generator(config.model)
   errors, do_nothing = [], []
   for a, b in (pairs[i] for i in range(len(pairs))):
-    translated = translate.translate_image(generator, state.gen.params, a).astype(np.float32)
+    translated = generation.translate_image(generator, state.gen.params, a).astype(np.float32)
     errors.append(np.abs(translated - b).mean())
     do_nothing.append(np.abs(a.astype(np.float32) - b).mean())
   error, baseline = float(np.mean(errors)), float(np.mean(do_nothing))

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from cyclegan_jax import quickstart_data
+from cyclegan_jax.data import quickstart_data
 from cyclegan_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,9 +13,11 @@ import pytest
 
 from configs import tiny
 from configs import tiny_pix2pix
+from cyclegan_jax import generation
+from cyclegan_jax.families import common
 from cyclegan_jax import checkpoints
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
+from cyclegan_jax.data import paired_data
 from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
@@ -113,11 +115,11 @@ def test_pix2pix_page_shows_input_output_and_target_of_the_test_pairs(pix2pix_wo
     np.testing.assert_array_equal(shown[3 * i + 2], a)  # ...and A the target.
     # The output is --mode=translate's: one image per pass, dropout's fixed key.
     np.testing.assert_array_equal(shown[3 * i + 1],
-                                  translate.translate_image(generator, params, b))
+                                  generation.translate_image(generator, params, b))
 
 
 def test_label_of_pairs_matched_by_name_is_the_input_file():
   source = paired_data.PairedFolderSource.__new__(paired_data.PairedFolderSource)
   source.files = [('/d/testA/x.jpg', '/d/testB/x.png')]
-  assert results_page._label(source, 0, 'AtoB') == 'x.jpg'
-  assert results_page._label(source, 0, 'BtoA') == 'x.png'
+  assert common.row_label(source, 0, 'AtoB') == 'x.jpg'
+  assert common.row_label(source, 0, 'BtoA') == 'x.png'

@@ -13,6 +13,7 @@ import pytest
 
 from configs import tiny
 from configs import tiny_pix2pix
+from cyclegan_jax import configuration
 from cyclegan_jax import checkpoints
 from cyclegan_jax import models
 from cyclegan_jax import results_page
@@ -259,7 +260,7 @@ def test_pix2pix_import_then_translate_through_the_cli(tmp_path):
   assert ('Batch norm: the weight and bias of the 7 BatchNorm2d of the generator were imported, '
           'their running_mean/running_var were not') in result.stdout
   assert json.loads((workdir / 'torch_import.json').read_text()) == {'gen': path}
-  config = checkpoints.load_config(workdir)
+  config = configuration.load(workdir)
   assert (config.model.kind, config.model.norm, config.data.direction) == ('pix2pix', 'batch',
                                                                            'BtoA')
   step, params = checkpoints.load_params(workdir, ('gen', 'disc'))
@@ -307,7 +308,7 @@ def test_one_checkpoint_serves_both_directions_with_a_warning(tmp_path, capsys, 
   torch_import.import_torch_checkpoints(config, workdir, path)
   out = capsys.readouterr().out
   assert 'WARNING: no --torch_checkpoint_b, so gen_ba (BtoA) is a copy' in out
-  assert checkpoints.load_config(workdir).model.generator == 'resnet_2blocks'
+  assert configuration.load(workdir).model.generator == 'resnet_2blocks'
   step, params = checkpoints.load_params(workdir, ('gen_ab', 'gen_ba'))
   assert step == 0
   expected = torch_import.load_generator_params(path, config.model)

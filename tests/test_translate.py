@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import translate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,7 @@ def test_unwritable_output_is_refused_before_any_work(workdir, tmp_path, monkeyp
   inputs = tmp_path / 'in'
   _inputs(inputs, {'a.png': (8, 8)})
   # Refusals come before the checkpoint is even read.
-  monkeypatch.setattr(translate.checkpoints, 'load_params',
+  monkeypatch.setattr(translate.inference.checkpoints, 'load_params',
                       lambda *args: pytest.fail('load_params called'))
   (tmp_path / 'file').write_text('')
   with pytest.raises(FileExistsError, match=f'^--output={tmp_path / "file"} is a file'):

@@ -8,6 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from cyclegan_jax import generation
+from cyclegan_jax import configuration
+from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import models
 from cyclegan_jax import translate
@@ -43,8 +46,8 @@ def _read(path):
 def _image_path(workdir, frames, network='gen_ab'):
   """What --mode=translate of a folder gives for each frame, one at a time."""
   _, params = checkpoints.load_params(workdir, (network,))
-  generator = models.create_generators(checkpoints.load_config(workdir).model)[network]
-  return np.stack([translate.translate_image(generator, params[network], f) for f in frames])
+  generator = families.for_model(configuration.load(workdir).model).create_generators(configuration.load(workdir).model)[network]
+  return np.stack([generation.translate_image(generator, params[network], f) for f in frames])
 
 
 def test_a_video_is_translated_frame_by_frame(one_step_workdir, clip, tmp_path):

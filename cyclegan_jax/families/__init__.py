@@ -1,11 +1,22 @@
 """Model families: what differs between CycleGAN, pix2pix and CUT, one module
-each (`cyclegan.py`, `pix2pix.py`, `cut.py`), behind one interface that training, the train
-step, evaluation, translation, the results page, export, the PyTorch import
-and the benchmark call without knowing which family they hold:
+each (`cyclegan.py`, `pix2pix.py`, `cut.py`), behind one interface that
+training, the train step, the config, evaluation, translation, the results
+page, export, the PyTorch import and the benchmark call without knowing which
+family they hold. A new family is a module with this interface and one
+`register(module)` (below, for the built-in ones; anywhere before its config
+is made, for a plug-in):
 
   KIND                 its config.model.kind
   State                its train state: a flax.struct dataclass with `step` and `rng`
   NETWORKS             the TrainState fields of State, generators first
+  SHAPE_FIELDS         its config fields that fix the saved state's shapes (or
+                       meaning): a checkpoint resumes only with the same values
+  add_config_fields(config) adds its fields, with their defaults, to a config
+                       (configuration.defaults composes every family's)
+  check_fields(config) -> None, or a ValueError naming the field: its fields'
+                       types and ranges (every config holds them, whatever its kind)
+  check_config(config) -> None, or a ValueError naming the field: what training
+                       this family needs (its data, its losses' conditions)
   create_generators(model_config) -> {network: generator module}
   generator_channels(model_config, network) -> (input channels, output channels)
   domain_channels(config) -> {'A': channels, 'B': channels} its images are read with
@@ -20,30 +31,39 @@ and the benchmark call without knowing which family they hold:
   network_for(config, direction or None) -> (network, direction): a ValueError
                        naming a direction it does not translate
   scored_images(config, num_images) -> {direction: (inputs, uint8 real images)}
-  results_sections(config, params, generators, page_dir, num_test) -> HTML tables
-  check_config(config) -> None, or a ValueError naming the field
+  results_tables(config, params, generators, num_test) -> [common.ResultsTable]:
+                       the results page's tables, as data (results_page.py writes them)
 
-`get(config)` is the family of a config, `of_state(state)` of a train state.
+Families hand data (images, rows, titles) to the services that call them and
+never import those services. `get(config)` is the family of a config,
+`of_state(state)` of a train state.
 """
 
 from cyclegan_jax.families import cut
 from cyclegan_jax.families import cyclegan
 from cyclegan_jax.families import pix2pix
 
-FAMILIES = {family.KIND: family for family in (cyclegan, pix2pix, cut)}
-KINDS = tuple(FAMILIES)
+FAMILIES = {}
 
 
-def kind(model_config) -> str:
-  # Workdirs written before config.model.kind existed are CycleGAN's.
-  return model_config.get('kind', 'cyclegan')
+def register(family) -> None:
+  """Adds a family module (the interface above) under its KIND."""
+  FAMILIES[family.KIND] = family
+
+
+for _family in (cyclegan, pix2pix, cut):
+  register(_family)
+
+
+def kinds() -> tuple[str, ...]:
+  return tuple(FAMILIES)
 
 
 def for_model(model_config):
   """The family module of config.model."""
-  name = kind(model_config)
+  name = model_config.kind
   if name not in FAMILIES:
-    raise ValueError(f'config.model.kind={name!r}: expected one of {", ".join(KINDS)}')
+    raise ValueError(f'config.model.kind={name!r}: expected one of {", ".join(FAMILIES)}')
   return FAMILIES[name]
 
 

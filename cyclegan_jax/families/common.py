@@ -1,8 +1,11 @@
 """What the model families share: their networks' train states, the
-per-device marking their steps differentiate through, sample-grid rows and
-the checks of the test images they are scored on."""
+per-device marking their steps differentiate through, sample-grid rows,
+results-page tables (as data) and the checks of the test images they are
+scored on."""
 
 import contextlib
+import dataclasses
+import os
 
 from flax.training import train_state
 import jax
@@ -10,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import image_io
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
+from cyclegan_jax.data import paired_data
 
 
 def network_state(module, init_key, image_shape, channels: int, tx) -> train_state.TrainState:
@@ -47,7 +51,7 @@ def step_key(state) -> jax.Array:
 
 def channels(model_config) -> tuple[int, int]:
   """(input_nc, output_nc): domain A's (the input's) and domain B's channels."""
-  return model_config.get('input_nc', 3), model_config.get('output_nc', 3)
+  return model_config.input_nc, model_config.output_nc
 
 
 def one_by_one(fn, images):
@@ -96,3 +100,25 @@ def at_least_two(images: np.ndarray, split: str, num_images: int) -> np.ndarray:
     raise ValueError(f'{split}: {len(images)} test image (config.eval.num_images='
                      f'{num_images}); FID and KID need at least 2')
   return images
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultsTable:
+  """One table of the results page, as data: results_page.py writes its
+  images under images/ and its HTML."""
+  heading: str
+  titles: tuple[str, ...]  # Column titles, after the image-name column.
+  # Per row: (its label, [(file name of a cell's image, the image), ...]);
+  # images are uint8 or floats in [-1, 1].
+  rows: list
+
+
+def row_label(source, index: int, direction: str | None = None) -> str:
+  """The name of a test image's row: its file's (a pair's input file's)."""
+  files = getattr(source, 'files', None)  # Folder sources know their file names.
+  if not files:
+    return f'#{index}'
+  name = files[index]
+  if isinstance(name, tuple):  # A pair of files matched by name: the input's.
+    name = paired_data.input_and_target(name, direction)[0]
+  return os.path.basename(name)

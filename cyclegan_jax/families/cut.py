@@ -29,7 +29,6 @@ The interface every family module has is in families/__init__.py.
 """
 
 import functools
-import html
 
 import flax.struct
 from flax.training import train_state
@@ -37,12 +36,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from cyclegan_jax import config_checks
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import config_fields
+from cyclegan_jax import generation
 from cyclegan_jax import losses
 from cyclegan_jax import models
-from cyclegan_jax import results_page
-from cyclegan_jax import translate
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax.families import common
 
 KIND = 'cut'
@@ -58,6 +56,28 @@ class State:
 
 
 NETWORKS = ('gen', 'disc', 'patch_mlp')
+SHAPE_FIELDS = ('model.netf_nc', 'train.nce_layers')
+
+
+def add_config_fields(config) -> None:
+  """CUT's (configs/cut.py sets the reference's values): G's loss is
+  lambda_gan * GAN + lambda_nce * PatchNCE (the mean over nce_layers, the
+  generator's layers counted as the official nn.Sequential; num_patches per
+  image and layer; temperature nce_t), with nce_idt the identity term
+  PatchNCE(b, G(b)) too, averaged with it; flip_equivariance (FastCUT) flips
+  G's input left-right half of the time."""
+  config.model.netf_nc = 256  # Width of F, the MLP head on sampled patches.
+  config.train.lambda_gan = 1.0
+  config.train.lambda_nce = 1.0
+  config.train.nce_idt = True
+  config.train.nce_layers = (0, 4, 8, 12, 16)
+  config.train.num_patches = 256
+  config.train.nce_t = 0.07
+  config.train.flip_equivariance = False
+
+
+def check_fields(config) -> None:
+  del config  # CUT's fields are checked when CUT trains (check_config).
 
 
 def nce_layers(config) -> tuple[int, ...]:
@@ -237,7 +257,7 @@ def sample_rows(generators, state: State, samples, config) -> list:
   rows = []
   for domain in 'AB':
     fake = common.one_by_one(
-        lambda x: translate.generate(generators['gen'], state.gen.params, x), samples[domain])
+        lambda x: generation.generate(generators['gen'], state.gen.params, x), samples[domain])
     rows += [common.grid_row(*images) for images in zip(samples[domain], fake)]
   return rows
 
@@ -261,19 +281,18 @@ def scored_images(config, num_images: int) -> dict:
   return {'AtoB': (real['A'], input_pipeline.to_uint8(real['B']))}
 
 
-def results_sections(config, params, generators, page_dir: str, num_test: int) -> list[str]:
+def results_tables(config, params, generators, num_test: int) -> list[common.ResultsTable]:
   """real A | A->B of the first num_test test A images (the reference's
   real_A | fake_B)."""
   source = input_pipeline.open_sources(config.data, domain_channels(config))['testA']
   rows = []
   for i in range(min(num_test, len(source))):
     real = input_pipeline.preprocess(source[i], config.data, None)
-    fake = translate.generate(generators['gen'], params['gen'], real[None])
-    cells = [results_page.image_cell(page_dir, f'testA_{i:04d}_{kind}.png', image)
+    fake = generation.generate(generators['gen'], params['gen'], real[None])
+    cells = [(f'testA_{i:04d}_{kind}.png', image)
              for kind, image in (('real', real), ('fake', fake[0]))]
-    rows.append(f'<tr><td>{html.escape(results_page.label(source, i))}</td>'
-                f'{"".join(cells)}</tr>')
-  return [results_page.section(f'testA: {len(rows)} images', ('real A', 'A→B'), rows)]
+    rows.append((common.row_label(source, i), cells))
+  return [common.ResultsTable(f'testA: {len(rows)} images', ('real A', 'A→B'), rows)]
 
 
 def check_config(config) -> None:
@@ -284,11 +303,11 @@ def check_config(config) -> None:
     raise ValueError('config.data: no dataset; set data.image_dir (a folder), data.tfds_name '
                      'or data.builtin')
   generator = models.create_generator(model)
-  config_checks.require(isinstance(generator, models.ResnetGenerator), config, 'model.generator',
+  config_fields.require(isinstance(generator, models.ResnetGenerator), config, 'model.generator',
                         "a resnet generator for CUT (nce_layers index its layers), e.g. "
                         "'resnet_9blocks'")
   layers = tuple(t.nce_layers)
-  config_checks.require(
+  config_fields.require(
       len(layers) > 0 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
                               for k in layers) and list(layers) == sorted(set(layers)),
       config, 'train.nce_layers', 'increasing layer indices >= 0, e.g. (0, 4, 8, 12, 16)')
@@ -298,16 +317,16 @@ def check_config(config) -> None:
   except ValueError as e:
     raise ValueError(f'config.train.{e}') from None
   for name in ('train.num_patches', 'model.netf_nc'):
-    value = config_checks.field(config, name)
-    config_checks.require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+    value = config_fields.field(config, name)
+    config_fields.require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                           config, name, 'an integer >= 1')
   for name, low in (('train.lambda_gan', 0), ('train.lambda_nce', 0)):
-    value = config_checks.field(config, name)
-    config_checks.require(isinstance(value, (int, float)) and value >= low, config, name,
+    value = config_fields.field(config, name)
+    config_fields.require(isinstance(value, (int, float)) and value >= low, config, name,
                           f'a number >= {low}')
-  config_checks.require(isinstance(t.nce_t, (int, float)) and t.nce_t > 0, config, 'train.nce_t',
+  config_fields.require(isinstance(t.nce_t, (int, float)) and t.nce_t > 0, config, 'train.nce_t',
                         'a number > 0 (the PatchNCE temperature)')
   if t.nce_idt and t.lambda_nce > 0:
-    config_checks.require(model.input_nc == model.output_nc, config, 'train.nce_idt',
+    config_fields.require(model.input_nc == model.output_nc, config, 'train.nce_idt',
                           f'False when config.model.input_nc={model.input_nc} and output_nc='
                           f'{model.output_nc} differ (the identity term runs G on B images)')

@@ -11,7 +11,6 @@ The interface every family module has is in families/__init__.py.
 """
 
 import functools
-import html
 
 import flax.struct
 from flax.training import train_state
@@ -19,13 +18,12 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from cyclegan_jax import config_checks
+from cyclegan_jax import config_fields
+from cyclegan_jax import generation
 from cyclegan_jax import image_pool
-from cyclegan_jax import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
-from cyclegan_jax import results_page
-from cyclegan_jax import translate
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax.families import common
 
 KIND = 'cyclegan'
@@ -44,6 +42,20 @@ class State:
 
 
 NETWORKS = ('gen_ab', 'gen_ba', 'disc_a', 'disc_b')
+SHAPE_FIELDS = ('train.pool_size',)
+
+
+def add_config_fields(config) -> None:
+  """CycleGAN's loss weights and history pool."""
+  config.train.lambda_cycle = 10.0  # lambda_A = lambda_B in the official code.
+  config.train.lambda_identity = 0.5  # Identity loss = lambda_identity * lambda_cycle * L1.
+  config.train.pool_size = 50  # Per device; 0 turns the history pool off.
+
+
+def check_fields(config) -> None:
+  for name in ('train.lambda_cycle', 'train.lambda_identity'):
+    config_fields.at_least(config, name, 0, kind='a number')
+  config_fields.at_least(config, 'train.pool_size', 0)
 
 # (direction, generator there, generator back, domain translated, domain of
 # the result): A->B is scored against the real B images, B->A against the A's.
@@ -189,7 +201,7 @@ def sample_rows(generators, state: State, samples, config) -> list:
   rows = []
   for _, there, back, domain, _ in DIRECTIONS:
     fake, rec = common.one_by_one(
-        lambda x, t=there, b=back: translate.translate_and_back(
+        lambda x, t=there, b=back: generation.translate_and_back(
             generators[t], generators[b], getattr(state, t).params, getattr(state, b).params,
             x), samples[domain])
     rows += [common.grid_row(*images) for images in zip(samples[domain], fake, rec)]
@@ -219,26 +231,25 @@ def scored_images(config, num_images: int) -> dict:
           for name, _, _, source, target in DIRECTIONS}
 
 
-def results_sections(config, params, generators, page_dir: str, num_test: int) -> list[str]:
+def results_tables(config, params, generators, num_test: int) -> list[common.ResultsTable]:
   """The official page's real_A | fake_B | rec_A and real_B | fake_A | rec_B
   tables, of the first num_test test images of each domain."""
   sources = input_pipeline.open_sources(config.data, domain_channels(config))
-  sections = []
+  tables = []
   for name, there, back, domain, _ in DIRECTIONS:
     split = 'test' + domain
     source = sources[split]
     rows = []
     for i in range(min(num_test, len(source))):
       real = input_pipeline.preprocess(source[i], config.data, None)
-      fake, rec = translate.translate_and_back(generators[there], generators[back],
-                                               params[there], params[back], real[None])
-      cells = [results_page.image_cell(page_dir, f'{split}_{i:04d}_{kind}.png', image)
+      fake, rec = generation.translate_and_back(generators[there], generators[back],
+                                                params[there], params[back], real[None])
+      cells = [(f'{split}_{i:04d}_{kind}.png', image)
                for kind, image in (('real', real), ('fake', fake[0]), ('rec', rec[0]))]
-      rows.append(f'<tr><td>{html.escape(results_page.label(source, i))}</td>'
-                  f'{"".join(cells)}</tr>')
-    sections.append(results_page.section(f'{split}: {len(rows)} images', RESULTS_TITLES[name],
-                                         rows))
-  return sections
+      rows.append((common.row_label(source, i), cells))
+    tables.append(common.ResultsTable(f'{split}: {len(rows)} images', RESULTS_TITLES[name],
+                                      rows))
+  return tables
 
 
 def check_config(config) -> None:
@@ -248,6 +259,6 @@ def check_config(config) -> None:
     raise ValueError('config.data: no dataset; set data.image_dir (a folder), data.tfds_name '
                      'or data.builtin')
   if t.lambda_identity > 0:  # The official code asserts the same.
-    config_checks.require(model.input_nc == model.output_nc, config, 'train.lambda_identity',
+    config_fields.require(model.input_nc == model.output_nc, config, 'train.lambda_identity',
                           f'0 when config.model.input_nc={model.input_nc} and output_nc='
                           f'{model.output_nc} differ (the identity loss compares G(b) with b)')

@@ -10,7 +10,6 @@ The interface every family module has is in families/__init__.py.
 """
 
 import functools
-import html
 
 import flax.struct
 from flax.training import train_state
@@ -18,13 +17,12 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from cyclegan_jax import config_checks
-from cyclegan_jax import input_pipeline
+from cyclegan_jax import config_fields
+from cyclegan_jax import generation
 from cyclegan_jax import losses
 from cyclegan_jax import models
-from cyclegan_jax import paired_data
-from cyclegan_jax import results_page
-from cyclegan_jax import translate
+from cyclegan_jax.data import input_pipeline
+from cyclegan_jax.data import paired_data
 from cyclegan_jax.families import common
 
 KIND = 'pix2pix'
@@ -39,6 +37,18 @@ class State:
 
 
 NETWORKS = ('gen', 'disc')
+SHAPE_FIELDS = ('data.direction',)
+
+
+def add_config_fields(config) -> None:
+  """pix2pix's translation direction and L1 weight."""
+  # AtoB translates the A images (left halves) into the B images, BtoA back.
+  config.data.direction = 'AtoB'
+  config.train.lambda_l1 = 100.0  # Weight of |G(x) - y|.
+
+
+def check_fields(config) -> None:
+  config_fields.at_least(config, 'train.lambda_l1', 0, kind='a number')
 
 
 def create_generators(model_config) -> dict:
@@ -138,7 +148,7 @@ def sample_rows(generators, state: State, samples, config) -> list:
   """Rows of input | output | target."""
   inputs, targets = paired_data.input_and_target(samples, config.data.direction)
   outputs = common.one_by_one(
-      lambda x: translate.generate(generators['gen'], state.gen.params, x), inputs)
+      lambda x: generation.generate(generators['gen'], state.gen.params, x), inputs)
   return [common.grid_row(*images) for images in zip(inputs, outputs, targets)]
 
 
@@ -168,10 +178,10 @@ def scored_images(config, num_images: int) -> dict:
   return {direction: (inputs, input_pipeline.to_uint8(targets))}
 
 
-def results_sections(config, params, generators, page_dir: str, num_test: int) -> list[str]:
+def results_tables(config, params, generators, num_test: int) -> list[common.ResultsTable]:
   """input | output | target of the first num_test test pairs (the official
   page's real_A | fake_B | real_B), in config.data.direction. Translated as
-  --mode=translate does, one image per forward pass (translate.translate_image):
+  --mode=translate does, one image per forward pass (generation.translate_image):
   batch norm normalises with the statistics of the batch it is given, at test
   time too, and the official test script runs batch 1."""
   network, direction = network_for(config, None)
@@ -182,18 +192,17 @@ def results_sections(config, params, generators, page_dir: str, num_test: int) -
     pair = [input_pipeline.preprocess(image, config.data, None) for image in test[i]]
     x, y = paired_data.input_and_target(pair, direction)
     # Floats in [-1, 1] in and out (value range (-1, 1)): full precision.
-    output = translate.translate_image(generators[network], params[network], x, (-1.0, 1.0))
-    cells = [results_page.image_cell(page_dir, f'test_{i:04d}_{kind}.png', image)
+    output = generation.translate_image(generators[network], params[network], x, (-1.0, 1.0))
+    cells = [(f'test_{i:04d}_{kind}.png', image)
              for kind, image in (('input', x), ('output', output), ('target', y))]
-    rows.append(f'<tr><td>{html.escape(results_page.label(test, i, direction))}</td>'
-                f'{"".join(cells)}</tr>')
-  return [results_page.section(f'test: {len(rows)} pairs, {direction}', titles, rows)]
+    rows.append((common.row_label(test, i, direction), cells))
+  return [common.ResultsTable(f'test: {len(rows)} pairs, {direction}', titles, rows)]
 
 
 def check_config(config) -> None:
   """A known direction, and a folder of pairs (pix2pix reads no TFDS)."""
-  config_checks.one_of(config, 'data.direction', paired_data.DIRECTIONS)
-  config_checks.require(bool(config.data.image_dir), config, 'data.image_dir',
+  config_fields.one_of(config, 'data.direction', paired_data.DIRECTIONS)
+  config_fields.require(bool(config.data.image_dir), config, 'data.image_dir',
                         'a folder of paired images for pix2pix (train/ and test/ of '
                         'side-by-side AB images, or trainA/ trainB/ testA/ testB/ paired by '
                         'file name)')

@@ -19,22 +19,12 @@ import numpy as np
 from PIL import Image
 
 from cyclegan_jax import image_io
-from cyclegan_jax import quickstart_data
+from cyclegan_jax.data import quickstart_data
 
 IMAGE_EXTENSIONS = image_io.IMAGE_EXTENSIONS
 PREPROCESS_MODES = ('resize_and_crop', 'crop', 'scale_width', 'scale_width_and_crop', 'none')
 SPLITS = ('trainA', 'trainB', 'testA', 'testB')
 BadImageError = image_io.BadImageError
-
-
-def domain_channels(config) -> dict[str, int]:
-  """{'A': channels, 'B': channels} of the images each domain is read with:
-  config.model.input_nc for the domain the (first) generator translates from,
-  output_nc for the other, as the official datasets read them (pix2pix with
-  data.direction BtoA: B is the input). Its family's."""
-  # Imported here: the families import this module.
-  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
-  return families.get(config).domain_channels(config)
 
 
 def load_image(path: str, channels: int | None = 3, value_range=()) -> np.ndarray:
@@ -111,9 +101,9 @@ class TfdsSource(Sequence):
 
 def open_sources(data_config, channels: dict[str, int] | None = None) -> dict[str, Sequence]:
   """{'trainA', 'trainB', 'testA', 'testB'} -> image sources, giving images of
-  `channels` ({'A': n, 'B': n}, domain_channels(config); default 3 each)."""
+  `channels` ({'A': n, 'B': n}, the family's domain_channels(config); default 3 each)."""
   channels = channels or {'A': 3, 'B': 3}
-  value_range = data_config.get('value_range', ())
+  value_range = data_config.value_range
   options = lambda split: dict(channels=channels[split[-1]], value_range=value_range)
   image_dir = data_config.image_dir
   if data_config.builtin:
@@ -199,7 +189,7 @@ def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) 
   mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
   if rng is None:
     load = crop
-  low, high = image_io.value_range(data_config.get('value_range', ()), image.dtype)
+  low, high = image_io.value_range(data_config.value_range, image.dtype)
   planes = _to_planes(image)
   if mode == 'resize_and_crop':
     planes = _crop(_resize(planes, (load, load)), crop, rng)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 from cyclegan_jax import image_io
-from cyclegan_jax import input_pipeline
+from cyclegan_jax.data import input_pipeline
 
 DIRECTIONS = ('AtoB', 'BtoA')
 
@@ -93,8 +93,8 @@ class PairedFolderSource(Sequence):
 def open_paired_sources(data_config, channels: dict[str, int] | None = None
                         ) -> dict[str, Sequence]:
   """{'train', 'test'} -> sources of (A, B) pairs, of `channels` ({'A': n,
-  'B': n}: input_pipeline.domain_channels(config); default 3 each)."""
-  options = dict(channels=channels, value_range=data_config.get('value_range', ()))
+  'B': n}: the family's domain_channels(config); default 3 each)."""
+  options = dict(channels=channels, value_range=data_config.value_range)
   root = os.path.expanduser(data_config.image_dir)
   if not root:
     raise ValueError('config.data.image_dir is empty; pix2pix needs a folder of paired images '

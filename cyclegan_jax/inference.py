@@ -1,0 +1,75 @@
+"""One way to load a trained generator: `restore(workdir, direction, step)`
+gives what translating needs (the config as stored and upgraded, the family,
+each generator module with its parameters and channels, the step). translate,
+video, export, the results page and evaluation all load through it."""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import ml_collections
+
+from cyclegan_jax import checkpoints
+from cyclegan_jax import configuration
+from cyclegan_jax import families
+
+ALL = 'both'  # restore's direction for every generator the model has.
+
+
+@dataclasses.dataclass(frozen=True)
+class Generator:
+  direction: str  # 'AtoB' or 'BtoA'.
+  network: str  # Its field in the train state: gen_ab, gen_ba, gen.
+  module: nn.Module
+  params: Any
+  in_channels: int
+  out_channels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  config: ml_collections.ConfigDict  # As stored, upgraded (configuration.load).
+  family: Any  # The family module (families/).
+  step: int  # The checkpoint's.
+  generators: tuple[Generator, ...]  # In the family's order of directions.
+
+  @property
+  def generator(self) -> Generator:
+    """The one generator restored for a single direction."""
+    return self.generators[0]
+
+  @property
+  def modules(self) -> dict:
+    return {g.network: g.module for g in self.generators}
+
+  @property
+  def params(self) -> dict:
+    return {g.network: g.params for g in self.generators}
+
+
+def wanted(config, direction: str | None) -> list[tuple[str, str]]:
+  """[(network, direction)] that `direction` names: None the default one
+  (CycleGAN's AtoB, pix2pix's trained one), ALL every one; a ValueError (one
+  line) for a direction the model does not translate."""
+  family = families.get(config)
+  if direction == ALL:
+    return [(network, name) for name, network in family.directions(config)]
+  return [family.network_for(config, direction)]
+
+
+def restore(workdir: str, direction: str | None = None, step: int | None = None,
+            config: ml_collections.ConfigDict | None = None) -> Restored:
+  """The generator(s) of `direction` (None: the default one; 'both': all) at
+  checkpoint `step` (None: the newest readable one). `config`, when given, is
+  the workdir's already loaded (configuration.load); its generators are built
+  from it (export builds float32 variants)."""
+  config = config if config is not None else configuration.load(workdir)
+  family = families.get(config)
+  chosen = wanted(config, direction)
+  found, params = checkpoints.load_params(workdir, tuple(network for network, _ in chosen), step)
+  modules = family.create_generators(config.model)
+  generators = tuple(
+      Generator(name, network, modules[network], params[network],
+                *family.generator_channels(config.model, network))
+      for network, name in chosen)
+  return Restored(config, family, int(found), generators)
