@@ -1,15 +1,27 @@
 """The model-family seam: every family module has the whole interface, and
 configs and states find their family."""
 
+import os
+
 import jax
+import numpy as np
 import pytest
 
 from configs import tiny
 from configs import tiny_cut
 from configs import tiny_pix2pix
+from cyclegan_jax import config_checks
 from cyclegan_jax import configuration
 from cyclegan_jax import families
+from cyclegan_jax import generation
+from cyclegan_jax import image_io
+from cyclegan_jax import inference
+from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import train
+from cyclegan_jax import translate
+from cyclegan_jax.data import input_pipeline
+from tests import toy_family
 
 INTERFACE = ('KIND', 'State', 'NETWORKS', 'SHAPE_FIELDS', 'add_config_fields', 'check_fields',
              'check_config', 'create_generators', 'generator_channels', 'domain_channels',
@@ -51,3 +63,56 @@ def test_configs_and_states_find_their_family():
         network for _, network in family.directions(config)}
   with pytest.raises(TypeError, match='dict is the train state of no model family'):
     families.of_state({})
+
+
+@pytest.fixture
+def toy(monkeypatch):
+  """tests/toy_family.py registered for one test (and removed after it)."""
+  monkeypatch.setitem(families.FAMILIES, toy_family.KIND, toy_family)
+  return toy_family
+
+
+def test_a_family_from_outside_the_library_trains_resumes_translates_and_fills_the_page(
+    toy, image_folder, tmp_path):
+  """A plug-in family: one module and one registration, no library change.
+  Its config field is in every config made while it is registered, its
+  check names it, and its state trains, is saved, resumes, translates and
+  fills the results page through the same code as the built-in families."""
+  config = tiny.get_config()
+  assert config.train.toy_weight == 1.0  # Composed into the defaults from the registry.
+  config.model.kind = 'toy'
+  config.data.image_dir = image_folder
+  config.train.num_steps = 2
+  config.train.toy_weight = -1.0
+  with pytest.raises(ValueError, match=r'^config.train.toy_weight=-1.0: expected a number >= 0$'):
+    config_checks.validate(config, 1)
+  config.train.toy_weight = 2.0
+  workdir = str(tmp_path / 'run')
+  state = train.train_and_evaluate(config, workdir)
+  assert isinstance(state, toy.State) and int(state.step) == 2
+  config.train.num_steps = 4  # The same command with more steps: resumes at 2.
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == 4
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+  assert configuration.load(workdir).train.toy_weight == 2.0
+
+  restored = inference.restore(workdir)
+  assert (restored.family, restored.step, restored.generator.network) == (toy, 4, 'gen')
+  written = translate.translate_folder(workdir, os.path.join(image_folder, 'testA'),
+                                       str(tmp_path / 'out'))
+  first = input_pipeline.list_images(os.path.join(image_folder, 'testA'))[0]
+  np.testing.assert_array_equal(
+      image_io.read(written[0]),
+      generation.translate_image(restored.generator.module, restored.generator.params,
+                                 input_pipeline.load_image(first)))
+  with pytest.raises(ValueError, match='the toy family translates AtoB only'):
+    translate.translate_folder(workdir, os.path.join(image_folder, 'testB'),
+                               str(tmp_path / 'out_b'), direction='BtoA')
+  page = results_page.write_results_page(workdir, num_test=2)
+  text = open(page, encoding='utf-8').read()
+  assert '<h2>toy: 2 images</h2>' in text and 'images/toy_0001_fake.png' in text
+  assert os.path.isfile(os.path.join(os.path.dirname(page), 'images', 'toy_0001_fake.png'))
+
+
+def test_the_toy_family_has_the_whole_interface():
+  assert [name for name in INTERFACE if not hasattr(toy_family, name)] == []
