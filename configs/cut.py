@@ -4,7 +4,7 @@ antialiased resnet_9blocks generator and basic PatchGAN, xavier init (gain
 0.02), LSGAN with lambda_GAN 1, PatchNCE (lambda_NCE 1, layers 0,4,8,12,16,
 256 patches, temperature 0.07) on A -> G(A) and, as the identity term, on
 B -> G(B); no history pool; Adam 2e-4 (0.5, 0.999); batch 1; 200 + 200
-epochs. README lists each value with its source line.
+epochs. docs/families.md lists each value with its source line.
 
   python main.py --config=configs/cut.py --config.data.image_dir=datasets/horse2zebra \\
       --workdir=runs/cut

@@ -91,7 +91,7 @@ def validate(config, num_devices: int) -> None:
   if config.eval.every_steps > 0:
     require(bool(config.eval.inception_weights), config, 'eval.inception_weights',
             'a weights file when config.eval.every_steps > 0 (write one with python -m '
-            'cyclegan_jax.inception_weights, see the README)')
+            'cyclegan_jax.inception_weights, see docs/evaluation.md)')
 
 
 # Fields that fix the shapes of the saved state: a checkpoint cannot be

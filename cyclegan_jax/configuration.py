@@ -112,7 +112,7 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   config.eval = ml_collections.ConfigDict()
   # FID/KID of the test-split translations (both directions) against the real
   # test images, with pytorch-fid's Inception-v3. A weights file written by
-  # `python -m cyclegan_jax.inception_weights` (see README); empty: no FID.
+  # `python -m cyclegan_jax.inception_weights` (docs/evaluation.md); empty: no FID.
   config.eval.inception_weights = ''
   config.eval.every_steps = 0  # > 0: evaluate during training too, keeping the best step.
   config.eval.num_images = 0  # Test images per domain; 0: all of them.

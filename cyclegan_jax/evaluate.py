@@ -41,7 +41,7 @@ from cyclegan_jax.data import input_pipeline
 DIRECTIONS = (('AtoB', 'A', 'B'), ('BtoA', 'B', 'A'))
 
 WEIGHTS_HELP = ('write a weights file once with `python -m cyclegan_jax.inception_weights '
-                '--source=... --output=PATH` (see the README) and pass '
+                '--source=... --output=PATH` (see docs/evaluation.md) and pass '
                 '--inception_weights=PATH, or --config.eval.inception_weights=PATH when training')
 
 

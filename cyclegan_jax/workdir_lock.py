@@ -5,7 +5,7 @@ run. The OS drops it when the process ends, however it ends (SIGKILL, a
 crash, a lost node), so a killed trainer never blocks the next run; the
 file's presence means nothing, and its text only names the holder for the
 error message. flock works on local disks and most cluster filesystems; on
-NFS it depends on the server (README, Troubleshooting).
+NFS it depends on the server (docs/faults.md).
 """
 
 import contextlib

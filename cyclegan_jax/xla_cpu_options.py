@@ -4,8 +4,8 @@ set by default, before JAX starts its backend. Imports nothing from JAX.
 jaxlib 0.10 hands convolutions, matmuls and reductions to YNNPACK (its
 `--xla_cpu_experimental_ynn_fusion_type` defaults to
 `individual_dot,individual_convolution,reduce`). YNNPACK's convolutions at
-64x64x256 and larger ran at one core's speed on the CPUs measured (README,
-Performance), so we drop `individual_convolution` from that list and keep
+64x64x256 and larger ran at one core's speed on the CPUs measured
+(docs/performance.md), so we drop `individual_convolution` from that list and keep
 convolutions in XLA's own Eigen code: translating 256px images 2.9x faster,
 a 128px batch-4 train step 2.1x faster there, batch 1 no slower. Results
 change only by float rounding, which GAN training amplifies as it amplifies

@@ -3,7 +3,7 @@ translation with one generator G: A -> B, one discriminator, and PatchNCE,
 which asks each patch of G(a) to be recognised, among the other patches of
 its image, as the patch of `a` at the same place. Defaults are those of
 taesungp/contrastive-unpaired-translation (configs/cut.py, configs/fastcut.py;
-README lists them with their source lines).
+docs/families.md lists them with their source lines).
 
 The train step, against the reference's `optimize_parameters`:
   forward: fake_B = G(a) (CUT: G runs once on [a, b], giving G(a) and G(b));

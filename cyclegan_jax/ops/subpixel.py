@@ -19,7 +19,7 @@ def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride
   its taps into one kernel of offsets d gives a plain convolution; it computes
   the same sums as the transposed convolution, in another order (float
   rounding apart). XLA:CPU runs this form about 20x faster than the
-  input-dilated convolution that `lax.conv_transpose` lowers to (README,
+  input-dilated convolution that `lax.conv_transpose` lowers to (docs/performance.md,
   Performance), and its gradients are plain convolutions too.
   """
   k = kernel.shape[0]

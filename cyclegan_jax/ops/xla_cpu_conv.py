@@ -113,7 +113,7 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
              preferred_element_type=None):
   """`lax.conv_general_dilated` for nn.Conv on XLA:CPU (NHWC, HWIO, explicit
   padding, no dilation or groups): the same sums, in the forms XLA:CPU runs
-  faster where its own convolution is slow (README, Performance):
+  faster where its own convolution is slow (docs/performance.md):
   - to few channels, stride 1 (forward): one matmul and shifted sums;
   - from few channels, stride 1 (input gradient): the same;
   - strided (kernel gradient): one matmul per tap;
