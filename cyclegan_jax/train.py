@@ -17,6 +17,7 @@ from PIL import Image
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import configuration
+from cyclegan_jax import console
 from cyclegan_jax import evaluate
 from cyclegan_jax import families
 from cyclegan_jax import memory
@@ -162,20 +163,23 @@ def _train(config, workdir: str):
   image_size = training_image_size(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
-  logging.info('Data: %s, %d steps per epoch, %d steps in all.', data_description,
-               batches.steps_per_epoch, total_steps)
+  first = jax.process_index() == 0
+  status = lambda text: console.status(text, first)
+  status(f'Data: {data_description}, {batches.steps_per_epoch} steps per epoch, {total_steps} '
+         'steps in all.')
 
   mesh = jax.make_mesh((num_devices,), ('data',))
   state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
-  for name in state_lib.network_names(state):
-    count = models.count_params(getattr(state, name).params)
-    logging.info('%s: %s parameters', name, f'{count:,}')
-    print(f'{name}: {count:,} parameters', flush=True)
+  counts = '; '.join(f'{name}: {models.count_params(getattr(state, name).params):,} parameters'
+                     for name in state_lib.network_names(state))
+  logging.info('%s', counts)
+  if first:
+    print(counts, flush=True)
 
   state = checkpoints.restore_latest(manager, workdir, state)
   start_step = int(state.step)
   if start_step:
-    logging.info('Resuming from the checkpoint at step %d.', start_step)
+    status(f'Resuming from the checkpoint at step {start_step}.')
 
   train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
   batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
@@ -198,7 +202,7 @@ def _train(config, workdir: str):
   buffered_metrics = []
   previous = None  # (step count, metrics) of the step before, checked while this one runs.
   last_log = (start_step, time.time())
-  with _StopSignals() as signals:
+  with _StopSignals() as signals, console.Progress(start_step, total_steps, first) as progress:
     for step in range(start_step, total_steps):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         local = next(data)
@@ -222,6 +226,7 @@ def _train(config, workdir: str):
       previous = (done, metrics)
       for hook in hooks:
         hook(done)
+      progress.update(done)
       stop = signals.stop_now(done, config.log_every_steps)
       is_last = done == total_steps or stop
 
@@ -230,6 +235,7 @@ def _train(config, workdir: str):
         elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
         summary['steps_per_sec'] = elapsed_steps / elapsed_time
         writer.write_scalars(done, summary)
+        progress.line(console.metrics_line(done, total_steps, summary))
         buffered_metrics, last_log = [], (done, time.time())
 
       if done % config.sample_every_steps == 0 or is_last:
@@ -237,8 +243,10 @@ def _train(config, workdir: str):
           grid = sample_grid(generators, state, samples, config)
           writer.write_images(done, {'samples': grid[None]})
           if jax.process_index() == 0:
-            os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
-            Image.fromarray(grid).save(os.path.join(workdir, 'samples', f'step_{done:08d}.png'))
+            path = os.path.join(workdir, 'samples', f'step_{done:08d}.png')
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.fromarray(grid).save(path)
+            progress.line(f'step {done}: samples {path}')
 
       # Not after a stop signal: a preemption's grace period goes to the checkpoint.
       if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
@@ -249,18 +257,20 @@ def _train(config, workdir: str):
             evaluate.write_json(workdir, {'step': done, **results})
             best = record_best(workdir, done, results)
             for line in evaluate.summary_lines(done, results):
-              print(line, flush=True)
-            print('best FID so far: ' + ', '.join(
-                f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()), flush=True)
+              progress.bar.write(line)
+            progress.bar.write('best FID so far: ' + ', '.join(
+                f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
 
       if done % config.checkpoint_every_steps == 0 or is_last:
         _check_finite(done, metrics, manager)  # Never save a NaN state.
         with report_progress.timed('checkpoint'):
           checkpoints.save(manager, state)
+        progress.line(f'step {done}: checkpoint {checkpoints.step_dir(workdir, done)}')
 
       if stop:
         message = (f'Stopped by {signals.received or "another process"} after step {done} '
                    f'and saved a checkpoint there; run the same command to resume.')
+        progress.close()
         logging.warning(message)
         print(message, flush=True)
         break

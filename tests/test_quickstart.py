@@ -1,5 +1,7 @@
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -45,3 +47,45 @@ def test_quickstart_config_trains_a_few_steps(tmp_path):
   state = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert int(state.step) == 2
   assert os.path.isfile(tmp_path / 'run' / 'samples' / 'step_00000002.png')
+
+
+def _terminal_lines(text: str) -> list[str]:
+  """The lines a terminal shows for `text`: each line as its last carriage
+  return leaves it (a progress bar redraws itself with \\r), empty ones dropped."""
+  return [shown for shown in (line.split('\r')[-1].strip() for line in text.split('\n'))
+          if shown]
+
+
+@pytest.mark.slow
+def test_quickstart_console_is_a_progress_bar_and_a_line_per_event(tmp_path):
+  """main.py's quick start prints the parameter counts, the data, a progress
+  bar, one line per log step and one per sample grid or checkpoint; the
+  libraries' INFO lines go to W/train.log only, unless --verbosity asks."""
+  workdir = tmp_path / 'run'
+  args = [sys.executable, 'main.py', '--config=configs/quickstart.py', f'--workdir={workdir}',
+          f'--config.data.cache_dir={tmp_path / "cache"}', '--config.log_every_steps=2',
+          '--config.sample_every_steps=4', '--config.checkpoint_every_steps=4']
+  run = subprocess.run(args + ['--config.train.num_steps=4'], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert _terminal_lines(run.stdout) == [
+      'gen_ab: 272,515 parameters; gen_ba: 272,515 parameters; disc_a: 175,089 parameters; '
+      'disc_b: 175,089 parameters']
+  lines = _terminal_lines(run.stderr)
+  assert len(lines) == 6, lines
+  assert lines[0] == 'Data: 240 A and 240 B training images, 240 steps per epoch, 4 steps in all.'
+  assert lines[1].startswith('step 2/4: cycle/aba=') and 'gen/total=' in lines[1]
+  assert lines[2].startswith('step 4/4: ')
+  assert lines[3] == f'step 4: samples {workdir}/samples/step_00000004.png'
+  assert lines[4] == f'step 4: checkpoint {workdir}/checkpoints/4'
+  assert lines[5].startswith('train: 100%') and '4/4' in lines[5]
+  log = (workdir / 'train.log').read_text()
+  assert 'Saving checkpoint at step 4' in log and 'step 2/4: cycle/aba=' in log
+
+  # Resumed with --verbosity=0: the INFO lines are on the terminal too.
+  more = subprocess.run(args + ['--config.train.num_steps=6', '--verbosity=0'], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert more.returncode == 0, more.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step 4.' in more.stderr
+  assert 'Saving checkpoint at step 6' in more.stderr
+  assert log in (workdir / 'train.log').read_text()  # Appended to.
