@@ -39,6 +39,7 @@ def test_peak_table():
   assert benchmark.peak_tflops('cpu', 'float32') is None
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line():
   proc = _run_cli('--steps=3', '--warmup=1')
   assert proc.returncode == 0, proc.stderr
@@ -66,6 +67,7 @@ def test_cli_prints_one_json_line():
   assert result['xla_flags'] == defaults.get('XLA_FLAGS', '')
 
 
+@pytest.mark.slow
 def test_steps_zero_compiles_and_reports_memory_only():
   """--steps=0 sizes images too large to time: compile, memory, no timings;
   remat's memory is reported beside the plain step's."""
@@ -81,6 +83,7 @@ def test_steps_zero_compiles_and_reports_memory_only():
   assert memory[True] <= memory[False] * 1.05
 
 
+@pytest.mark.slow
 def test_cli_indivisible_batch_is_a_clean_error():
   proc = _run_cli('--config.train.batch_size=3',
                   xla_flags='--xla_force_host_platform_device_count=2')
@@ -96,6 +99,7 @@ TORCH_KEYS = {'torch_version', 'torch_device', 'torch_autocast', 'torch_median_s
               'time_ratio_vs_torch'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['train', 'translate'])
 def test_compare_with_torch_prints_both_sides(task):
   pytest.importorskip('torch')
@@ -113,6 +117,7 @@ def test_compare_with_torch_prints_both_sides(task):
       1 / result['torch_median_step_seconds'])
 
 
+@pytest.mark.slow
 def test_compare_refuses_what_the_official_code_does_not_have():
   pytest.importorskip('torch')
   proc = _run_cli('--compare=torch', '--config.model.generator=unet_32')

@@ -332,6 +332,7 @@ print('OK four devices')
 '''
 
 
+@pytest.mark.slow
 def test_four_devices_average_per_device_gradients(image_folder):
   """Data-parallel CUT, a global batch of 4 over 4 devices: each device draws
   its own flip coin, patches and negatives from its own image, gradients
@@ -433,6 +434,7 @@ def uninterrupted_cut(image_folder, tmp_path_factory):
   return config, workdir, train.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_reruns_and_sigkilled_runs_end_bit_identical(uninterrupted_cut, image_folder, tmp_path):
   config, workdir, _ = uninterrupted_cut
   first = _saved_state(workdir)

@@ -14,6 +14,9 @@ from cyclegan_jax import models
 from cyclegan_jax import xla_cpu_options
 from tests import xla_flags
 
+# End-to-end: several processes, or runs killed and resumed.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETWORKS = ('gen_ab', 'gen_ba', 'disc_a', 'disc_b')
 

@@ -155,6 +155,7 @@ def _check_scores(scores, fake_features, real_features):
                                               real_features.astype(np.float64)), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evaluated):
   lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
   assert len(lines) == 2, evaluated.stdout
@@ -174,6 +175,7 @@ def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evalua
                     for name in ('AtoB', 'BtoA') for key in ('fid', 'kid_mean', 'kid_std')}
 
 
+@pytest.mark.slow
 def test_scores_are_those_of_independently_computed_features(trained, evaluated, weights,
                                                              image_folder):
   """The plumbing: which generator translates which domain, compared with
@@ -207,6 +209,7 @@ def _test_pairs_from_files(aligned_folder):
   return np.stack([x[:, :32] for x in images]), np.stack([x[:, 32:] for x in images])
 
 
+@pytest.mark.slow
 def test_pix2pix_scores_its_one_direction_against_the_test_targets(
     trained_pix2pix, evaluations, weights, aligned_folder):
   """BtoA only: the translated B halves of the test pairs against their A
@@ -268,6 +271,7 @@ def test_batch_norm_models_are_translated_one_image_per_pass(trained_pix2pix, al
   np.testing.assert_array_equal(y, _test_pairs_from_files(aligned_folder)[0])
 
 
+@pytest.mark.slow
 def test_errors_name_what_is_missing(trained, weights, tmp_path):
   with pytest.raises(FileNotFoundError, match='missing.npz: no such Inception weights file; '
                      'write a weights file once with `python -m cyclegan_jax.inception_weights'):

@@ -128,6 +128,7 @@ def _readme_example() -> str:
   return block.split('```', 1)[0]
 
 
+@pytest.mark.slow
 def test_main_exports_and_the_readme_example_runs_it(one_step_workdir, tmp_path):
   """main.py --mode=export, then README's ONNX Runtime example on its file,
   with nothing of JAX (or TensorFlow) imported, against translate_image."""

@@ -134,6 +134,7 @@ def _one_line_error(result, status):
   return last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--config=configs/tiny.py', '--config.train.lambda_cycl=5'],
      "error: --config.train.lambda_cycl: config.train has no field 'lambda_cycl' (its fields: "),
@@ -151,6 +152,7 @@ def test_command_line_mistakes_are_one_line(args, message, tmp_path):
   assert not workdir.exists() or not os.listdir(workdir)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_shape_is_refused(image_folder, tmp_path):
   workdir = str(tmp_path)
   train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 1}), workdir)
@@ -190,6 +192,7 @@ def test_unwritable_workdir_is_a_clear_error_before_compiling(image_folder, tmp_
     train.train_and_evaluate(_tiny(image_folder), str(workdir))
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error_and_leaves_no_checkpoint(image_folder, tmp_path):
   workdir = tmp_path / 'w'
   args = ['main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
@@ -243,6 +246,7 @@ def two_checkpoints(image_folder, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_named_set_aside_and_training_resumes_before_it(
     image_folder, two_checkpoints, tmp_path, capsys):
   workdir = tmp_path / 'w'
@@ -261,6 +265,7 @@ def test_a_damaged_newest_checkpoint_is_named_set_aside_and_training_resumes_bef
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['4', '6']
 
 
+@pytest.mark.slow
 def test_read_only_modes_skip_a_damaged_checkpoint_and_leave_it_in_place(
     two_checkpoints, tmp_path):
   workdir = tmp_path / 'w'
@@ -299,6 +304,7 @@ def test_no_intact_checkpoint_is_one_line_listing_what_was_found(
   assert not (workdir / 'checkpoints_damaged').exists()
 
 
+@pytest.mark.slow
 def test_a_second_trainer_on_a_live_workdir_is_refused_and_a_killed_one_blocks_nothing(
     image_folder, tmp_path):
   workdir = tmp_path / 'w'

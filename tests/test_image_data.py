@@ -162,6 +162,7 @@ def _final_state(workdir) -> dict:
   return jax.tree.map(np.asarray, restored)
 
 
+@pytest.mark.slow
 def test_gray16_reruns_and_sigkill_resume_are_bit_identical(gray16_folder, tmp_path):
   """The reproducibility guarantees on a 1-channel 16-bit folder dataset: a
   rerun gives the same bits, and so does a run killed by SIGKILL after a

@@ -121,6 +121,7 @@ def test_converts_pytorch_fid_state_dict(tmp_path, variables):
     inception_weights.from_torch_state_dict(state, 'sd')
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
   (tmp_path / 'junk.pth').write_text('junk')
   try:

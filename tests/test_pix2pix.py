@@ -149,6 +149,7 @@ def _main(*args):
                         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_translate_uses_the_trained_direction(trained, aligned_folder, tmp_path):
   config, workdir, state = trained
   inputs = tmp_path / 'inputs'
@@ -206,6 +207,7 @@ print('OK four devices')
 '''
 
 
+@pytest.mark.slow
 def test_four_devices_average_per_device_gradients(aligned_folder):
   """Data-parallel pix2pix, a global batch of 4 over 4 devices: the step
   equals the official step run on each device's image alone (its own batch
@@ -244,6 +246,7 @@ print('devices', jax.process_index(), jax.process_count(), jax.device_count())
 '''
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_model(aligned_folder, tmp_path):
   """Two processes of 2 CPU devices each, each reading its own shard of the
   pairs, end with the same parameters."""

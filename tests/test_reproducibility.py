@@ -17,6 +17,9 @@ from configs import tiny
 from cyclegan_jax import checkpoints
 from cyclegan_jax import train
 
+# End-to-end: several processes, or runs killed and resumed.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 80
 # Every source of randomness in play: shuffled epochs (12 images, batch 2),

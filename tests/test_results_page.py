@@ -58,6 +58,7 @@ def test_page_shows_real_translated_and_reconstructed_for_both_directions(traine
   assert np.max(np.abs(real.astype(int) - expected.astype(int))) <= 1
 
 
+@pytest.mark.slow
 def test_command_line_test_mode(trained):
   result = subprocess.run([sys.executable, 'main.py', '--mode=test', f'--workdir={trained}',
                            '--num_test=1'], cwd=REPO, capture_output=True, text=True,

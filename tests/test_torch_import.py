@@ -202,6 +202,7 @@ def test_biases_land_in_the_official_places(tmp_path):
     np.testing.assert_array_equal(leaf['bias'], state[module + '.bias'].numpy())
 
 
+@pytest.mark.slow
 def test_import_then_translate_through_the_cli(tmp_path):
   torch.manual_seed(4)
   net_a, net_b = ResnetGenerator(), ResnetGenerator()
@@ -241,6 +242,7 @@ def test_import_then_translate_through_the_cli(tmp_path):
   assert sorted(os.listdir(checkpoints.checkpoint_dir(workdir))) == before
 
 
+@pytest.mark.slow
 def test_pix2pix_import_then_translate_through_the_cli(tmp_path):
   torch.manual_seed(8)
   net = _randomise_batch_norms(UnetGenerator(num_downs=5, ngf=8, norm='batch'), 8)

@@ -105,6 +105,7 @@ def _run(args, env=None, timeout=300):
   return result
 
 
+@pytest.mark.slow
 def test_command_line_train_then_translate(image_folder, tmp_path):
   workdir = tmp_path / 'w'
   result = _run(['main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
@@ -142,6 +143,7 @@ print('OK four devices')
 '''
 
 
+@pytest.mark.slow
 def test_train_on_four_devices(image_folder, tmp_path):
   result = _run(['-c', FOUR_DEVICES, image_folder, str(tmp_path)],
                 env=xla_flags.with_cpu_devices(4))
@@ -170,6 +172,7 @@ def test_record_best_keeps_the_lowest_fid_per_direction_across_runs(tmp_path):
       'AtoB': {'step': 20, 'fid': 40.0}, 'BtoA': {'step': 30, 'fid': 60.0}}
 
 
+@pytest.mark.slow
 def test_fid_during_training(image_folder, tmp_path):
   """eval.every_steps: FID/KID at the end of training (random Inception
   weights), in eval/, best.json, TensorBoard and the printed log."""

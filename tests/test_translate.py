@@ -94,6 +94,7 @@ def test_a_corrupt_input_is_named(workdir, tmp_path):
     translate.translate_folder(workdir, str(inputs), str(tmp_path / 'out'))
 
 
+@pytest.mark.slow
 def test_an_image_too_large_for_the_memory_is_refused_in_one_line(workdir, tmp_path):
   """A translation XLA says cannot fit stops before it runs, naming the file, its
   size, the memory needed and available, and what to do; the images before it

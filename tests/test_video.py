@@ -102,6 +102,7 @@ def test_bad_videos_and_outputs_are_refused_by_name(one_step_workdir, clip, tmp_
   assert sorted(os.listdir(tmp_path)) == ['broken.mp4', 'folder.mp4', 'odd.mkv']
 
 
+@pytest.mark.slow
 def test_main_translates_a_video(one_step_workdir, clip, tmp_path):
   path, frames = clip
   out = tmp_path / 'out.mkv'
