@@ -345,6 +345,7 @@ def test_four_devices_average_per_device_gradients(image_folder):
   assert 'OK four devices' in result.stdout
 
 
+@pytest.mark.slow
 def test_learns_a_colour_change(tmp_path):
   """The learning test of tests/test_learning.py (colour rotation, 64 + 64
   training images, 300 steps at 32 px). CUT must bring held-out A images much
@@ -358,6 +359,7 @@ def test_learns_a_colour_change(tmp_path):
   assert result['error'] < 0.6 * result['do_nothing']
 
 
+@pytest.mark.slow
 def test_the_tools_translate_a_to_b_only(uninterrupted_cut, image_folder, tmp_path):
   """The run of the rerun test below: samples, translate (AtoB; BtoA named),
   the results page, export of the one generator, FID/KID."""

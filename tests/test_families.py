@@ -72,6 +72,7 @@ def toy(monkeypatch):
   return toy_family
 
 
+@pytest.mark.slow
 def test_a_family_from_outside_the_library_trains_resumes_translates_and_fills_the_page(
     toy, image_folder, tmp_path):
   """A plug-in family: one module and one registration, no library change.

@@ -170,6 +170,7 @@ def test_resuming_with_another_model_shape_is_refused(image_folder, tmp_path):
   assert int(state.step) == 2
 
 
+@pytest.mark.slow
 def test_a_nan_stops_training_and_no_nan_state_is_saved(image_folder, tmp_path):
   # A learning rate of 1e30 moves every weight by ~1e30 in step 1, which
   # overflows the losses of step 2.

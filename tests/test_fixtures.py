@@ -43,6 +43,7 @@ def _set_format(workdir, step, custom):
     json.dump(metadata, f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', KINDS)
 def test_a_fixture_workdir_resumes_and_continues(kind, data, tmp_path):
   workdir = _copy(kind, tmp_path)

@@ -9,6 +9,7 @@ doing nothing, a ratio of 0.33; the test demands below 0.6.
 """
 
 import numpy as np
+import pytest
 
 from configs import tiny
 from cyclegan_jax import generation
@@ -19,6 +20,7 @@ from cyclegan_jax import translate
 from tests import synthetic
 
 
+@pytest.mark.slow
 def test_learns_a_colour_change(tmp_path):
   root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=64, n_test=16)
   config = tiny.get_config()

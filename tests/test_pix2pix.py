@@ -171,6 +171,7 @@ def test_translate_uses_the_trained_direction(trained, aligned_folder, tmp_path)
       '(config.data.direction)')
 
 
+@pytest.mark.slow
 def test_learns_a_paired_colour_change(tmp_path):
   """The synthetic colour rotation of tests/test_learning.py, now paired:
   translated held-out A images must land much closer to their B partners

@@ -58,6 +58,7 @@ def test_folder_run_checkpoints_samples_and_logs(trained_workdir):
   assert np.std(grid[:, 32:64].astype(float)) > 0
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_the_latest_checkpoint_and_continues(trained_workdir):
   workdir, config = trained_workdir
   _, saved = checkpoints.load_params(workdir, ('gen_ab', 'disc_b'))
