@@ -21,7 +21,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from cyclegan_jax import console
@@ -129,28 +128,15 @@ def _fail(message: str, status: int = 1):
   sys.exit(status)
 
 
-# Modes that write into the workdir keep their whole log there too.
-LOGGED_MODES = ('train', 'evaluate', 'test')
-
-
-def _log_file(mode: str, workdir: str) -> str | None:
-  if mode not in LOGGED_MODES:
-    return None
-  suffix = f'.process_{jax.process_index()}' if jax.process_index() else ''
-  return os.path.join(os.path.abspath(workdir), f'{mode}{suffix}.log')
-
-
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}', status=2)
   xla_cpu_options.set_defaults()  # Before JAX starts its backend.
   # A quiet terminal unless --verbosity asks for INFO (0) or DEBUG (1).
-  verbose = FLAGS['verbosity'].present and FLAGS.verbosity >= 0
-  console.setup(None, verbose)
+  console.quiet_terminal(verbose=FLAGS['verbosity'].present and FLAGS.verbosity >= 0)
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            force=FLAGS.distributed)
-    console.setup(_log_file(FLAGS.mode, FLAGS.workdir), verbose)
     if FLAGS.mode == 'train':
       if FLAGS.config is None:
         _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)

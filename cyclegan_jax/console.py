@@ -4,35 +4,43 @@ By default the terminal shows a progress bar with rate and ETA, one line per
 log step with the losses, one line per sample grid or checkpoint, results
 (parameter counts, FID/KID, files written) and warnings and errors as they
 come. The libraries' INFO lines (Orbax's checkpointing steps, JAX's backend
-probing, clu's metric lines) go only to the log file that `setup` names;
-`--verbosity=0` (INFO) or `--verbosity=1` (DEBUG), absl's flag, shows them
-in the terminal too.
+probing, clu's metric lines) go only to a log file (`log_file`: training's
+W/train.log); `--verbosity=0` (INFO) or `--verbosity=1` (DEBUG), absl's
+flag, shows them in the terminal too.
 """
 
+import contextlib
 import logging
-import os
 import sys
 
 from absl import logging as absl_logging
 import tqdm
 
 
-def setup(log_file: str | None, verbose: bool) -> None:
-  """Keeps INFO chatter off the terminal unless `verbose`, and appends the
-  whole log (INFO and up) to `log_file` when given. A log file that cannot
-  be opened is skipped: the mode names an unwritable workdir itself."""
-  if not verbose:
-    absl_logging.get_absl_handler().setLevel(logging.WARNING)
-  if not log_file:
-    return
+def quiet_terminal(verbose: bool) -> None:
+  """Keeps INFO chatter off the terminal unless `verbose`."""
+  absl_logging.get_absl_handler().setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
+@contextlib.contextmanager
+def log_file(path: str):
+  """While inside, the whole log (INFO and up) is appended to `path`, in a
+  folder that already exists (nothing is created for a log but the file).
+  A file that cannot be opened is skipped: its folder's owner names that."""
   try:
-    os.makedirs(os.path.dirname(log_file), exist_ok=True)
-    handler = logging.FileHandler(log_file)
+    handler = logging.FileHandler(path)
   except OSError:
+    yield
     return
   handler.setFormatter(absl_logging.PythonFormatter())
   handler.setLevel(logging.INFO)
-  logging.getLogger().addHandler(handler)
+  root = logging.getLogger()
+  root.addHandler(handler)
+  try:
+    yield
+  finally:
+    root.removeHandler(handler)
+    handler.close()
 
 
 def status(text: str, show: bool = True) -> None:

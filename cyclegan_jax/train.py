@@ -146,7 +146,8 @@ def train_and_evaluate(config, workdir: str):
   config_checks.validate(config, num_devices)
   checkpoints.prepare_workdir(workdir)
   # Before anything is written: a second trainer on this workdir stops here.
-  with workdir_lock.hold(workdir):
+  log = 'train.log' if jax.process_index() == 0 else f'train.process_{jax.process_index()}.log'
+  with workdir_lock.hold(workdir), console.log_file(os.path.join(workdir, log)):
     return _train(config, workdir)
 
 

@@ -14,7 +14,6 @@ from jax.sharding import PartitionSpec as P
 from cyclegan_jax import config_fields
 from cyclegan_jax import generation
 from cyclegan_jax import losses
-from cyclegan_jax import models
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax.families import common
 
@@ -45,18 +44,9 @@ def check_config(config) -> None:
                         'a folder of images for the toy family')
 
 
-def create_generators(model_config) -> dict:
-  return {'gen': models.create_generator(model_config)}
-
-
-def generator_channels(model_config, network: str) -> tuple[int, int]:
-  del network
-  return common.channels(model_config)
-
-
-def domain_channels(config) -> dict[str, int]:
-  input_nc, output_nc = common.channels(config.model)
-  return {'A': input_nc, 'B': output_nc}
+create_generators = common.single_generator
+generator_channels = common.single_generator_channels
+domain_channels = common.a_to_b_channels
 
 
 def create_state(config, image_shape, num_devices: int, tx) -> State:

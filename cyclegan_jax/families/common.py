@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import image_io
+from cyclegan_jax import models
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax.data import paired_data
 
@@ -52,6 +53,23 @@ def step_key(state) -> jax.Array:
 def channels(model_config) -> tuple[int, int]:
   """(input_nc, output_nc): domain A's (the input's) and domain B's channels."""
   return model_config.input_nc, model_config.output_nc
+
+
+def single_generator(model_config) -> dict:
+  """{'gen': input_nc -> output_nc channels}, as the official define_G: the
+  generators of a family with one (pix2pix, CUT)."""
+  return {'gen': models.create_generator(model_config)}
+
+
+def single_generator_channels(model_config, network: str) -> tuple[int, int]:
+  del network
+  return channels(model_config)
+
+
+def a_to_b_channels(config) -> dict[str, int]:
+  """Domain A read with input_nc channels, B with output_nc."""
+  input_nc, output_nc = channels(config.model)
+  return {'A': input_nc, 'B': output_nc}
 
 
 def one_by_one(fn, images):

@@ -85,19 +85,9 @@ def nce_layers(config) -> tuple[int, ...]:
   return tuple(int(k) for k in config.train.nce_layers)
 
 
-def create_generators(model_config) -> dict:
-  """gen: input_nc -> output_nc channels."""
-  return {'gen': models.create_generator(model_config)}
-
-
-def generator_channels(model_config, network: str) -> tuple[int, int]:
-  del network
-  return common.channels(model_config)
-
-
-def domain_channels(config) -> dict[str, int]:
-  input_nc, output_nc = common.channels(config.model)
-  return {'A': input_nc, 'B': output_nc}
+create_generators = common.single_generator
+generator_channels = common.single_generator_channels
+domain_channels = common.a_to_b_channels
 
 
 def encoder_features(generator, params, images, layers, dropout_key=None):

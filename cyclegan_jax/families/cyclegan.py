@@ -77,9 +77,7 @@ def generator_channels(model_config, network: str) -> tuple[int, int]:
   return (output_nc, input_nc) if network == 'gen_ba' else (input_nc, output_nc)
 
 
-def domain_channels(config) -> dict[str, int]:
-  input_nc, output_nc = common.channels(config.model)
-  return {'A': input_nc, 'B': output_nc}
+domain_channels = common.a_to_b_channels
 
 
 def create_state(config, image_shape, num_devices: int, tx) -> State:

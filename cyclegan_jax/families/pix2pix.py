@@ -51,14 +51,8 @@ def check_fields(config) -> None:
   config_fields.at_least(config, 'train.lambda_l1', 0, kind='a number')
 
 
-def create_generators(model_config) -> dict:
-  """gen: input_nc -> output_nc channels, as the official define_G."""
-  return {'gen': models.create_generator(model_config)}
-
-
-def generator_channels(model_config, network: str) -> tuple[int, int]:
-  del network
-  return common.channels(model_config)
+create_generators = common.single_generator
+generator_channels = common.single_generator_channels
 
 
 def domain_channels(config) -> dict[str, int]:
