@@ -124,10 +124,10 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   return config
 
 
-def _merge(config: ml_collections.ConfigDict, stored: dict, prefix: str = '') -> None:
+def _merge(config: ml_collections.ConfigDict, stored: dict) -> None:
   for key, value in stored.items():
     if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
-      _merge(config[key], value, f'{prefix}{key}.')
+      _merge(config[key], value)
     elif isinstance(value, list) and isinstance(config.get(key), tuple):
       config[key] = tuple(value)  # JSON keeps tuples as lists.
     else:  # As stored (a field today's defaults lack too: kept, unread).
