@@ -19,9 +19,7 @@ from configs import tiny_cut
 from cyclegan_jax import generation
 from cyclegan_jax import families
 from cyclegan_jax.data import input_pipeline
-from cyclegan_jax import models
 from cyclegan_jax import train
-from cyclegan_jax import translate
 from cyclegan_jax import xla_cpu_options
 from tests import synthetic
 

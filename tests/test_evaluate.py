@@ -33,7 +33,6 @@ from cyclegan_jax import inception_weights
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
-from cyclegan_jax import translate
 from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,7 +20,6 @@ from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import export
 from cyclegan_jax import models
-from cyclegan_jax import translate
 
 ort = pytest.importorskip('onnxruntime')  # The "export" extra, which .ci/run installs.
 

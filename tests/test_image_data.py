@@ -24,7 +24,6 @@ from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import image_io
 from cyclegan_jax.data import input_pipeline
-from cyclegan_jax import models
 from cyclegan_jax import train
 from cyclegan_jax import translate
 from tests import synthetic

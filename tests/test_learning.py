@@ -16,7 +16,6 @@ from cyclegan_jax import generation
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import models
 from cyclegan_jax import train
-from cyclegan_jax import translate
 from tests import synthetic
 
 

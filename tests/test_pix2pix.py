@@ -23,7 +23,6 @@ from cyclegan_jax.data import paired_data
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
 from cyclegan_jax import train_step as train_step_lib
-from cyclegan_jax import translate
 from tests import synthetic
 from tests import xla_flags
 

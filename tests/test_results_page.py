@@ -21,7 +21,6 @@ from cyclegan_jax.data import paired_data
 from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
-from cyclegan_jax import translate
 from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,8 +12,6 @@ from cyclegan_jax import generation
 from cyclegan_jax import configuration
 from cyclegan_jax import families
 from cyclegan_jax import checkpoints
-from cyclegan_jax import models
-from cyclegan_jax import translate
 from cyclegan_jax import video
 from tests import synthetic
 
