@@ -55,6 +55,13 @@ flags.DEFINE_enum('direction', None, ['AtoB', 'BtoA', 'both'], 'translate: which
 flags.DEFINE_integer('batch_size', 8, 'translate a video: frames per call of the generator '
                      '(fewer where they would not fit in memory; 1 for batch norm and test-time '
                      'dropout).')
+flags.DEFINE_integer('tile', None, 'translate: run the generator on tiles of this many pixels '
+                     '(images and video frames), in memory set by the tile, with the whole '
+                     "image's normalisation statistics (docs/translation.md). Without it, an "
+                     'image that does not fit in memory whole is tiled automatically.')
+flags.DEFINE_enum('tile_stats', 'exact', ['exact', 'thumbnail'], 'translate with tiles: exact '
+                  '(whole-image statistics, one pass over the tiles per normalisation layer) or '
+                  'thumbnail (approximate: statistics of a 512-pixel thumbnail, one pass).')
 flags.DEFINE_bool('dropout_at_test', None, 'export: false exports a generator trained with '
                   'test-time dropout (pix2pix) without it, as the official test.py --eval '
                   'runs it; ONNX files cannot hold its JAX dropout masks.')
@@ -173,11 +180,13 @@ def main(argv):
           _fail(f'--input={FLAGS.input}: expected a folder of images or a video '
                 f'({", ".join(video.VIDEO_EXTENSIONS)})', status=2)
         frames = video.translate_video(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                       FLAGS.direction, FLAGS.step, FLAGS.batch_size)
+                                       FLAGS.direction, FLAGS.step, FLAGS.batch_size,
+                                       FLAGS.tile, FLAGS.tile_stats)
         print(f'Wrote {FLAGS.output} ({frames} frames)', flush=True)
       else:
         written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
-                                             FLAGS.direction, FLAGS.step, FLAGS.output_format)
+                                             FLAGS.direction, FLAGS.step, FLAGS.output_format,
+                                             FLAGS.tile, FLAGS.tile_stats)
         logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
   # missing optional package (torch, jax2onnx, imageio), a workdir another

@@ -17,7 +17,8 @@ from cyclegan_jax import models
 TEST_DROPOUT_SEED = 0
 
 
-def _apply(generator, params, images):
+def apply_in_test_mode(generator, params, images):
+  """G(x) in test mode, not jitted (tiling.py wraps it in its own programs)."""
   # The key is made here, under jit: a key made at import would start JAX's
   # backend before jax.distributed.initialize can run.
   return generator.apply({'params': params}, images, train=False,
@@ -27,14 +28,14 @@ def _apply(generator, params, images):
 @functools.partial(jax.jit, static_argnums=0)
 def generate(generator, params, images):
   """G(x) for a batch of images in [-1, 1], in test mode."""
-  return _apply(generator, params, images)
+  return apply_in_test_mode(generator, params, images)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def translate_and_back(generator_there, generator_back, params_there, params_back, images):
   """(G(x), F(G(x))) for a batch: the translation and its reconstruction."""
-  translated = _apply(generator_there, params_there, images)
-  return translated, _apply(generator_back, params_back, translated)
+  translated = apply_in_test_mode(generator_there, params_there, images)
+  return translated, apply_in_test_mode(generator_back, params_back, translated)
 
 
 # Compiled `generate` per (generator, input shape, dtype), each checked to fit
@@ -58,6 +59,13 @@ def _fitting_generate(generator, params, x):
       _compiled_generate.clear()
     _compiled_generate[key] = compiled
   return _compiled_generate[key]
+
+
+def check_fits(generator, params, shape) -> None:
+  """InsufficientMemoryError (one line) when `generate` of an NHWC float32
+  batch of this shape would not fit in the memory available, by XLA's
+  analysis of its compiled program, before anything runs."""
+  _fitting_generate(generator, params, jax.ShapeDtypeStruct(shape, np.float32))
 
 
 def translate_image(generator, params, image: np.ndarray, value_range=()) -> np.ndarray:

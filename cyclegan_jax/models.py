@@ -446,6 +446,31 @@ def generator_multiple(generator: nn.Module) -> int:
   return 4
 
 
+def receptive_radius(generator: nn.Module) -> int:
+  """How far, in input pixels, an output pixel of `generator` can depend on
+  the input when its normalisation statistics are held fixed: pixels further
+  away from it, in rows or columns, cannot change it. Tiled translation
+  (tiling.py) overlaps its tiles by this much, so that each tile's centre is
+  the untiled translation's.
+
+  Counted layer by layer at the spacing J (input pixels per feature pixel)
+  of the layer's input: a k3 convolution reaches J further, a k7 one 3J; a
+  stride-2 convolution (k3 p1 or k4 p1), a blur and a transposed convolution
+  (k3 or k4, stride 2) reach at most J.
+  """
+  if isinstance(generator, UnetGenerator):
+    # num_downs k4 s2 convolutions at J = 1, 2, ..., then as many transposed
+    # ones at J = 2^n, ..., 2 (the skips reach less far than this path).
+    n = generator.num_downs
+    return (2**n - 1) + (2**(n + 1) - 2)
+  if isinstance(generator, ResnetGenerator):
+    down = 2 * (1 + 2) if generator.antialias else 1 + 2  # conv (+ blur) at J = 1, 2.
+    up = (4 + 2) + (2 + 1) if generator.antialias_up else 4 + 2  # At J = 4, 2 (+ conv after).
+    return 3 + down + 2 * 4 * generator.n_blocks + up + 3  # c7s1 .. blocks .. c7s1.
+  raise ValueError(f'{type(generator).__name__}: its receptive field is not known; tiled '
+                   'translation needs it (models.receptive_radius)')
+
+
 def has_dropout_layers(generator: nn.Module) -> bool:
   """Whether `generator` applies dropout anywhere: UnetGenerator puts it on
   levels 4 .. num_downs - 2 (the official extra ngf*8 blocks), so none below

@@ -21,6 +21,7 @@ from cyclegan_jax import image_io
 from cyclegan_jax import inference
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax import tiling
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv',
                     '.flv', '.gif')
@@ -93,7 +94,8 @@ def _batches(reader, size: int, path: str):
 
 def translate_video(workdir: str, input_path: str, output_path: str,
                     direction: str | None = None, step: int | None = None,
-                    batch_size: int = 8) -> int:
+                    batch_size: int = 8, tile: int | None = None,
+                    tile_stats: str = 'exact') -> int:
   """Writes the translation of every frame of `input_path` to `output_path`
   at the same size and frame rate (no audio); returns the number of frames.
 
@@ -103,6 +105,8 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   of the batch: batch statistics, masks drawn for the batch's shape). The video
   is written to a temporary file beside `output_path` and renamed when
   complete: a failure leaves no half video, and never touches the input.
+  With `tile`, each frame is translated in tiles (tiling.py, `tile_stats`);
+  a frame that does not fit in memory whole is tiled anyway.
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: expected at least 1')
@@ -124,6 +128,8 @@ def translate_video(workdir: str, input_path: str, output_path: str,
     step, params = restored.step, restored.generator.params
     generator, channels = restored.generator.module, restored.generator.in_channels
     value_range = config.data.value_range
+    if tile is not None:
+      tiling.check_tile(generator, tile)
     if config.model.norm == 'batch' or (
         models.has_dropout_layers(generator) and generator.dropout_at_test):
       batch_size = 1  # Its translation of a frame would depend on the batch.
@@ -139,9 +145,23 @@ def translate_video(workdir: str, input_path: str, output_path: str,
         for batch in _batches(reader, batch_size, input_path):
           batch = image_io.to_channels(batch, channels, input_path)
           try:
-            outputs, chunk = _translate_fitting(generator, params, batch, value_range, chunk)
+            if tile is None:
+              outputs, chunk = _translate_fitting(generator, params, batch, value_range, chunk)
+            else:
+              outputs = [tiling.translate_image_tiled(generator, params, frame, tile,
+                                                      value_range, tile_stats)
+                         for frame in batch]
           except memory.InsufficientMemoryError as e:
-            raise memory.InsufficientMemoryError(f'{input_path}: {e}') from None
+            if tile is not None:
+              raise memory.InsufficientMemoryError(f'{input_path}: {e}') from None
+            tile = tiling.fitting_tile(generator, params, height, width, channels,
+                                       f'translating {width}x{height} frames in tiles')
+            logging.warning('%s: a %dx%d frame does not fit in memory whole; translating '
+                            'each in %d-pixel tiles (%s statistics)', input_path, width,
+                            height, tile, tile_stats)
+            outputs = [tiling.translate_image_tiled(generator, params, frame, tile,
+                                                    value_range, tile_stats)
+                       for frame in batch]
           for output in outputs:
             writer.append_data(np.repeat(output, 3, axis=-1) if out_channels == 1 else output)
           frames += len(batch)

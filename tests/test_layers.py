@@ -12,10 +12,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A package's name stands for every module in it.
 LAYERS = (
     ('base', ('checkpoints', 'config_fields', 'console', 'distributed', 'fid', 'image_io', 'image_pool',
-              'inception', 'inception_weights', 'losses', 'memory', 'workdir_lock',
-              'xla_cpu_options')),
+              'inception', 'inception_weights', 'losses', 'memory', 'tiled_io',
+              'workdir_lock', 'xla_cpu_options')),
     ('ops', ('ops',)),
-    ('nets', ('models', 'generation')),
+    ('nets', ('models', 'generation', 'tiling')),
     ('data', ('data',)),
     ('families', ('families',)),
     ('config, state, inference', ('configuration', 'config_checks', 'state', 'train_step',

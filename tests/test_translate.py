@@ -123,3 +123,23 @@ app.run(main.main, flags_parser=main._parse_flags)
                       r'translate on a machine with more memory', last), last
   assert 'Traceback' not in result.stderr
   assert sorted(os.listdir(tmp_path / 'out')) == ['a.png']
+
+
+@pytest.mark.slow
+def test_main_translates_in_tiles_and_refuses_a_tile_too_small(workdir, tmp_path):
+  inputs = tmp_path / 'in'
+  _inputs(inputs, {'a.png': (90, 70)})
+
+  def run(*flags):
+    return subprocess.run([sys.executable, 'main.py', '--mode=translate', f'--workdir={workdir}',
+                           f'--input={inputs}', f'--output={tmp_path / "out"}', *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+  result = run('--tile=40')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      'error: --tile=40: this generator needs tiles of at least 80 pixels')
+  assert not os.path.exists(tmp_path / 'out' / 'a.png')
+  result = run('--tile=80', '--tile_stats=thumbnail')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert Image.open(tmp_path / 'out' / 'a.png').size == (70, 90)

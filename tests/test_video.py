@@ -146,3 +146,16 @@ def test_test_time_dropout_goes_one_frame_at_a_time(one_step_workdir, clip, tmp_
   expected = _image_path(str(workdir), frames)
   np.testing.assert_array_equal(_read(out)[0], expected)
   assert np.abs(expected.astype(int) - _image_path(one_step_workdir, frames)).max() > 0
+
+
+def test_frames_in_tiles_equal_whole_frames(one_step_workdir, clip, tmp_path):
+  """--tile for a video: each frame tiled with whole-frame statistics (here
+  one tile: 30x22 frames are smaller than an 80-pixel tile), the frames of
+  the whole-frame translation within one grey level."""
+  path, frames = clip
+  out = str(tmp_path / 'out.mkv')
+  assert video.translate_video(one_step_workdir, path, out, tile=80) == 5
+  got, _ = _read(out)
+  assert np.abs(got.astype(int) - _image_path(one_step_workdir, frames)).max() <= 1
+  with pytest.raises(ValueError, match=r'^--tile=40: this generator needs tiles of at least 80'):
+    video.translate_video(one_step_workdir, path, out, tile=40)

@@ -1,0 +1,391 @@
+"""Translation of an image of any size in overlapping tiles, in memory set by
+the tile size, with the normalisation statistics of the whole image.
+
+A generator normalises each feature map by its statistics over the whole
+image (instance norm; batch norm at batch 1 alike). Cut into tiles and run
+tile by tile, each tile would be normalised by its own statistics: seams and
+a tone shift from tile to tile. Here every normalisation layer gets the
+statistics of the whole (padded) image instead, gathered over the tiles:
+
+- 'exact': one pass over the tiles per normalisation layer, layer k's pass
+  running the generator up to layer k with the statistics of layers 0..k-1
+  already known (XLA drops the layers after k), each tile adding its share
+  (count, mean, centred sum of squares, merged in float64). Then one pass
+  that writes the output. A tile's centre is the untiled translation's up to
+  float rounding: tiles overlap by the generator's receptive radius
+  (models.receptive_radius), and tiles at the image's border end where the
+  image ends, so its own padding is the untiled one.
+- 'thumbnail' (approximate, one pass): the statistics of each layer are
+  taken from the untiled translation of the image shrunk to at most
+  THUMBNAIL_SIZE pixels (block means), as Thumbnail Instance Normalization
+  does (Chen et al., CVPR 2022); then the output pass.
+
+Dropout at test time (pix2pix) draws each layer's mask for the whole padded
+image and keeps the tile's part of it: the masks of the untiled run.
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cyclegan_jax import generation
+from cyclegan_jax import image_io
+from cyclegan_jax import memory
+from cyclegan_jax import models
+
+STATS_MODES = ('exact', 'thumbnail')
+# Tile sizes tried, largest first, when an image does not fit in memory whole.
+AUTO_TILES = (2048, 1024, 512)
+THUMBNAIL_SIZE = 512  # Longer side of the thumbnail: a fraction of a second per image.
+TIFF_TILE_MULTIPLE = 16  # A TIFF tile's sides are multiples of 16; cores are output tiles.
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def halo(generator: nn.Module) -> int:
+  """How far tiles reach past their core on each side: the receptive radius,
+  rounded up to the generator's multiple so that every tile stays on the
+  grid of its coarsest feature map."""
+  return _round_up(models.receptive_radius(generator), models.generator_multiple(generator))
+
+
+def core_multiple(generator: nn.Module) -> int:
+  return math.lcm(models.generator_multiple(generator), TIFF_TILE_MULTIPLE)
+
+
+def min_tile(generator: nn.Module) -> int:
+  """The smallest --tile: a core of one core_multiple with the halo around it."""
+  return 2 * halo(generator) + core_multiple(generator)
+
+
+def check_tile(generator: nn.Module, tile: int) -> None:
+  if tile < min_tile(generator):
+    raise ValueError(
+        f'--tile={tile}: this generator needs tiles of at least {min_tile(generator)} pixels '
+        f'(its receptive radius {models.receptive_radius(generator)}, rounded to '
+        f'{halo(generator)}, on each side of a {core_multiple(generator)}-pixel centre)')
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+  """One tile, in the coordinates of the padded image: the window the
+  generator runs on and the core, inside it, that is this tile's output."""
+  window: tuple[int, int, int, int]  # y0, y1, x0, x1
+  core: tuple[int, int, int, int]
+
+
+def padded_size(generator: nn.Module, height: int, width: int) -> tuple[int, int]:
+  """The size the untiled translation runs at (reflect-padded to the multiple)."""
+  multiple = models.generator_multiple(generator)
+  return _round_up(height, multiple), _round_up(width, multiple)
+
+
+def core_size(generator: nn.Module, tile: int) -> int:
+  """The side of a tile's core: the largest core_multiple that leaves the
+  halo on each side within `tile`."""
+  return (tile - 2 * halo(generator)) // core_multiple(generator) * core_multiple(generator)
+
+
+def plan(generator: nn.Module, height: int, width: int, tile: int) -> list[Tile]:
+  """The tiles of an image, row by row. Along an axis the padded image
+  spans in one window (no longer than `tile`), there is one tile; along a
+  longer one, cores of side core_size, the last cut at the padded image's
+  edge. Every window has the same size, shifted inward at the edges, so
+  that one compiled program runs every tile."""
+  check_tile(generator, tile)
+  margin = halo(generator)
+
+  def spans(length):
+    core = length if length <= tile else core_size(generator, tile)
+    window = min(core + 2 * margin, length)
+    for start in range(0, length, core):
+      end = min(start + core, length)
+      low = min(max(start - margin, 0), length - window)
+      yield (low, low + window), (start, end)
+
+  padded_h, padded_w = padded_size(generator, height, width)
+  return [Tile(window=wy + wx, core=cy + cx)
+          for wy, cy in spans(padded_h) for wx, cx in spans(padded_w)]
+
+
+def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
+  """Rows (or columns) start..stop-1 of an axis reflect-padded past `size`
+  (np.pad mode 'reflect', repeated for pads longer than the axis)."""
+  index = np.arange(start, stop)
+  if size == 1:
+    return np.zeros_like(index)
+  period = 2 * (size - 1)
+  index = np.abs(index) % period
+  return np.where(index >= size, period - index, index)
+
+
+# --- The generator with whole-image statistics -----------------------------
+
+
+def _normalise(module, x, mean, var):
+  """What `module` (a normalisation layer) computes with these statistics."""
+  if isinstance(module, models.BatchNorm):
+    params = module.variables['params']
+    y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + 1e-5)
+    return (y * params['scale'] + params['bias']).astype(module.dtype)
+  # nn.InstanceNorm(use_scale=False, use_bias=False), as Flax computes it.
+  y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + module.epsilon)
+  return y.astype(module.dtype or x.dtype)
+
+
+def _is_norm(module) -> bool:
+  return isinstance(module, (nn.InstanceNorm, models.BatchNorm))
+
+
+def _core_mask(x, window_size, core_box):
+  """1 on the part of feature map x (1, h, w, C) that is the tile's core."""
+  factor = window_size[0] // x.shape[1]
+  rows, cols = jnp.arange(x.shape[1]), jnp.arange(x.shape[2])
+  y0, y1, x0, x1 = (c // factor for c in core_box)
+  inside = (((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :])
+  return inside[None, :, :, None].astype(jnp.float32)
+
+
+def _interceptor(stats, window_origin, window_size, padded, core_box=None, found=None,
+                 record=None):
+  """Normalisation layers 0..len(stats)-1 use `stats`; layer len(stats)
+  appends its core's (count, mean, centred sum of squares) to `found`
+  (`core_box`, relative to the window). With `record`, every layer computes
+  its own statistics, as untiled, and appends them (the thumbnail)."""
+  counter = [0]
+
+  def intercept(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    if isinstance(module, nn.Dropout) and not module.deterministic and module.rate > 0:
+      x = args[0]
+      factor = window_size[0] // x.shape[1]
+      keep = jax.random.bernoulli(module.make_rng('dropout'), 1.0 - module.rate,
+                                  (x.shape[0], padded[0] // factor, padded[1] // factor,
+                                   x.shape[3]))
+      keep = jax.lax.dynamic_slice(keep, (0, window_origin[0] // factor,
+                                          window_origin[1] // factor, 0), x.shape)
+      return jax.lax.select(keep, x / (1.0 - module.rate), jnp.zeros_like(x))
+    if not _is_norm(module):
+      return next_fun(*args, **kwargs)
+    x = args[0]
+    k = counter[0]
+    counter[0] += 1
+    if record is not None:
+      x32 = x.astype(jnp.float32)
+      mean, var = jnp.mean(x32, axis=(0, 1, 2)), jnp.var(x32, axis=(0, 1, 2))
+      record.append((mean, var))
+      return _normalise(module, x, mean, var)
+    if k < len(stats):
+      return _normalise(module, x, *stats[k])
+    if k == len(stats):
+      mask = _core_mask(x, window_size, core_box)
+      x32 = x.astype(jnp.float32)
+      count = jnp.sum(mask)
+      mean = jnp.sum(x32 * mask, axis=(0, 1, 2)) / count
+      m2 = jnp.sum(jnp.square((x32 - mean) * mask), axis=(0, 1, 2))
+      found.append((count, mean, m2))
+    return x  # Past the layer being measured nothing is used: XLA drops it.
+
+  return intercept
+
+
+def _run(generator, params, window, intercept):
+  with nn.intercept_methods(intercept):
+    return generation.apply_in_test_mode(generator, params, window)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _layer_statistics(generator, padded, params, stats, window, origin, core_box):
+  """Normalisation layer len(stats)'s (count, mean, M2) over one tile's core."""
+  found = []
+  _run(generator, params, window,
+       _interceptor(stats, origin, window.shape[1:3], padded, core_box, found))
+  if not found:
+    raise ValueError('no normalisation layer left to measure')
+  return found[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _tile_output(generator, padded, params, stats, window, origin):
+  """The generator's output on one window, with every layer's statistics given."""
+  return _run(generator, params, window,
+              _interceptor(stats, origin, window.shape[1:3], padded))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _recorded_statistics(generator, params, image):
+  record = []
+  _run(generator, params, image,
+       _interceptor((), (0, 0), image.shape[1:3], image.shape[1:3], record=record))
+  return tuple(record)
+
+
+def _merge(total, part):
+  """Chan et al.'s pairwise merge of (count, mean, M2), in float64."""
+  n_a, mean_a, m2_a = total
+  n_b, mean_b, m2_b = (np.float64(part[0]), np.asarray(part[1], np.float64),
+                       np.asarray(part[2], np.float64))
+  n = n_a + n_b
+  delta = mean_b - mean_a
+  return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta**2 * (n_a * n_b / n)
+
+
+class TiledTranslation:
+  """One image translated tile by tile.
+
+  `read_window(y0, y1, x0, x1)` returns that window of the padded image
+  (rows and columns past the image reflected, reflect_indices) as float32 in
+  [-1, 1], shape (y1-y0, x1-x0, C): the caller decides where pixels come
+  from (a file read a window at a time, an array).
+  """
+
+  def __init__(self, generator, params, height: int, width: int, channels: int, tile: int,
+               read_window: Callable[[int, int, int, int], np.ndarray],
+               stats_mode: str = 'exact'):
+    if stats_mode not in STATS_MODES:
+      raise ValueError(f'--tile_stats={stats_mode!r}: expected one of {", ".join(STATS_MODES)}')
+    # Recomputing blocks (remat) is for training: the same parameters either way.
+    self.generator = generator.clone(remat=False) if hasattr(generator, 'remat') else generator
+    self.params, self.channels = params, channels
+    self.height, self.width = height, width
+    self.padded = padded_size(generator, height, width)
+    self.tiles = plan(generator, height, width, tile)
+    # The cores' height and width (the last of a row or column cut).
+    self.core = (self.tiles[0].core[1] - self.tiles[0].core[0],
+                 self.tiles[0].core[3] - self.tiles[0].core[2])
+    self.read_window, self.stats_mode = read_window, stats_mode
+
+  def _window(self, tile: Tile):
+    y0, y1, x0, x1 = tile.window
+    window = np.asarray(self.read_window(y0, y1, x0, x1), np.float32)[None]
+    core = (tile.core[0] - y0, tile.core[1] - y0, tile.core[2] - x0, tile.core[3] - x0)
+    return window, np.array([y0, x0], np.int32), np.array(core, np.int32)
+
+  def check_fits(self, what: str) -> None:
+    """InsufficientMemoryError (one line) when one tile's program exceeds the
+    memory available, before any work is done."""
+    y0, y1, x0, x1 = self.tiles[0].window
+    window = jax.ShapeDtypeStruct((1, y1 - y0, x1 - x0, self.channels), jnp.float32)
+    stats = [(jax.ShapeDtypeStruct((c,), jnp.float32),) * 2 for c in self._norm_channels()]
+    compiled = _tile_output.lower(self.generator, self.padded, self.params, stats, window,
+                                  jax.ShapeDtypeStruct((2,), jnp.int32)).compile()
+    memory.check_fits(compiled, what, 'pass a smaller --tile')
+
+  def _norm_channels(self) -> list[int]:
+    multiple = models.generator_multiple(self.generator)
+    shape = jax.ShapeDtypeStruct((1, multiple, multiple, self.channels), jnp.float32)
+    record = jax.eval_shape(functools.partial(_recorded_statistics, self.generator),
+                            self.params, shape)
+    return [mean.shape[0] for mean, _ in record]
+
+  def statistics(self, progress: Callable[[], None] = lambda: None) -> list:
+    """Every normalisation layer's (mean, var) over the whole padded image."""
+    if self.stats_mode == 'thumbnail':
+      return self._thumbnail_statistics()
+    stats = []
+    for _ in self._norm_channels():
+      total = (np.float64(0), np.float64(0), np.float64(0))
+      compiled = None
+      for tile in self.tiles:
+        window, origin, core = self._window(tile)
+        if compiled is None:  # Compiled once per pass: calls skip jit's dispatch.
+          compiled = _layer_statistics.lower(self.generator, self.padded, self.params, stats,
+                                             window, origin, core).compile()
+        total = _merge(total, compiled(self.params, stats, window, origin, core))
+        progress()
+      n, mean, m2 = total
+      stats.append((jnp.asarray(mean, jnp.float32), jnp.asarray(m2 / n, jnp.float32)))
+    return stats
+
+  def _thumbnail_statistics(self) -> list:
+    multiple = models.generator_multiple(self.generator)
+    padded_h, padded_w = self.padded
+    factor = max(1, math.ceil(max(padded_h, padded_w) / THUMBNAIL_SIZE))
+    rows, cols = -(-padded_h // factor), -(-padded_w // factor)
+    thumbnail = np.zeros((rows, cols, self.channels), np.float32)
+    band = factor * max(1, 256 // factor)  # Rows read at a time: whole blocks.
+    for y0 in range(0, padded_h, band):
+      y1 = min(y0 + band, padded_h)
+      pixels = np.asarray(self.read_window(y0, y1, 0, padded_w), np.float32)
+      pad = ((0, -(y1 - y0) % factor), (0, -padded_w % factor), (0, 0))
+      pixels = np.pad(pixels, pad, mode='edge')
+      blocks = pixels.reshape(pixels.shape[0] // factor, factor, cols, factor, self.channels)
+      thumbnail[y0 // factor:y0 // factor + blocks.shape[0]] = blocks.mean(axis=(1, 3))
+    pad = ((0, -rows % multiple), (0, -cols % multiple), (0, 0))
+    thumbnail = np.pad(thumbnail, pad, mode='reflect')[None]
+    return list(_recorded_statistics(self.generator, self.params, thumbnail))
+
+  def outputs(self, stats, progress: Callable[[], None] = lambda: None
+              ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """(core box cut to the image, translation in [-1, 1]) per tile, row by row."""
+    compiled = None
+    for tile in self.tiles:
+      window, origin, _ = self._window(tile)
+      if compiled is None:
+        compiled = _tile_output.lower(self.generator, self.padded, self.params, stats, window,
+                                      origin).compile()
+      y = np.asarray(compiled(self.params, stats, window, origin))[0]
+      y0, y1, x0, x1 = tile.core
+      y1, x1 = min(y1, self.height), min(x1, self.width)
+      wy, wx = tile.window[0], tile.window[2]
+      progress()
+      if y0 < y1 and x0 < x1:  # A core wholly in the padding has no output.
+        yield (y0, y1, x0, x1), y[y0 - wy:y1 - wy, x0 - wx:x1 - wx]
+
+  def passes(self) -> int:
+    """Passes over the tiles: one per normalisation layer ('exact'), then the output."""
+    return (len(self._norm_channels()) if self.stats_mode == 'exact' else 0) + 1
+
+
+def translate_array(generator, params, image: np.ndarray, tile: int,
+                    stats_mode: str = 'exact') -> np.ndarray:
+  """The tiled translation of an (H, W, C) float32 image in [-1, 1], whole in
+  memory (tests, video frames): the same as generation.generate on it, padded
+  to the multiple and cropped back, up to float rounding ('exact')."""
+  height, width, channels = image.shape
+
+  def read_window(y0, y1, x0, x1):
+    return image[np.ix_(reflect_indices(y0, y1, height), reflect_indices(x0, x1, width))]
+
+  tiled = TiledTranslation(generator, params, height, width, channels, tile, read_window,
+                           stats_mode)
+  out = None
+  for (y0, y1, x0, x1), y in tiled.outputs(tiled.statistics()):
+    if out is None:
+      out = np.empty((height, width, y.shape[-1]), np.float32)
+    out[y0:y1, x0:x1] = y
+  return out
+
+
+def translate_image_tiled(generator, params, image: np.ndarray, tile: int, value_range=(),
+                          stats_mode: str = 'exact') -> np.ndarray:
+  """generation.translate_image, tile by tile: an (H, W, C) image of any
+  pixel type -> its translation, of the same size and pixel type."""
+  low, high = image_io.value_range(value_range, image.dtype)
+  y = translate_array(generator, params, image_io.to_unit(image, low, high), tile, stats_mode)
+  return image_io.from_unit(y, low, high, image.dtype)
+
+
+def fitting_tile(generator, params, height: int, width: int, channels: int, what: str) -> int:
+  """The largest of AUTO_TILES (or the smallest tile there is) whose program
+  fits in the memory available; InsufficientMemoryError when none does."""
+  smallest = min_tile(generator)
+  candidates = [t for t in AUTO_TILES if t >= smallest] + [smallest]
+  for tile in candidates:
+    tiled = TiledTranslation(generator, params, height, width, channels, tile, None)
+    try:
+      tiled.check_fits(what)
+      return tile
+    except memory.InsufficientMemoryError as e:
+      error = e
+  raise error

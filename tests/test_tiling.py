@@ -1,0 +1,255 @@
+"""Tiled translation (tiling.py, tiled_io.py): tiles with whole-image
+statistics equal the untiled translation, for ResNet and U-Net generators
+on odd sizes; TIFFs read and written a window at a time; the refusals."""
+
+import errno
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tifffile
+
+from cyclegan_jax import configuration
+from cyclegan_jax import generation
+from cyclegan_jax import image_io
+from cyclegan_jax import inference
+from cyclegan_jax import memory
+from cyclegan_jax import models
+from cyclegan_jax import tiled_io
+from cyclegan_jax import tiling
+from cyclegan_jax import translate
+
+CONV = models.platform_conv()
+GENERATORS = {
+    'resnet': models.ResnetGenerator(n_blocks=2, ngf=8, conv=CONV),
+    # Batch norm (its scale and bias), test-time dropout (masks of the whole
+    # image) and CUT's blur layers, in one network.
+    'resnet_batch_dropout_antialias': models.ResnetGenerator(
+        n_blocks=1, ngf=4, norm='batch', dropout=True, dropout_at_test=True, antialias=True,
+        antialias_up=True, conv=CONV),
+    'unet': models.UnetGenerator(num_downs=5, ngf=4, conv=CONV),
+}
+
+
+def _params(generator):
+  multiple = models.generator_multiple(generator)
+  return generator.init({'params': jax.random.PRNGKey(1), 'dropout': jax.random.PRNGKey(2)},
+                        jnp.zeros((1, multiple, multiple, 3)), train=False)['params']
+
+
+def _untiled(generator, params, image):
+  """What translate does without tiles: reflect-pad to the multiple, crop back."""
+  multiple = models.generator_multiple(generator)
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((0, -h % multiple), (0, -w % multiple), (0, 0)), mode='reflect')
+  return np.asarray(generation.generate(generator, params, padded[None]))[0, :h, :w]
+
+
+def _image(h, w, seed=0):
+  return np.random.default_rng(seed).uniform(-1, 1, (h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize('name, size, tile', [
+    ('resnet', (101, 93), 80),  # The smallest tile: 16-pixel cores, 42 tiles.
+    ('resnet_batch_dropout_antialias', (113, 101), 96),
+    ('unet', (301, 259), 224),  # Odd sizes padded to 320x288: 90 tiles.
+])
+def test_tiles_equal_the_untiled_translation(name, size, tile):
+  generator = GENERATORS[name]
+  params = _params(generator)
+  image = _image(*size)
+  assert len(tiling.plan(generator, *size, tile)) > 4
+  expected = _untiled(generator, params, image)
+  got = tiling.translate_array(generator, params, image, tile)
+  error = np.abs(got - expected)
+  assert error.max() < 1e-5, error.max()  # Float rounding: 1e-6 here.
+  grey = lambda y: image_io.from_unit(y, 0, 255, np.uint8).astype(int)
+  assert np.abs(grey(got) - grey(expected)).max() <= 1
+  assert expected.std() > 0.05  # A translation with contrast, not a constant.
+
+
+def test_tiles_overlapping_less_than_the_receptive_radius_show(monkeypatch):
+  """The check above can fail: with the overlap 12 pixels short of the
+  receptive radius, the tiles' edges differ from the untiled translation."""
+  generator = GENERATORS['resnet']
+  params = _params(generator)
+  image = _image(101, 93)
+  radius = models.receptive_radius
+  monkeypatch.setattr(models, 'receptive_radius', lambda g: radius(g) - 12)
+  error = np.abs(tiling.translate_array(generator, params, image, 80)
+                 - _untiled(generator, params, image))
+  assert error.max() > 1e-2, error.max()
+
+
+def test_each_tile_normalised_by_itself_would_show_seams(monkeypatch):
+  """What whole-image statistics are for: the same tiles with each tile's own
+  statistics (an untiled translation per window) differ by many grey levels."""
+  generator = GENERATORS['resnet']
+  params = _params(generator)
+  image = _image(101, 77)
+  expected = _untiled(generator, params, image)
+  for tile in tiling.plan(generator, 101, 77, 80):
+    y0, y1, x0, x1 = tile.window
+    own = np.asarray(generation.generate(generator, params, image[None, y0:y1, x0:x1]))[0]
+    c = tile.core
+    core = own[c[0] - y0:min(c[1], 101) - y0, c[2] - x0:min(c[3], 77) - x0]
+    if np.abs(core - expected[c[0]:c[1], c[2]:c[3]]).max() * 127.5 > 2:
+      return
+  pytest.fail('no tile differed')
+
+
+def test_thumbnail_statistics_are_exact_for_small_images_and_approximate_otherwise(
+    monkeypatch):
+  generator = GENERATORS['resnet']
+  params = _params(generator)
+  rows = np.linspace(-1, 1, 101, dtype=np.float32)[:, None, None]
+  image = np.broadcast_to(rows, (101, 77, 3)) * np.array([1, 0.5, -0.5], np.float32)
+  expected = _untiled(generator, params, image)
+  # An image no larger than the thumbnail is its own thumbnail.
+  same = tiling.translate_array(generator, params, image, 80, 'thumbnail')
+  assert np.abs(same - expected).max() < 1e-5
+  # A quarter of the size: other statistics, so another translation (how far
+  # from the exact one depends on the model: measured in docs/translation.md).
+  monkeypatch.setattr(tiling, 'THUMBNAIL_SIZE', 32)
+  approx = tiling.translate_array(generator, params, image, 80, 'thumbnail')
+  assert np.isfinite(approx).all() and np.abs(approx - expected).max() > 1e-2
+
+
+def test_a_tile_below_the_minimum_is_refused_naming_it():
+  generator = GENERATORS['resnet']  # Receptive radius 31: 2 x 32 + 16 pixels.
+  assert tiling.min_tile(generator) == 80
+  with pytest.raises(ValueError, match=r'^--tile=64: this generator needs tiles of at least 80 '
+                                       r'pixels \(its receptive radius 31'):
+    tiling.plan(generator, 100, 100, 64)
+  with pytest.raises(ValueError, match="--tile_stats='tiny': expected one of exact, thumbnail"):
+    tiling.TiledTranslation(generator, None, 100, 100, 3, 80, None, 'tiny')
+
+
+def test_receptive_radii_of_the_shipped_generators():
+  """The table in docs/translation.md: receptive radius, overlap, smallest tile."""
+  table = [(models.ResnetGenerator(n_blocks=9), 87, 88, 192),
+           (models.ResnetGenerator(n_blocks=6), 63, 64, 144),
+           (models.ResnetGenerator(n_blocks=9, antialias=True, antialias_up=True), 93, 96, 208),
+           (models.ResnetGenerator(n_blocks=3), 39, 40, 96),
+           (models.UnetGenerator(num_downs=7), 381, 384, 896),
+           (models.UnetGenerator(num_downs=8), 765, 768, 1792)]
+  for generator, radius, overlap, smallest in table:
+    assert (models.receptive_radius(generator), tiling.halo(generator),
+            tiling.min_tile(generator)) == (radius, overlap, smallest), generator
+  assert tiling.core_size(models.ResnetGenerator(n_blocks=9), 1024) == 848
+
+
+def test_reflect_indices_match_numpy_reflect_padding():
+  for size in (1, 2, 5):
+    padded = np.pad(np.arange(size), (0, 13), mode='reflect')
+    np.testing.assert_array_equal(tiling.reflect_indices(0, size + 13, size), padded)
+
+
+@pytest.fixture
+def restored_generator(one_step_workdir):
+  return inference.restore(one_step_workdir, 'AtoB').generator
+
+
+def _write_tiff(path, image, **kwargs):
+  tifffile.imwrite(path, image[..., 0] if image.shape[-1] == 1 else image,
+                   photometric='rgb' if image.shape[-1] == 3 else 'minisblack', **kwargs)
+
+
+@pytest.mark.parametrize('channels, layout', [(3, {'tile': (32, 32)}),
+                                              (1, {'rowsperstrip': 8, 'compression': 'zlib'})])
+def test_a_16_bit_tiff_is_read_and_written_a_window_at_a_time(
+    one_step_workdir, restored_generator, tmp_path, monkeypatch, channels, layout):
+  """A 16-bit BigTIFF, tiled or in strips, gray (translated as RGB, as
+  untiled) or colour: no read is the whole image, the output is a tiled TIFF
+  whose tiles are the cores, and it equals the untiled translation within one
+  level of 65535."""
+  rng = np.random.default_rng(3)
+  image = rng.integers(0, 65536, (150, 131, channels), dtype=np.uint16)
+  inputs, outputs = tmp_path / 'in', tmp_path / 'out'
+  inputs.mkdir()
+  _write_tiff(str(inputs / 'big.tif'), image, bigtiff=True, **layout)
+  reads = []
+  window = tiled_io._TiffWindows._window  # pylint: disable=protected-access
+
+  def counted(self, y0, y1, x0, x1):
+    reads.append((y1 - y0) * (x1 - x0))
+    return window(self, y0, y1, x0, x1)
+
+  monkeypatch.setattr(tiled_io._TiffWindows, '_window', counted)  # pylint: disable=protected-access
+  written = translate.translate_folder(one_step_workdir, str(inputs), str(outputs), 'AtoB',
+                                       tile=96)
+  assert written == [str(outputs / 'big.tif')]
+  assert reads and max(reads) < 150 * 131 / 2, max(reads)
+  with tifffile.TiffFile(written[0]) as tiff:
+    page = tiff.pages[0]
+    assert page.is_tiled and (page.tilelength, page.tilewidth) == (32, 32)  # 96 - 2 x 32.
+    got = tiff.asarray()
+  expected = generation.translate_image(restored_generator.module, restored_generator.params,
+                                        image_io.to_channels(image, 3, 'x'))
+  assert got.shape == expected.shape and got.dtype == np.uint16
+  assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_a_tiff_in_one_block_is_read_whole_with_a_note(one_step_workdir, tmp_path, monkeypatch,
+                                                       caplog):
+  image = np.random.default_rng(4).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  _write_tiff(str(inputs / 'one.tif'), image, rowsperstrip=90, compression='zlib')
+  monkeypatch.setattr(tiled_io, 'WHOLE_READ_NOTE_PIXELS', 0)
+  with caplog.at_level(logging.WARNING):
+    translate.translate_folder(one_step_workdir, str(inputs), str(tmp_path / 'out'),
+                               tile=80, output_format='png')
+  assert any('one.tif: stored as one block (neither tiled nor in strips), so it cannot be read '
+             'a window at a time; it is read whole instead' in r.getMessage()
+             for r in caplog.records)
+  assert os.listdir(tmp_path / 'out') == ['one.png']
+
+
+def test_a_full_disk_removes_the_partial_tiff_and_names_it(tmp_path):
+  path = str(tmp_path / 'out.tif')
+
+  def tiles():
+    yield np.zeros((16, 16, 3), np.uint8)
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  with pytest.raises(OSError, match=rf'^{path}: cannot be written \(No space left on device\); '
+                                    'the partial file was removed'):
+    tiled_io.write_tiff_tiles(path, 40, 40, 3, np.uint8, (16, 16), tiles())
+  assert not os.path.exists(path)
+
+
+def test_an_image_too_large_whole_is_tiled_automatically(one_step_workdir, restored_generator,
+                                                         tmp_path, monkeypatch, caplog):
+  """With the memory available between what an 80-pixel tile's program
+  needs and what the whole image's needs, translate tiles it by itself and
+  says so in one line; the output is the untiled one."""
+  generator, params = restored_generator.module, restored_generator.params
+  image = np.random.default_rng(5).integers(0, 256, (180, 150, 3), dtype=np.uint8)
+  expected = generation.translate_image(generator, params, image)  # Before the limit.
+
+  def need(shape):
+    compiled = generation.generate.lower(generator, params,
+                                         jax.ShapeDtypeStruct(shape, np.float32)).compile()
+    return memory.compiled_memory_bytes(compiled)
+
+  tile_need, whole_need = need((1, 80, 80, 3)), need((1, 180, 152, 3))
+  assert tile_need < whole_need / 2
+  monkeypatch.setattr(memory, 'available_bytes',
+                      lambda device=None: (tile_need + whole_need) // 2)
+  generation._compiled_generate.clear()  # pylint: disable=protected-access
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  image_io.write(str(inputs / 'a.png'), image)
+  with caplog.at_level(logging.WARNING):
+    translate.translate_folder(one_step_workdir, str(inputs), str(tmp_path / 'out'))
+  generation._compiled_generate.clear()  # pylint: disable=protected-access
+  assert [r.getMessage() for r in caplog.records if 'tiles' in r.getMessage()] == [
+      f'{inputs / "a.png"}: a 150x180 image does not fit in memory whole; translating it in '
+      '80-pixel tiles (exact statistics)']
+  got = image_io.read(str(tmp_path / 'out' / 'a.png'))
+  assert np.abs(got.astype(int) - expected).max() <= 1
+  assert configuration.load(one_step_workdir).model.generator == 'resnet_2blocks'
