@@ -296,7 +296,7 @@ class TiledTranslation:
     for _ in self._norm_channels():
       total = (np.float64(0), np.float64(0), np.float64(0))
       compiled = None
-      for tile in self.tiles:
+      for tile in self.statistics_tiles():
         window, origin, core = self._window(tile)
         if compiled is None:  # Compiled once per pass: calls skip jit's dispatch.
           compiled = _layer_statistics.lower(self.generator, self.padded, self.params, stats,
@@ -342,9 +342,14 @@ class TiledTranslation:
       if y0 < y1 and x0 < x1:  # A core wholly in the padding has no output.
         yield (y0, y1, x0, x1), y[y0 - wy:y1 - wy, x0 - wx:x1 - wx]
 
-  def passes(self) -> int:
-    """Passes over the tiles: one per normalisation layer ('exact'), then the output."""
-    return (len(self._norm_channels()) if self.stats_mode == 'exact' else 0) + 1
+  def statistics_tiles(self) -> list[Tile]:
+    """The tiles whose cores give the statistics: all ('exact'), none ('thumbnail')."""
+    return [] if self.stats_mode == 'thumbnail' else self.tiles
+
+  def tile_runs(self) -> int:
+    """How many times the generator runs on a window: once per normalisation
+    layer for each statistics tile (the layers up to it), then once per tile."""
+    return len(self._norm_channels()) * len(self.statistics_tiles()) + len(self.tiles)
 
 
 def translate_array(generator, params, image: np.ndarray, tile: int,

@@ -152,9 +152,8 @@ def _translate_tiled(generator, windows: tiled_io.ImageWindows, out_path: str, v
   tiled = tiling.TiledTranslation(generator.module, generator.params, height, width,
                                   generator.in_channels, tile, read_window, tile_stats)
   tiled.check_fits(f'translating {path} in {tile}-pixel tiles')
-  with tqdm.tqdm(total=tiled.passes() * len(tiled.tiles), unit='tile', leave=False,
-                 desc=f'{os.path.basename(path)}: {len(tiled.tiles)} tiles x '
-                      f'{tiled.passes()} passes') as bar:
+  with tqdm.tqdm(total=tiled.tile_runs(), unit='window', leave=False,
+                 desc=f'{os.path.basename(path)}: {len(tiled.tiles)} tiles') as bar:
     stats = tiled.statistics(bar.update)
     tiles = ((box, image_io.from_unit(y, low, high, windows.dtype))
              for box, y in tiled.outputs(stats, bar.update))
