@@ -264,6 +264,7 @@ class TiledTranslation:
     self.core = (self.tiles[0].core[1] - self.tiles[0].core[0],
                  self.tiles[0].core[3] - self.tiles[0].core[2])
     self.read_window, self.stats_mode = read_window, stats_mode
+    self._output_program = None  # Compiled by check_fits or the first output tile.
 
   def _window(self, tile: Tile):
     y0, y1, x0, x1 = tile.window
@@ -276,12 +277,15 @@ class TiledTranslation:
     memory available, before any work is done."""
     y0, y1, x0, x1 = self.tiles[0].window
     window = jax.ShapeDtypeStruct((1, y1 - y0, x1 - x0, self.channels), jnp.float32)
-    stats = [(jax.ShapeDtypeStruct((c,), jnp.float32),) * 2 for c in self._norm_channels()]
-    compiled = _tile_output.lower(self.generator, self.padded, self.params, stats, window,
-                                  jax.ShapeDtypeStruct((2,), jnp.int32)).compile()
-    memory.check_fits(compiled, what, 'pass a smaller --tile')
+    stats = [(jax.ShapeDtypeStruct((c,), jnp.float32),) * 2 for c in self._norm_channels]
+    self._output_program = _tile_output.lower(
+        self.generator, self.padded, self.params, stats, window,
+        jax.ShapeDtypeStruct((2,), jnp.int32)).compile()
+    memory.check_fits(self._output_program, what, 'pass a smaller --tile')
 
+  @functools.cached_property
   def _norm_channels(self) -> list[int]:
+    """Each normalisation layer's channel count, in order (traced once)."""
     multiple = models.generator_multiple(self.generator)
     shape = jax.ShapeDtypeStruct((1, multiple, multiple, self.channels), jnp.float32)
     record = jax.eval_shape(functools.partial(_recorded_statistics, self.generator),
@@ -293,7 +297,7 @@ class TiledTranslation:
     if self.stats_mode == 'thumbnail':
       return self._thumbnail_statistics()
     stats = []
-    for _ in self._norm_channels():
+    for _ in self._norm_channels:
       total = (np.float64(0), np.float64(0), np.float64(0))
       compiled = None
       for tile in self.statistics_tiles():
@@ -328,13 +332,12 @@ class TiledTranslation:
   def outputs(self, stats, progress: Callable[[], None] = lambda: None
               ) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray]]:
     """(core box cut to the image, translation in [-1, 1]) per tile, row by row."""
-    compiled = None
     for tile in self.tiles:
       window, origin, _ = self._window(tile)
-      if compiled is None:
-        compiled = _tile_output.lower(self.generator, self.padded, self.params, stats, window,
-                                      origin).compile()
-      y = np.asarray(compiled(self.params, stats, window, origin))[0]
+      if self._output_program is None:
+        self._output_program = _tile_output.lower(self.generator, self.padded, self.params,
+                                                  stats, window, origin).compile()
+      y = np.asarray(self._output_program(self.params, stats, window, origin))[0]
       y0, y1, x0, x1 = tile.core
       y1, x1 = min(y1, self.height), min(x1, self.width)
       wy, wx = tile.window[0], tile.window[2]
@@ -349,7 +352,7 @@ class TiledTranslation:
   def tile_runs(self) -> int:
     """How many times the generator runs on a window: once per normalisation
     layer for each statistics tile (the layers up to it), then once per tile."""
-    return len(self._norm_channels()) * len(self.statistics_tiles()) + len(self.tiles)
+    return len(self._norm_channels) * len(self.statistics_tiles()) + len(self.tiles)
 
 
 def translate_array(generator, params, image: np.ndarray, tile: int,
