@@ -11,6 +11,7 @@ generators.
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
   python main.py --mode=translate --workdir=runs/h2z --input=clip.mp4 --output=out.mp4
   python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both]
+  python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
 """
 
 import contextlib
@@ -26,7 +27,9 @@ from ml_collections import config_flags
 from cyclegan_jax import console
 from cyclegan_jax import distributed
 from cyclegan_jax import evaluate
+from cyclegan_jax import extract
 from cyclegan_jax import results_page
+from cyclegan_jax import sweeps
 from cyclegan_jax import train
 from cyclegan_jax import translate
 from cyclegan_jax import video
@@ -35,10 +38,12 @@ from cyclegan_jax import xla_cpu_options
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train',
-                  ['train', 'evaluate', 'test', 'translate', 'export', 'import_torch'],
+                  ['train', 'evaluate', 'test', 'translate', 'export', 'import_torch',
+                   'extract'],
                   'What to do: train; FID/KID of the test split; write the test results '
                   'page; translate a folder or a video; write ONNX files of the generators; '
-                  'or make a workdir from official PyTorch generator checkpoints.')
+                  'make a workdir from official PyTorch generator checkpoints; or write one '
+                  'run of a sweep as an ordinary workdir.')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
@@ -65,6 +70,9 @@ flags.DEFINE_enum('tile_stats', 'exact', ['exact', 'thumbnail'], 'translate with
 flags.DEFINE_bool('dropout_at_test', None, 'export: false exports a generator trained with '
                   'test-time dropout (pix2pix) without it, as the official test.py --eval '
                   'runs it; ONNX files cannot hold its JAX dropout masks.')
+flags.DEFINE_string('run', None, 'evaluate, test, translate, export, extract: the run of a '
+                    'sweep\'s workdir, by name (seed=1,lambda_cycle=5.0) or index '
+                    '(docs/sweeps.md).')
 flags.DEFINE_integer('step', None,
                      'evaluate, test, translate, export: checkpoint step (default: the '
                      'latest).')
@@ -98,6 +106,10 @@ def _missing_override(argv) -> str | None:
     if not arg.startswith('--config.'):
       continue
     name = arg[len('--config.'):].split('=', 1)[0]
+    if name.startswith('sweep.') and name[len('sweep.'):] not in sweeps.sweepable():
+      return (f'--config.{name}: config.{name[len("sweep."):]} cannot be swept (a field that '
+              'changes shapes or the program, or no field at all); a sweep varies '
+              f'{", ".join(sweeps.sweepable())}')
     node, parts = config, name.split('.')
     for i, part in enumerate(parts):
       where = 'config' + ''.join('.' + p for p in parts[:i])
@@ -147,9 +159,15 @@ def main(argv):
     if FLAGS.mode == 'train':
       if FLAGS.config is None:
         _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)
+      for arg in sys.argv[1:]:  # An empty tuple would silently mean "not swept".
+        name = arg.split('=', 1)[0][len('--config.'):]
+        if arg.startswith('--config.sweep.') and not sweeps.swept(FLAGS.config).get(
+            name[len('sweep.'):]):
+          _fail(f'{arg}: an empty sweep; give the values to sweep, e.g. '
+                f"--config.{name}='(0,1)'", status=2)
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights)
+      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights, FLAGS.run)
     elif FLAGS.mode == 'import_torch':
       if FLAGS.config is None or not FLAGS.torch_checkpoint:
         _fail('--mode=import_torch needs --config=FILE (the architecture) and '
@@ -164,10 +182,15 @@ def main(argv):
       # Imported here: jax2onnx and onnx are an optional extra that only export needs.
       from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
       for path in export.export_workdir(FLAGS.workdir, FLAGS.output, FLAGS.direction,
-                                        FLAGS.step, FLAGS.dropout_at_test):
+                                        FLAGS.step, FLAGS.dropout_at_test, FLAGS.run):
         print(f'Wrote {path}', flush=True)
+    elif FLAGS.mode == 'extract':
+      if not FLAGS.output:
+        _fail('--mode=extract needs --run=NAME|INDEX and --output=DIR (a new workdir)', status=2)
+      print(extract.extract_run(FLAGS.workdir, FLAGS.run, FLAGS.output, FLAGS.step), flush=True)
     elif FLAGS.mode == 'test':
-      page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step)
+      page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step,
+                                             FLAGS.run)
       print(f'Wrote {page}', flush=True)
     else:
       if not FLAGS.input or not FLAGS.output:
@@ -181,12 +204,12 @@ def main(argv):
                 f'({", ".join(video.VIDEO_EXTENSIONS)})', status=2)
         frames = video.translate_video(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                        FLAGS.direction, FLAGS.step, FLAGS.batch_size,
-                                       FLAGS.tile, FLAGS.tile_stats)
+                                       FLAGS.tile, FLAGS.tile_stats, FLAGS.run)
         print(f'Wrote {FLAGS.output} ({frames} frames)', flush=True)
       else:
         written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                              FLAGS.direction, FLAGS.step, FLAGS.output_format,
-                                             FLAGS.tile, FLAGS.tile_stats)
+                                             FLAGS.tile, FLAGS.tile_stats, FLAGS.run)
         logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
   # missing optional package (torch, jax2onnx, imageio), a workdir another

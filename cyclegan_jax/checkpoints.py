@@ -91,13 +91,13 @@ def _write_error(manager: ocp.CheckpointManager, error: Exception) -> OSError:
       'command again to resume from there')
 
 
-def save(manager: ocp.CheckpointManager, state) -> None:
+def save(manager: ocp.CheckpointManager, state, step: int | None = None) -> None:
   """Saves asynchronously: the arrays are copied off the devices before this
   returns, so the caller may donate `state` to the next step right away.
 
   Orbax writes into a temporary folder and renames it when complete, so a
   failed or killed save never looks like a checkpoint."""
-  step = int(state.step)
+  step = int(state.step) if step is None else step  # A sweep's state has a step per run.
   try:
     manager.save(step, args=ocp.args.StandardSave(state),
                  custom_metadata={'format': FORMAT, 'written_by': f'cyclegan_jax {_version()}'})
@@ -289,6 +289,15 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def has_config(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, CONFIG_FILE))
+
+
+def load_state(workdir: str, step: int | None = None):
+  """(step, the whole saved state as nested dicts of arrays) of a checkpoint
+  (the newest readable one unless `step` is given). Reads only."""
+  found, restored, _ = _newest_readable(_reading_manager(workdir), workdir, None, step, 'using')
+  if found is None:
+    raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint')
+  return found, restored
 
 
 def load_params(workdir: str, networks: tuple[str, ...], step: int | None = None):

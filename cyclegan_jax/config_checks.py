@@ -6,6 +6,7 @@ from cyclegan_jax import config_fields
 from cyclegan_jax import families
 from cyclegan_jax import losses
 from cyclegan_jax import models
+from cyclegan_jax import sweeps
 from cyclegan_jax.data import input_pipeline
 
 field, require, one_of = config_fields.field, config_fields.require, config_fields.one_of
@@ -18,8 +19,25 @@ def check_global_batch(batch_size: int, num_devices: int) -> None:
                      f'{num_devices} devices; use a multiple of {num_devices}')
 
 
-def validate(config, num_devices: int) -> None:
-  """Raises ValueError naming the first field with an impossible value."""
+def validate(config, num_devices: int, process_count: int = 1) -> None:
+  """Raises ValueError naming the first field with an impossible value (of a
+  sweep: of its definition, then of each run's config on its devices)."""
+  if sweeps.is_sweep(config):
+    sweeps.check(config)
+    if process_count > 1:
+      raise ValueError('config.sweep: sweeps train in one process (of any number of '
+                       f'devices) for now; this run has {process_count} processes')
+    _, data_devices = sweeps.mesh_shape(len(sweeps.runs(config)), num_devices)
+    for run in sweeps.runs(config):
+      try:
+        _validate_one(sweeps.run_config(config, run), data_devices)
+      except ValueError as e:
+        raise ValueError(f'run {run.index} ({run.name}): {e}') from None
+    return
+  _validate_one(config, num_devices)
+
+
+def _validate_one(config, num_devices: int) -> None:
   is_int = lambda name: config_fields.is_int(field(config, name))
   number = lambda name: config_fields.is_number(field(config, name))
   at_least = lambda name, low, kind='an integer': config_fields.at_least(config, name, low, kind)
@@ -112,6 +130,13 @@ def check_resumable(stored, config, workdir: str) -> None:
   its config, as configuration.load reads it)."""
   differ = [f'{name}: {field(stored, name)!r} there, {field(config, name)!r} now'
             for name in shape_fields() if field(stored, name) != field(config, name)]
+  runs_there = [run.name for run in sweeps.runs(stored)]
+  runs_now = [run.name for run in sweeps.runs(config)]
+  if runs_there != runs_now:
+    describe = lambda names: f'the runs {", ".join(names)}' if names else 'one run (no sweep)'
+    raise ValueError(f'{workdir} holds checkpoints of {describe(runs_there)}, and the config '
+                     f'now trains {describe(runs_now)}; use the same config.sweep to resume, or '
+                     'another --workdir')
   if differ:
     raise ValueError(f'{workdir} holds checkpoints of another model shape ({"; ".join(differ)}); '
                      'use another --workdir, or the same values to resume')

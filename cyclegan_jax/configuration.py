@@ -17,6 +17,7 @@ import ml_collections
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import families
+from cyclegan_jax import sweeps
 
 # Fields whose default changed since workdirs were first written: the value a
 # config.json without the field was trained with, where today's default is
@@ -121,6 +122,9 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   config.eval.kid_subset_size = 1000  # ...of min(this, n_real, n_fake) images each.
   for family in families.FAMILIES.values():
     family.add_config_fields(config)
+  # Runs trained side by side (docs/sweeps.md): per sweepable field, a tuple
+  # of values; all empty: one run.
+  sweeps.add_config_fields(config)
   return config
 
 

@@ -25,7 +25,6 @@ import jax
 import numpy as np
 
 from cyclegan_jax import checkpoints
-from cyclegan_jax import configuration
 from cyclegan_jax import families
 from cyclegan_jax import fid
 from cyclegan_jax import generation
@@ -230,16 +229,35 @@ def write_json(workdir: str, result: dict) -> str:
   return paths[0]
 
 
+def _read_json(path: str):
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def latest_scores(workdir: str) -> dict | None:
+  """The newest eval/latest.json of a workdir (or a sweep's run folder), or None."""
+  return _read_json(os.path.join(workdir, 'eval', 'latest.json'))
+
+
+def best_scores(workdir: str) -> dict | None:
+  """eval/best.json ({direction: {'step', 'fid'}}), or None."""
+  return _read_json(os.path.join(workdir, 'eval', 'best.json'))
+
+
 def evaluate_workdir(workdir: str, step: int | None = None,
-                     inception_weights: str | None = None) -> dict:
+                     inception_weights: str | None = None, run: str | None = None) -> dict:
   """Scores the latest (or `step`) checkpoint of a workdir; returns
   {'step': s, 'AtoB': {...}, 'BtoA': {...}} (pix2pix: its one direction)
   after printing, writing and logging it. `inception_weights` overrides the
-  config's (config.json is fixed once written)."""
-  config = configuration.load(workdir)
+  config's (config.json is fixed once written). `run`: a sweep's run, whose
+  scores go to its folder W/runs/<name>/."""
+  config = inference.load_config(workdir, run)
   # Before the slow work: the weights file exists, the checkpoint is there.
   weights = weights_path(inception_weights or config.eval.inception_weights)
-  restored = inference.restore(workdir, inference.ALL, step, config)  # Evaluator.networks.
+  restored = inference.restore(workdir, inference.ALL, step, config, run)  # Evaluator.networks.
+  workdir = inference.output_folder(workdir, run)
   step = restored.step
   evaluator = Evaluator(config, restored.modules, weights)
   result = {'step': int(step), **evaluator(restored.params)}

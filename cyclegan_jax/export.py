@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import checkpoints
-from cyclegan_jax import configuration
 from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import inference
@@ -162,18 +161,19 @@ def _check_output_dir(output_dir: str) -> None:
 
 
 def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
-                   step: int | None = None, dropout_at_test: bool | None = None) -> list[str]:
+                   step: int | None = None, dropout_at_test: bool | None = None,
+                   run: str | None = None) -> list[str]:
   """Writes `output_dir/<direction>.onnx` and `<direction>.json` for each
   generator `direction` names (None or 'both': every direction the model has;
   CycleGAN: AtoB and BtoA, pix2pix: the one it was trained for). Returns the
-  .onnx paths."""
+  .onnx paths. `run`: a sweep's run (by name or index)."""
   _onnx_modules()  # The missing extra is named before anything else is done.
-  config = configuration.load(workdir)
+  config = inference.load_config(workdir, run)
   if direction not in (None, *DIRECTIONS):
     raise ValueError(f'--direction={direction!r}: expected AtoB, BtoA or both')
   inference.wanted(config, direction or inference.ALL)  # Before any work.
   _check_output_dir(output_dir)
-  restored = inference.restore(workdir, direction or inference.ALL, step, config)
+  restored = inference.restore(workdir, direction or inference.ALL, step, config, run)
   written = []
   for g in restored.generators:
     generator = exportable_generator(config.model, g.network, dropout_at_test)

@@ -6,12 +6,16 @@ video, export, the results page and evaluation all load through it."""
 import dataclasses
 from typing import Any
 
+import os
+
 import flax.linen as nn
+import jax
 import ml_collections
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import configuration
 from cyclegan_jax import families
+from cyclegan_jax import sweeps
 
 ALL = 'both'  # restore's direction for every generator the model has.
 
@@ -57,16 +61,50 @@ def wanted(config, direction: str | None) -> list[tuple[str, str]]:
   return [family.network_for(config, direction)]
 
 
+def _sweep_run(workdir: str, run: str | None):
+  """(the workdir's stored config, the sweeps.Run `run` names or None); a
+  ValueError for a sweep without --run or a --run without a sweep."""
+  config = configuration.load(workdir)
+  if not sweeps.is_sweep(config):
+    if run is not None:
+      raise ValueError(f'--run={run}: {workdir} holds one run, not a sweep; leave --run out')
+    return config, None
+  if run is None:
+    listing = ', '.join(f'{r.index}: {r.name}' for r in sweeps.runs(config))
+    raise ValueError(f'{workdir} holds a sweep; choose a run with --run=NAME or --run=INDEX '
+                     f'({listing})')
+  return config, sweeps.find(config, str(run))
+
+
+def load_config(workdir: str, run: str | None = None) -> ml_collections.ConfigDict:
+  """The workdir's config (configuration.load); of a sweep, run `run`'s (by
+  name or index), which a sweep's workdir needs."""
+  config, found = _sweep_run(workdir, run)
+  return config if found is None else sweeps.run_config(config, found)
+
+
+def output_folder(workdir: str, run: str | None = None) -> str:
+  """Where a run's evaluation and results page go: the workdir, or a sweep
+  run's folder W/runs/<name>/."""
+  _, found = _sweep_run(workdir, run)
+  workdir = os.path.abspath(workdir)
+  return workdir if found is None else os.path.join(workdir, found.folder)
+
+
 def restore(workdir: str, direction: str | None = None, step: int | None = None,
-            config: ml_collections.ConfigDict | None = None) -> Restored:
+            config: ml_collections.ConfigDict | None = None, run: str | None = None) -> Restored:
   """The generator(s) of `direction` (None: the default one; 'both': all) at
   checkpoint `step` (None: the newest readable one). `config`, when given, is
   the workdir's already loaded (configuration.load); its generators are built
-  from it (export builds float32 variants)."""
-  config = config if config is not None else configuration.load(workdir)
+  from it (export builds float32 variants). `run` picks a sweep's run (by
+  name or index; a sweep's workdir needs it)."""
+  _, sweep_run = _sweep_run(workdir, run)
+  config = config if config is not None else load_config(workdir, run)
   family = families.get(config)
   chosen = wanted(config, direction)
   found, params = checkpoints.load_params(workdir, tuple(network for network, _ in chosen), step)
+  if sweep_run is not None:  # A sweep's checkpoint holds every run on a leading axis.
+    params = jax.tree.map(lambda x: x[sweep_run.index], params)
   modules = family.create_generators(config.model)
   generators = tuple(
       Generator(name, network, modules[network], params[network],

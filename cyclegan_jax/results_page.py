@@ -39,12 +39,15 @@ def section(page_dir: str, table) -> str:
           + '\n'.join(rows) + '\n</table>')
 
 
-def write_results_page(workdir: str, num_test: int = 50, step: int | None = None) -> str:
+def write_results_page(workdir: str, num_test: int = 50, step: int | None = None,
+                       run: str | None = None) -> str:
   """Translates the first `num_test` test images of each domain (pix2pix:
-  test pairs) and writes the page; returns the path of index.html."""
+  test pairs) and writes the page; returns the path of index.html. `run`: a
+  sweep's run, whose page goes to its folder W/runs/<name>/."""
   if num_test < 1:
     raise ValueError(f'--num_test={num_test}: expected at least 1')
-  restored = inference.restore(workdir, inference.ALL, step)
+  restored = inference.restore(workdir, inference.ALL, step, run=run)
+  workdir = inference.output_folder(workdir, run)
   step = restored.step
   page_dir = os.path.join(os.path.abspath(workdir), 'results', str(step))
   os.makedirs(os.path.join(page_dir, 'images'), exist_ok=True)

@@ -4,10 +4,12 @@ families/<kind>.py: CycleGAN's two generators, two discriminators and pools,
 pix2pix's generator and conditional discriminator."""
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding
 import optax
 
 from cyclegan_jax import families
+from cyclegan_jax import sweeps
 
 def network_names(state) -> tuple[str, ...]:
   """The TrainState fields of a state, generators first."""
@@ -60,3 +62,34 @@ def create_sharded_state(config, image_shape, mesh, schedule):
   init = lambda: create_state(config, image_shape, mesh.size, schedule)
   abstract = jax.eval_shape(init)
   return jax.jit(init, out_shardings=shardings(mesh, abstract))()
+
+
+# A sweep's state: every leaf of a family's State with a leading runs axis,
+# sharded over the `runs` mesh axis (docs/sweeps.md).
+
+def sweep_partition_specs(state):
+  """The PartitionSpecs of a sweep's state: the runs axis first, then the
+  family's own (the pools also over `data`)."""
+  return jax.tree.map(lambda spec: jax.P('runs', *spec), partition_specs(state))
+
+
+def sweep_shardings(mesh: jax.sharding.Mesh, state):
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), sweep_partition_specs(state))
+
+
+def create_sharded_sweep_state(run_configs, image_shape, mesh, schedule):
+  """The runs' fresh states stacked on a leading axis, each the state its
+  run would start from alone on mesh.shape['data'] devices: the initial
+  weights and keys come from each run's seed (vmapped), directly in their
+  shardings."""
+  config = run_configs[0]
+  seeds = jnp.array([c.seed for c in run_configs], jnp.int32)
+
+  def init(seeds):
+    def one(seed):
+      with_seed = sweeps.with_values(config, {'seed': seed})
+      return create_state(with_seed, image_shape, mesh.shape['data'], schedule)
+    return jax.vmap(one)(seeds)
+
+  abstract = jax.eval_shape(init, seeds)
+  return jax.jit(init, out_shardings=sweep_shardings(mesh, abstract))(seeds)

@@ -24,6 +24,7 @@ from cyclegan_jax import memory
 from cyclegan_jax import models
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import sweeps
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import workdir_lock
 
@@ -44,6 +45,31 @@ def open_training_data(config):
   shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
   family = families.get(config)
   return family.open_training_data(config, shard, family.domain_channels(config))
+
+
+class Runs:
+  """What one program trains: one run (outputs in the workdir), or a sweep's
+  runs (outputs in W/runs/<name>/, state and metrics with a leading runs axis)."""
+
+  def __init__(self, config, workdir: str):
+    self.sweep = sweeps.runs(config)
+    self.configs = [sweeps.run_config(config, run) for run in self.sweep] or [config]
+    self.names = [run.name for run in self.sweep] or ['']
+    self.folders = [os.path.join(workdir, run.folder) for run in self.sweep] or [workdir]
+
+  def __len__(self) -> int:
+    return len(self.configs)
+
+  def state(self, state, i: int):
+    """Run i's state (a sweep's: its slice, on the host)."""
+    return jax.tree.map(lambda x: np.asarray(x)[i], state) if self.sweep else state
+
+  def values(self, metrics: dict, i: int) -> dict:
+    """Run i's metrics, as floats."""
+    return {k: float(np.asarray(v)[i] if self.sweep else v) for k, v in metrics.items()}
+
+  def label(self, i: int) -> str:
+    return f'{self.names[i]}: ' if self.sweep else ''
 
 
 def sample_grid(generators, state, samples, config) -> np.ndarray:
@@ -75,23 +101,40 @@ class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or infinite; the state of that step was not saved."""
 
 
-def _check_finite(done: int, metrics, manager) -> None:
+def _check_finite(done: int, metrics, manager, runs: Runs) -> None:
   values = jax.device_get(metrics)
-  bad = {k: float(v) for k, v in values.items() if not np.isfinite(v)}
+  bad = [(i, k, runs.values(values, i)[k]) for i in range(len(runs)) for k in values
+         if not np.isfinite(runs.values(values, i)[k])]
   if bad:
     checkpoints.wait_until_finished(manager)  # The checkpoints under way complete.
-    name, value = next(iter(bad.items()))
+    run, name, value = bad[0]
+    names = sorted({k for i, k, _ in bad if i == run})
     raise NonFiniteLossError(
-        f'step {done}: loss {name} is {value} (non-finite: {", ".join(bad)}); stopped without '
+        f'step {done}: {runs.label(run)}loss {name} is {value} (non-finite: {", ".join(names)}); '
+        'stopped without '
         f'saving this state. The newest checkpoint is step {manager.latest_step()}: lower '
         'config.train.lr, or check the data, then run again (it resumes from there)')
 
 
-def _step_memory_message(config, image_size) -> tuple[str, str]:
+def _runs_that_fit(compiled, runs, mesh) -> int | None:
+  """About how many runs of a sweep the memory holds: the program's need
+  beyond its arguments scaled by runs per device (None when unknown)."""
+  needed, available = memory.compiled_memory_bytes(compiled, False), memory.available_bytes()
+  if not needed or available is None:
+    return None
+  per_device = len(runs) // mesh.shape['runs']
+  return int(available // (needed / per_device)) * mesh.shape['runs']
+
+
+def _step_memory_message(config, image_size, runs, fit=None) -> tuple[str, str]:
   """(what, advice) for memory.check_fits of the train step."""
   h, w = image_size
   what = f'a train step of {config.train.batch_size} {w}x{h} images'
   options = ['lower config.data.crop_size or config.train.batch_size']
+  if runs.sweep:
+    what += f' for each of {len(runs)} runs'
+    about = f'about {fit} would fit' if fit else 'not even one fits'
+    options.insert(0, f'sweep fewer runs ({about}) or use more devices')
   if not config.model.remat:
     options.append('set config.model.remat=True (recomputes generator blocks)')
   if config.model.dtype == 'float32':
@@ -143,7 +186,7 @@ def train_and_evaluate(config, workdir: str):
   logging.info('Process %d of %d, %d of %d devices here: %s.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), num_devices,
                jax.devices()[0].device_kind)
-  config_checks.validate(config, num_devices)
+  config_checks.validate(config, num_devices, jax.process_count())
   checkpoints.prepare_workdir(workdir)
   # Before anything is written: a second trainer on this workdir stops here.
   log = 'train.log' if jax.process_index() == 0 else f'train.process_{jax.process_index()}.log'
@@ -159,8 +202,12 @@ def _train(config, workdir: str):
     config_checks.check_resumable(configuration.load(workdir), config, workdir)
   checkpoints.save_config(config, workdir)
   generators = families.get(config).create_generators(config.model)
+  runs = Runs(config, workdir)
 
-  batches, samples, data_description = open_training_data(config)
+  # A sweep's runs read the same files, each with its own order, crops and flips.
+  opened = [open_training_data(c) for c in runs.configs]
+  run_batches = [batches for batches, _, _ in opened]
+  batches, samples, data_description = opened[0]
   image_size = training_image_size(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
@@ -169,24 +216,42 @@ def _train(config, workdir: str):
   status(f'Data: {data_description}, {batches.steps_per_epoch} steps per epoch, {total_steps} '
          'steps in all.')
 
-  mesh = jax.make_mesh((num_devices,), ('data',))
-  state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
-  counts = '; '.join(f'{name}: {models.count_params(getattr(state, name).params):,} parameters'
-                     for name in state_lib.network_names(state))
+  if runs.sweep:
+    mesh = jax.make_mesh(sweeps.mesh_shape(len(runs), num_devices), ('runs', 'data'))
+    state = state_lib.create_sharded_sweep_state(runs.configs, image_size, mesh, schedule)
+    status(f'Sweep of {len(runs)} runs, {mesh.shape["runs"]} at a time side by side, each on '
+           f'{mesh.shape["data"]} device(s): ' + '; '.join(
+               f'{run.index}: {run.name}' for run in runs.sweep))
+  else:
+    mesh = jax.make_mesh((num_devices,), ('data',))
+    state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
+  one_run = runs.state(state, 0)
+  counts = '; '.join(f'{name}: {models.count_params(getattr(one_run, name).params):,} parameters'
+                     for name in state_lib.network_names(one_run))
   logging.info('%s', counts)
   if first:
-    print(counts, flush=True)
+    print(counts + (' (each run)' if runs.sweep else ''), flush=True)
 
   state = checkpoints.restore_latest(manager, workdir, state)
-  start_step = int(state.step)
+  start_step = int(runs.state(state, 0).step)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')
 
-  train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
-  batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  if runs.sweep:  # The swept hyperparameters are the step's third argument.
+    train_step = train_step_lib.make_sweep_train_step(config, mesh, state,
+                                                      batches.steps_per_epoch)
+    step_args = (train_step_lib.sweep_values(config, mesh),)
+    batch_sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+  else:
+    train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
+    step_args = ()
+    batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() != 0)
+  # A sweep's runs each write their own scalars and images (TensorBoard overlays them).
+  run_writers = [metric_writers.create_default_writer(folder, just_logging=not first)
+                 for folder in runs.folders] if runs.sweep else [writer]
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if jax.process_index() == 0 else []
   if config.profile_steps > 0 and jax.process_index() == 0:
@@ -198,7 +263,7 @@ def _train(config, workdir: str):
   # features are loaded once, before the first step, so a bad path fails now.
   evaluator = evaluate.Evaluator(config, generators) if config.eval.every_steps > 0 else None
 
-  data = batches.iterate(start_step, config.data.num_workers)
+  iterators = [b.iterate(start_step, config.data.num_workers) for b in run_batches]
   compiled_step = None
   buffered_metrics = []
   previous = None  # (step count, metrics) of the step before, checked while this one runs.
@@ -206,24 +271,29 @@ def _train(config, workdir: str):
   with _StopSignals() as signals, console.Progress(start_step, total_steps, first) as progress:
     for step in range(start_step, total_steps):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        local = next(data)
+        per_run = [next(data) for data in iterators]
+        local = per_run[0]
         if local['A'].shape[1:3] != image_size or local['B'].shape[1:3] != image_size:
           raise ValueError(f'step {step}: images of {local["A"].shape[1:3]}/'
                            f'{local["B"].shape[1:3]} after preprocessing, but training started '
                            f'with {image_size}; config.data.preprocess='
                            f'{config.data.preprocess!r} needs images of one size')
+        if runs.sweep:
+          local = {k: np.stack([b[k] for b in per_run]) for k in local}
         batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
                  for k, v in local.items()}
         if compiled_step is None:  # Compiled once, and refused if it cannot fit.
-          compiled_step = train_step.lower(state, batch).compile()
-          memory.check_fits(compiled_step, *_step_memory_message(config, image_size))
-        state, metrics = compiled_step(state, batch)
+          compiled_step = train_step.lower(state, batch, *step_args).compile()
+          fit = _runs_that_fit(compiled_step, runs, mesh) if runs.sweep else None
+          memory.check_fits(compiled_step,
+                            *_step_memory_message(config, image_size, runs, fit))
+        state, metrics = compiled_step(state, batch, *step_args)
         buffered_metrics.append(metrics)
       done = step + 1
       # A NaN stops training at once. Checking the previous step's losses
       # while this step runs keeps the device busy.
       if previous is not None:
-        _check_finite(*previous, manager)
+        _check_finite(*previous, manager, runs)
       previous = (done, metrics)
       for hook in hooks:
         hook(done)
@@ -232,41 +302,50 @@ def _train(config, workdir: str):
       is_last = done == total_steps or stop
 
       if done % config.log_every_steps == 0 or is_last:
-        summary = jax.tree.map(lambda *x: float(np.mean(x)), *jax.device_get(buffered_metrics))
+        mean = jax.tree.map(lambda *x: np.mean(np.stack(x), axis=0),
+                            *jax.device_get(buffered_metrics))
         elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
-        summary['steps_per_sec'] = elapsed_steps / elapsed_time
-        writer.write_scalars(done, summary)
-        progress.line(console.metrics_line(done, total_steps, summary))
+        for i, run_writer in enumerate(run_writers):
+          summary = runs.values(mean, i)
+          summary['steps_per_sec'] = elapsed_steps / elapsed_time
+          run_writer.write_scalars(done, summary)
+          progress.line(runs.label(i) + console.metrics_line(done, total_steps, summary))
         buffered_metrics, last_log = [], (done, time.time())
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
-          grid = sample_grid(generators, state, samples, config)
-          writer.write_images(done, {'samples': grid[None]})
-          if jax.process_index() == 0:
-            path = os.path.join(workdir, 'samples', f'step_{done:08d}.png')
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(grid).save(path)
-            progress.line(f'step {done}: samples {path}')
+          for i, run_writer in enumerate(run_writers):
+            grid = sample_grid(generators, runs.state(state, i), samples, config)
+            run_writer.write_images(done, {'samples': grid[None]})
+            if jax.process_index() == 0:
+              path = os.path.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
+              os.makedirs(os.path.dirname(path), exist_ok=True)
+              Image.fromarray(grid).save(path)
+              progress.line(f'step {done}: {runs.label(i)}samples {path}')
 
       # Not after a stop signal: a preemption's grace period goes to the checkpoint.
       if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
         with report_progress.timed('eval'):
-          results = evaluator({name: getattr(state, name).params for name in evaluator.networks})
-          writer.write_scalars(done, evaluate.scalars(results))
-          if jax.process_index() == 0:
-            evaluate.write_json(workdir, {'step': done, **results})
-            best = record_best(workdir, done, results)
-            for line in evaluate.summary_lines(done, results):
-              progress.bar.write(line)
-            progress.bar.write('best FID so far: ' + ', '.join(
-                f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
+          for i, run_writer in enumerate(run_writers):
+            run_state = runs.state(state, i)
+            results = evaluator({name: getattr(run_state, name).params
+                                 for name in evaluator.networks})
+            run_writer.write_scalars(done, evaluate.scalars(results))
+            if jax.process_index() == 0:
+              evaluate.write_json(runs.folders[i], {'step': done, **results})
+              best = record_best(runs.folders[i], done, results)
+              for line in evaluate.summary_lines(done, results):
+                progress.bar.write(runs.label(i) + line)
+              progress.bar.write(runs.label(i) + 'best FID so far: ' + ', '.join(
+                  f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
 
       if done % config.checkpoint_every_steps == 0 or is_last:
-        _check_finite(done, metrics, manager)  # Never save a NaN state.
+        _check_finite(done, metrics, manager, runs)  # Never save a NaN state.
         with report_progress.timed('checkpoint'):
-          checkpoints.save(manager, state)
+          checkpoints.save(manager, state, done)
         progress.line(f'step {done}: checkpoint {checkpoints.step_dir(workdir, done)}')
+        if runs.sweep and first:
+          _write_sweep_summary(workdir, runs, done, jax.device_get(metrics), progress)
 
       if stop:
         message = (f'Stopped by {signals.received or "another process"} after step {done} '
@@ -278,4 +357,24 @@ def _train(config, workdir: str):
 
   checkpoints.wait_until_finished(manager)
   writer.flush()
+  for run_writer in run_writers:
+    run_writer.flush()
   return state
+
+
+def _write_sweep_summary(workdir: str, runs: Runs, step: int, metrics, progress) -> None:
+  """W/sweep.json and a table in the log: per run its values, last losses and
+  (with evaluation) final and best FID/KID; per group of runs that differ
+  only in their seed, mean ± std."""
+  per_run = []
+  for i, run in enumerate(runs.sweep):
+    folder = runs.folders[i]
+    per_run.append({
+        'index': run.index, 'name': run.name, 'values': run.values, 'folder': run.folder,
+        'step': step, 'losses': runs.values(metrics, i),
+        'final': evaluate.latest_scores(folder), 'best': evaluate.best_scores(folder)})
+  summary = sweeps.summary(per_run)
+  checkpoints.write_text_atomically(os.path.join(workdir, sweeps.SUMMARY_FILE),
+                                    json.dumps(summary, indent=2))
+  for line in sweeps.summary_table(summary):
+    progress.line(line)

@@ -6,10 +6,12 @@ to bottom against its paper) under shard_map, under jit.
 import functools
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from cyclegan_jax import families
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import sweeps
 
 
 def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
@@ -29,3 +31,65 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
   state_shardings = state_lib.shardings(mesh, abstract_state)
   return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P())),
                  donate_argnums=0)
+
+
+def make_sweep_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_epoch: int):
+  """Returns jit(shard_map(vmap(local_step))): (state, batch, values) ->
+  (state, metrics), every run of a sweep in one program (docs/sweeps.md).
+
+  The state and batch have a leading runs axis, sharded over the `runs` mesh
+  axis; each run's step is its family's `local_step`, data-parallel over
+  `data` as alone. `values` ({field: (runs,) array}) are the swept
+  hyperparameters: inside the step the config, learning-rate schedule and
+  optimisers a run reads are built from them (traced), so one program serves
+  every run. Metrics come back per run: {name: (runs,) array}.
+  """
+  family = families.of_state(abstract_state)
+  specs = state_lib.sweep_partition_specs(abstract_state)
+  value_specs = {name: P('runs') for name in sweeps.traced_fields(config)}
+
+  def run_step(state, batch, values):
+    run_config = sweeps.with_values(config, values)
+    schedule = state_lib.learning_rate_schedule(run_config.train, steps_per_epoch)
+    tx = state_lib.create_optimizer(run_config.train, schedule)
+    # The optimisers are static fields of the TrainStates: this run's (its
+    # learning rate and Adam betas) for the update, the state's own after.
+    static = {name: getattr(state, name).tx for name in family.NETWORKS}
+    state = state.replace(**{name: getattr(state, name).replace(tx=tx)
+                             for name in family.NETWORKS})
+    state, metrics = family.local_step(state, batch, config=run_config, schedule=schedule)
+    state = state.replace(**{name: getattr(state, name).replace(tx=static[name])
+                             for name in family.NETWORKS})
+    return state, metrics
+
+  step = jax.shard_map(
+      _over_runs(run_step, mesh), mesh=mesh,
+      in_specs=(specs, P('runs', 'data'), value_specs), out_specs=(specs, P('runs')))
+  state_shardings = state_lib.sweep_shardings(mesh, abstract_state)
+  return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P('runs'))),
+                 donate_argnums=0)
+
+
+def _over_runs(run_step, mesh):
+  """run_step over the runs a device holds: vmapped on accelerators (one
+  batched program for all, which is what fills a GPU at batch 1); on CPU,
+  where a batch-1 step already fills the cores, one run after the other,
+  each the very program it runs alone (so it rounds as it does alone)."""
+  if mesh.devices.flat[0].platform != 'cpu':
+    return jax.vmap(run_step)
+
+  def one_after_the_other(*args):
+    count = jax.tree.leaves(args[0])[0].shape[0]
+    results = [run_step(*jax.tree.map(lambda x, i=i: x[i], args)) for i in range(count)]
+    return jax.tree.map(lambda *x: jnp.stack(x), *results)
+  return one_after_the_other
+
+
+def sweep_values(config, mesh: jax.sharding.Mesh) -> dict:
+  """{field: (runs,) float32 array over `runs`}: each run's values of the
+  swept fields the step reads (sweeps.traced_fields)."""
+  runs = sweeps.runs(config)
+  sharding = jax.NamedSharding(mesh, P('runs'))
+  return {name: jax.device_put(jnp.array([run.values[name] for run in runs], jnp.float32),
+                               sharding)
+          for name in sweeps.traced_fields(config)}

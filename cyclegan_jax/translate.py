@@ -10,7 +10,6 @@ from absl import logging
 import numpy as np
 import tqdm
 
-from cyclegan_jax import configuration
 from cyclegan_jax import generation
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
@@ -59,7 +58,7 @@ def _check_output_dir(output_dir: str, input_dir: str) -> None:
 def translate_folder(workdir: str, input_dir: str, output_dir: str,
                      direction: str | None = None, step: int | None = None,
                      output_format: str | None = None, tile: int | None = None,
-                     tile_stats: str = 'exact') -> list[str]:
+                     tile_stats: str = 'exact', run: str | None = None) -> list[str]:
   """Writes `output_dir/<name>` for every image in `input_dir` (names as
   `output_names` gives them) at the input's pixel type and the generator's
   channels, mapped back through the value rule the input was read with
@@ -73,9 +72,10 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   `tile` (pixels): translate every image in tiles of that size with
   whole-image statistics (`tile_stats`, tiling.STATS_MODES). Without it, an
   image whose translation would not fit in memory whole is tiled anyway, at
-  the largest size that fits (one log line says so).
+  the largest size that fits (one log line says so). `run`: a sweep's run (by
+  name or index).
   """
-  config = configuration.load(workdir)
+  config = inference.load_config(workdir, run)
   inference.wanted(config, direction)  # An unknown direction is named before any work.
   files = input_pipeline.list_images(input_dir)
   extensions = [image_io.output_extension(output_format, f) for f in files]
@@ -84,7 +84,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   if tile_stats not in tiling.STATS_MODES:
     raise ValueError(f'--tile_stats={tile_stats!r}: expected one of '
                      f'{", ".join(tiling.STATS_MODES)}')
-  restored = inference.restore(workdir, direction, step, config)
+  restored = inference.restore(workdir, direction, step, config, run)
   generator = restored.generator
   if tile is not None:
     tiling.check_tile(generator.module, tile)

@@ -14,7 +14,6 @@ import os
 import numpy as np
 import tqdm
 
-from cyclegan_jax import configuration
 from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import image_io
@@ -95,7 +94,7 @@ def _batches(reader, size: int, path: str):
 def translate_video(workdir: str, input_path: str, output_path: str,
                     direction: str | None = None, step: int | None = None,
                     batch_size: int = 8, tile: int | None = None,
-                    tile_stats: str = 'exact') -> int:
+                    tile_stats: str = 'exact', run: str | None = None) -> int:
   """Writes the translation of every frame of `input_path` to `output_path`
   at the same size and frame rate (no audio); returns the number of frames.
 
@@ -106,12 +105,13 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   is written to a temporary file beside `output_path` and renamed when
   complete: a failure leaves no half video, and never touches the input.
   With `tile`, each frame is translated in tiles (tiling.py, `tile_stats`);
-  a frame that does not fit in memory whole is tiled anyway.
+  a frame that does not fit in memory whole is tiled anyway. `run`: a sweep's
+  run (by name or index).
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: expected at least 1')
   iio = _imageio()
-  config = configuration.load(workdir)
+  config = inference.load_config(workdir, run)
   (network, direction), = inference.wanted(config, direction)
   codec, pixel_format, quality = _output_codec(output_path, input_path)
   _, out_channels = families.get(config).generator_channels(config.model, network)
@@ -124,7 +124,7 @@ def translate_video(workdir: str, input_path: str, output_path: str,
       raise ValueError(f'--output={output_path}: H.264 needs an even width and height, and '
                        f'{input_path} is {width}x{height}; write a .mkv (lossless FFV1) '
                        'instead')
-    restored = inference.restore(workdir, direction, step, config)
+    restored = inference.restore(workdir, direction, step, config, run)
     step, params = restored.step, restored.generator.params
     generator, channels = restored.generator.module, restored.generator.in_channels
     value_range = config.data.value_range

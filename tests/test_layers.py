@@ -18,10 +18,10 @@ LAYERS = (
     ('nets', ('models', 'generation', 'tiling')),
     ('data', ('data',)),
     ('families', ('families',)),
-    ('config, state, inference', ('configuration', 'config_checks', 'state', 'train_step',
-                                  'inference')),
-    ('services', ('evaluate', 'export', 'results_page', 'torch_import', 'torch_reference',
-                  'translate', 'video')),
+    ('config, state, inference', ('configuration', 'config_checks', 'sweeps', 'state',
+                                  'train_step', 'inference')),
+    ('services', ('evaluate', 'export', 'extract', 'results_page', 'torch_import',
+                  'torch_reference', 'translate', 'video')),
     ('programs', ('train', 'benchmark', 'main.py')),
 )
 # Modules that need an optional extra: imported where they are used.

@@ -29,6 +29,8 @@ class State:
 
 NETWORKS = ('gen',)
 SHAPE_FIELDS = ()
+SWEEPABLE = ()
+GATED = ()
 
 
 def add_config_fields(config) -> None:

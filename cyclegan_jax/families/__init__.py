@@ -11,6 +11,9 @@ is made, for a plug-in):
   NETWORKS             the TrainState fields of State, generators first
   SHAPE_FIELDS         its config fields that fix the saved state's shapes (or
                        meaning): a checkpoint resumes only with the same values
+  SWEEPABLE            its config fields a sweep may vary (docs/sweeps.md): scalars
+                       its step reads that change no shape and no program
+  GATED                those of them that turn a loss term off at 0
   add_config_fields(config) adds its fields, with their defaults, to a config
                        (configuration.defaults composes every family's)
   check_fields(config) -> None, or a ValueError naming the field: its fields'

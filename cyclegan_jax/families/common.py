@@ -44,6 +44,13 @@ def per_device(tree):
   return jax.lax.pcast(tree, 'data', to='varying')
 
 
+def enabled(weight) -> bool:
+  """Whether a loss term with this weight is computed: a weight > 0, or a
+  swept one (an array inside a sweep's step: sweeps.check lets a term's
+  weight be swept only over values that are all > 0)."""
+  return not isinstance(weight, (int, float)) or weight > 0
+
+
 def step_key(state) -> jax.Array:
   """This step's key on this device: fold_in(fold_in(rng, step), device)."""
   return jax.random.fold_in(jax.random.fold_in(state.rng, state.step),

@@ -57,6 +57,8 @@ class State:
 
 NETWORKS = ('gen', 'disc', 'patch_mlp')
 SHAPE_FIELDS = ('model.netf_nc', 'train.nce_layers')
+SWEEPABLE = ('train.lambda_gan', 'train.lambda_nce', 'train.nce_t')
+GATED = ('train.lambda_gan', 'train.lambda_nce')
 
 
 def add_config_fields(config) -> None:
@@ -208,10 +210,10 @@ def local_step(state: State, batch, *, config, schedule):
     g_params, mlp_params = params
     fake_b, idt_b = fake[:n], fake[n:]
     terms = {}
-    if t.lambda_gan > 0:
+    if common.enabled(t.lambda_gan):
       terms['gen/adversarial'] = t.lambda_gan * losses.gan_loss(
           discriminate(disc.params, fake_b), True, t.gan_mode)
-    if t.lambda_nce > 0:
+    if common.enabled(t.lambda_nce):
       nce_x = nce(g_params, mlp_params=mlp_params, source=real_a, generated=fake_b,
                   ids_key=k_ids_x, dropout_key=jax.random.fold_in(k_dropout, 1))
       if t.nce_idt:

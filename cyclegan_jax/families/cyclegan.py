@@ -43,6 +43,8 @@ class State:
 
 NETWORKS = ('gen_ab', 'gen_ba', 'disc_a', 'disc_b')
 SHAPE_FIELDS = ('train.pool_size',)
+SWEEPABLE = ('train.lambda_cycle', 'train.lambda_identity')
+GATED = ('train.lambda_identity',)
 
 
 def add_config_fields(config) -> None:
@@ -138,7 +140,7 @@ def local_step(state: State, batch, *, config, schedule):
         'cycle/aba': t.lambda_cycle * losses.l1(generate(state.gen_ba, p_ba, fake_b), real_a),
         'cycle/bab': t.lambda_cycle * losses.l1(generate(state.gen_ab, p_ab, fake_a), real_b),
     }
-    if t.lambda_identity > 0:
+    if common.enabled(t.lambda_identity):
       weight = t.lambda_identity * t.lambda_cycle
       terms['identity/ab'] = weight * losses.l1(generate(state.gen_ab, p_ab, real_b), real_b)
       terms['identity/ba'] = weight * losses.l1(generate(state.gen_ba, p_ba, real_a), real_a)

@@ -38,6 +38,8 @@ class State:
 
 NETWORKS = ('gen', 'disc')
 SHAPE_FIELDS = ('data.direction',)
+SWEEPABLE = ('train.lambda_l1',)
+GATED = ()
 
 
 def add_config_fields(config) -> None:
