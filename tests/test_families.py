@@ -24,8 +24,8 @@ from cyclegan_jax.data import input_pipeline
 from tests import toy_family
 
 INTERFACE = ('KIND', 'State', 'NETWORKS', 'SHAPE_FIELDS', 'SWEEPABLE', 'GATED',
-             'add_config_fields', 'check_fields', 'check_config', 'create_generators', 'generator_channels', 'domain_channels',
-             'create_state', 'partition_specs', 'local_step', 'open_training_data',
+             'add_config_fields', 'check_fields', 'check_config', 'create_generators',
+             'generator_channels', 'domain_channels', 'create_state', 'partition_specs', 'local_step', 'open_training_data',
              'sample_rows', 'directions', 'network_for', 'scored_images', 'results_tables')
 
 
