@@ -25,8 +25,9 @@ from tests import toy_family
 
 INTERFACE = ('KIND', 'State', 'NETWORKS', 'SHAPE_FIELDS', 'SWEEPABLE', 'GATED',
              'add_config_fields', 'check_fields', 'check_config', 'create_generators',
-             'generator_channels', 'domain_channels', 'create_state', 'partition_specs', 'local_step', 'open_training_data',
-             'sample_rows', 'directions', 'network_for', 'scored_images', 'results_tables')
+             'generator_channels', 'domain_channels', 'create_state', 'partition_specs',
+             'local_step', 'open_training_data', 'sample_rows', 'directions', 'network_for',
+             'scored_images', 'results_tables')
 
 
 @pytest.mark.parametrize('kind', ('cyclegan', 'pix2pix', 'cut'))

@@ -42,21 +42,23 @@ def _config(kind, image_folder, steps=3):
   return config
 
 
-def _sweep(kind, image_folder, steps=3):
-  """Seeds 0 and 1, with a loss weight and the learning rate swept too (one
-  value each: they are traced arrays inside the step, not constants)."""
+def _sweep(kind, image_folder, steps=3, traced=True):
+  """Seeds 0 and 1; `traced`: with a loss weight and the learning rate swept
+  too (one value each: they are arrays inside the step, not constants)."""
   config = _config(kind, image_folder, steps)
   config.sweep.seed = (0, 1)
-  config.sweep.train[SWEPT[kind]] = (5.0,)
-  config.sweep.train.lr = (2e-4,)
+  if traced:
+    config.sweep.train[SWEPT[kind]] = (5.0,)
+    config.sweep.train.lr = (2e-4,)
   return config
 
 
-def _solo(kind, image_folder, seed, steps=3):
+def _solo(kind, image_folder, seed, steps=3, traced=True):
   config = _config(kind, image_folder, steps)
   config.seed = seed
-  config.train[SWEPT[kind]] = 5.0
-  config.train.lr = 2e-4
+  if traced:
+    config.train[SWEPT[kind]] = 5.0
+    config.train.lr = 2e-4
   return config
 
 
@@ -178,16 +180,18 @@ import sys
 import jax, numpy as np
 from tests import test_sweeps
 from cyclegan_jax import train
-kind, image_dir, workdir, steps, seed = sys.argv[1:]
+kind, image_dir, workdir, steps, traced, seed = sys.argv[1:]
+steps, traced = int(steps), traced == 'traced'
 flat = lambda state: {jax.tree_util.keystr(p): np.asarray(x)
                       for p, x in jax.tree_util.tree_leaves_with_path(state)}
 if seed == 'sweep':
-  sweep = train.train_and_evaluate(test_sweeps._sweep(kind, image_dir, int(steps)),
+  sweep = train.train_and_evaluate(test_sweeps._sweep(kind, image_dir, steps, traced),
                                    workdir + '/sweep')
   for i in (0, 1):
-    np.savez(f'{workdir}/sweep{i}.npz', **flat(jax.tree.map(lambda x, i=i: np.asarray(x)[i], sweep)))
+    one_run = jax.tree.map(lambda x, i=i: np.asarray(x)[i], sweep)
+    np.savez(f'{workdir}/sweep{i}.npz', **flat(one_run))
 else:
-  solo = train.train_and_evaluate(test_sweeps._solo(kind, image_dir, int(seed), int(steps)),
+  solo = train.train_and_evaluate(test_sweeps._solo(kind, image_dir, int(seed), steps, traced),
                                   f'{workdir}/solo{seed}')
   np.savez(f'{workdir}/solo{seed}.npz', **flat(solo))
 """
@@ -201,23 +205,42 @@ def _train_in_process(args, devices):
   assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('devices', [1, 2])
-def test_each_run_of_a_sweep_starts_as_its_solo_run(devices, image_folder, tmp_path):
-  """Same initial weights, images, crops, flips, pool choices and keys: after
-  one step, the images each run of a 2-run sweep translated (its pools, made
-  from its initial weights), its keys and pool counts equal those of the run
-  main.py trains alone (on 1 device) with its seed and values. (Its weights
-  after a few steps are not compared: the sweep's program rounds differently
-  from a solo run's, and Adam's first steps turn the sign of that noise in
-  near-zero gradients into +-lr, beyond tests/test_distributed.py's 1e-5.)"""
-  _train_in_process(['cyclegan', image_folder, tmp_path, 1, 'sweep'], devices)
+def _sweep_and_solo_runs(kind, image_folder, tmp_path, devices, steps, traced):
+  """[(run of the sweep, its solo run)] as flat {path: array} dicts."""
+  args = [kind, image_folder, tmp_path, steps, 'traced' if traced else 'seeds']
+  _train_in_process([*args, 'sweep'], devices)
+  pairs = []
   for seed in (0, 1):
-    _train_in_process(['cyclegan', image_folder, tmp_path, 1, seed], 1)
-    run, solo = (dict(np.load(tmp_path / f'{name}.npz')) for name in (f'sweep{seed}',
-                                                                      f'solo{seed}'))
-    assert run.keys() == solo.keys()
-    assert int(run['.step']) == int(solo['.step']) == 1
+    _train_in_process([*args, seed], 1)
+    pairs.append(tuple(dict(np.load(tmp_path / f'{name}{seed}.npz')) for name in ('sweep', 'solo')))
+  return pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind, devices', [('cyclegan', 1), ('cyclegan', 2), ('cut', 1)])
+def test_a_seed_sweep_trains_each_run_bit_for_bit_as_alone(kind, devices, image_folder,
+                                                           tmp_path):
+  """Seeds 0 and 1 swept, two runs on one device or one on each of two: after
+  3 steps (with a pool that fills, B images at random, crops and flips) each
+  run's whole state equals, bit for bit, that of the run main.py trains alone
+  on one device with its seed."""
+  for run, solo in _sweep_and_solo_runs(kind, image_folder, tmp_path, devices, 3, False):
+    assert run.keys() == solo.keys() and int(run['.step']) == 3
+    different = [k for k in run if not np.array_equal(run[k], solo[k])]
+    assert not different, different
+
+
+@pytest.mark.slow
+def test_swept_hyperparameters_start_each_run_as_alone(image_folder, tmp_path):
+  """A loss weight and the learning rate swept as well (arrays in the step,
+  where a run alone has constants): after one step the images each run
+  translated (its pools, made from its initial weights) agree with its solo
+  run's within 1e-5, and its keys and pool counts are equal. (Its weights are
+  not compared: an array rounds differently from a constant XLA folds, and
+  Adam's first step turns the sign of that noise in a near-zero gradient into
+  +-lr, as tests/test_distributed.py explains.)"""
+  for run, solo in _sweep_and_solo_runs('cyclegan', image_folder, tmp_path, 1, 1, True):
+    assert run.keys() == solo.keys() and int(run['.step']) == int(solo['.step']) == 1
     assert np.array_equal(run['.rng'], solo['.rng'])
     pools = [k for k in run if k.endswith('.images')]
     assert len(pools) == 2
@@ -256,7 +279,8 @@ def test_services_take_a_run_and_refuse_a_sweep_without_one(cyclegan_sweep, imag
                                 sweep.gen_ab.params['Conv_0']['kernel'][1])
   assert restored.config.seed == 1 and not sweeps.is_sweep(restored.config)
   written = translate.translate_folder(workdir, os.path.join(image_folder, 'testA'),
-                                       str(tmp_path / 'out'), run='seed=1,lr=0.0002,lambda_cycle=5.0')
+                                       str(tmp_path / 'out'),
+                                       run='seed=1,lr=0.0002,lambda_cycle=5.0')
   assert len(written) == len(os.listdir(os.path.join(image_folder, 'testA')))
   with pytest.raises(ValueError, match='holds one run, not a sweep'):
     inference.load_config(_solo_workdir(tmp_path, image_folder), '0')
