@@ -24,10 +24,15 @@ def validate(config, num_devices: int, process_count: int = 1) -> None:
   sweep: of its definition, then of each run's config on its devices)."""
   if sweeps.is_sweep(config):
     sweeps.check(config)
-    if process_count > 1:
-      raise ValueError('config.sweep: sweeps train in one process (of any number of '
-                       f'devices) for now; this run has {process_count} processes')
-    _, data_devices = sweeps.mesh_shape(len(sweeps.runs(config)), num_devices)
+    num_runs = len(sweeps.runs(config))
+    _, data_devices = sweeps.mesh_shape(num_runs, num_devices)
+    local_devices = num_devices // process_count
+    if data_devices > local_devices:
+      raise ValueError(
+          f'config.sweep: {num_runs} runs on {num_devices} devices give each run '
+          f'{data_devices} devices, more than the {local_devices} of one process; each run of '
+          f'a multi-process sweep trains within one process: sweep at least '
+          f'{num_devices // local_devices} runs, or train on fewer processes')
     for run in sweeps.runs(config):
       try:
         _validate_one(sweeps.run_config(config, run), data_devices)
@@ -56,6 +61,7 @@ def _validate_one(config, num_devices: int) -> None:
   at_least('data.crop_size', 4)
   at_least('data.load_size', 4)
   at_least('data.num_workers', 0)
+  at_least('data.decoded_cache_mb', 0)
   value_range = tuple(data.value_range)
   require(value_range == () or (
       len(value_range) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -53,6 +53,10 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   # A pixel outside it is an error naming the file.
   config.data.value_range = ()
   config.data.num_workers = 4  # Threads decoding and augmenting images.
+  # A sweep's runs share one store of decoded images resized to load_size, of
+  # at most this many MiB (least recently used dropped first); 0: each run
+  # decodes its own. A single run decodes as it reads.
+  config.data.decoded_cache_mb = 2048
   # False: a corrupt or unreadable training image stops training with its name.
   # True: it is replaced by another image of its domain and counted in the log.
   config.data.skip_bad_images = False

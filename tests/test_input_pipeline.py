@@ -109,6 +109,66 @@ def test_batches_are_a_pure_function_of_seed_and_step():
     np.testing.assert_array_equal(next(iterator)['A'], batches.batch(step)['A'])
 
 
+class _Counting(_Ids):
+  """An _Ids source that counts its reads, with images of varied content
+  (noise plus the id), so a crop or flip mix-up shows."""
+
+  def __init__(self, *args):
+    super().__init__(*args)
+    self.reads = 0
+    self._lock = threading.Lock()
+
+  def __getitem__(self, i):
+    with self._lock:
+      self.reads += 1
+    image = _image(40, 44, seed=int(i))
+    image[0, 0] = list.__getitem__(self, i)
+    return image
+
+
+@pytest.mark.parametrize('mode', ['resize_and_crop', 'scale_width_and_crop', 'crop'])
+def test_a_sweeps_runs_decode_each_image_once_and_get_their_solo_batches(mode):
+  config = _data_config(preprocess=mode)
+  a, b = _Counting(range(6)), _Counting(range(100, 105))
+  seeds = (0, 1, 5)
+  solo = [input_pipeline.UnpairedBatches(_Counting(range(6)), _Counting(range(100, 105)),
+                                         config, seed=s, global_batch=2) for s in seeds]
+  first = input_pipeline.UnpairedBatches(a, b, config, seed=seeds[0], global_batch=2)
+  runs = first.for_seeds(seeds, decoded_cache_mb=64)
+  assert [r.seed for r in runs] == list(seeds) and len({id(r.decoded) for r in runs}) == 1
+  iterators = [r.iterate(0, num_workers=3) for r in runs]  # Threads share the store.
+  for step in range(7):
+    for run, iterator, alone in zip(runs, iterators, solo):
+      got, expected = next(iterator), alone.batch(step)
+      np.testing.assert_array_equal(got['A'], expected['A'])
+      np.testing.assert_array_equal(got['B'], expected['B'])
+  for iterator in iterators:
+    iterator.close()
+  # 3 runs x 7 steps x 2 pairs read 84 images; each of the 11 was decoded once.
+  decoded = runs[0].decoded
+  assert a.reads + b.reads == decoded.decodes == 11 and decoded.requests >= 84
+  # Without the store, every run reads for itself.
+  a2, b2 = _Counting(range(6)), _Counting(range(100, 105))
+  unshared = input_pipeline.UnpairedBatches(a2, b2, config, 0, 2).for_seeds(seeds, 0)
+  for run in unshared:
+    run.batch(0)
+  assert unshared[0].decoded is None and a2.reads + b2.reads == 12
+
+
+def test_the_decoded_store_drops_the_least_recently_used_beyond_its_size():
+  store = input_pipeline.DecodedImages(max_bytes=3000)
+  make = lambda i: lambda: np.full(1000, i, np.uint8)
+  for key in (0, 1, 2, 0, 3):  # 0 used again before 3 arrives: 1 is dropped.
+    assert store.get(key, make(key))[0] == key
+  assert store.decodes == 4
+  store.get(1, make(1))
+  store.get(0, make(0))
+  assert store.decodes == 5  # 1 again (dropped); 0 was kept.
+  store.get('big', lambda: np.zeros(5000, np.uint8))  # Larger than the store: not kept.
+  store.get('big', lambda: np.zeros(5000, np.uint8))
+  assert store.decodes == 7
+
+
 class _Recording(_Ids):
   """An _Ids source that remembers which indices were read."""
 

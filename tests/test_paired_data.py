@@ -60,6 +60,25 @@ def test_both_halves_get_the_same_crop_and_flip(tmp_path):
       sources['train'], config.data, seed=0, global_batch=2).batch(4)['A'])
 
 
+def test_a_sweeps_runs_decode_each_pair_once_and_get_their_solo_batches(tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(4):
+    _save(str(tmp_path / 'train' / f'{i}.png'), _noise(rng, 40, 80))
+    _save(str(tmp_path / 'test' / f'{i}.png'), _noise(rng, 40, 80))
+  config = tiny_pix2pix.get_config()
+  config.data.image_dir = str(tmp_path)
+  source = paired_data.open_paired_sources(config.data)['train']
+  runs = paired_data.PairedBatches(source, config.data, seed=2, global_batch=2).for_seeds(
+      (2, 7), decoded_cache_mb=16)
+  for seed, run in zip((2, 7), runs):
+    alone = paired_data.PairedBatches(source, config.data, seed=seed, global_batch=2)
+    for step in range(4):
+      got, expected = run.batch(step), alone.batch(step)
+      np.testing.assert_array_equal(got['A'], expected['A'])
+      np.testing.assert_array_equal(got['B'], expected['B'])
+  assert runs[0].decoded.decodes == 4 and runs[0].decoded.requests == 16
+
+
 def test_paired_folders_match_by_file_name(tmp_path):
   rng = np.random.default_rng(0)
   images = {name: (_noise(rng, 8, 8), _noise(rng, 8, 8)) for name in ('b', 'a', 'c')}

@@ -9,7 +9,7 @@ with PIL, so bicubic resizing matches the official code exactly.
 
 import collections
 import concurrent.futures
-import functools
+import copy
 import os
 import threading
 from typing import Iterator, Sequence
@@ -176,6 +176,44 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.clip(np.round(array), low, high).astype(image.dtype)
 
 
+def resize_to_load(image: np.ndarray, data_config, train: bool) -> tuple[np.ndarray, type]:
+  """The deterministic first half of `preprocess`: the image resized to
+  config.data.load_size as its mode says (the test transform: to crop_size),
+  as (pixels, the file's pixel type). What a sweep's runs share (DecodedImages)."""
+  mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
+  if not train:
+    load = crop
+  planes = _to_planes(image)
+  if mode == 'resize_and_crop':
+    planes = _resize(planes, (load, load))
+  elif mode in ('scale_width', 'scale_width_and_crop'):
+    planes = _scale_width(planes, load, crop)
+  elif mode not in ('crop', 'none'):
+    raise ValueError(f'config.data.preprocess={mode!r}: expected one of '
+                     f'{", ".join(PREPROCESS_MODES)}')
+  return _from_planes(planes), image.dtype
+
+
+def crop_and_flip(resized: tuple[np.ndarray, type], data_config,
+                  rng: np.random.Generator | None) -> np.ndarray:
+  """The second half of `preprocess`: crop (random with `rng`, else centred),
+  sizes to a multiple of 4, flip (with `rng`), [-1, 1] floats."""
+  pixels, dtype = resized
+  planes = _to_planes(pixels)  # Pillow's L or RGB again for 8-bit, float planes otherwise.
+  if data_config.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
+    planes = _crop(planes, data_config.crop_size, rng)
+  # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
+  w, h = planes[0].size
+  planes = _resize(planes, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
+  array = _from_planes(planes).astype(np.float32)
+  low, high = image_io.value_range(data_config.value_range, dtype)
+  if dtype != np.uint8:  # Bicubic overshoot, as Pillow clips 8-bit images.
+    array = np.clip(array, low, high)
+  if rng is not None and data_config.flip and rng.random() < 0.5:
+    array = array[:, ::-1]
+  return image_io.to_unit(array, low, high)
+
+
 def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) -> np.ndarray:
   """The official `get_transform`: an (H, W, C) image of any pixel type ->
   float32 in [-1, 1] by the value rule (image_io: config.data.value_range,
@@ -186,31 +224,7 @@ def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) 
   gray and RGB images are resampled as Pillow's L and RGB images, as in the
   official code; others channel by channel in float, clipped to their range.
   """
-  mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
-  if rng is None:
-    load = crop
-  low, high = image_io.value_range(data_config.value_range, image.dtype)
-  planes = _to_planes(image)
-  if mode == 'resize_and_crop':
-    planes = _crop(_resize(planes, (load, load)), crop, rng)
-  elif mode == 'crop':
-    planes = _crop(planes, crop, rng)
-  elif mode == 'scale_width':
-    planes = _scale_width(planes, load, crop)
-  elif mode == 'scale_width_and_crop':
-    planes = _crop(_scale_width(planes, load, crop), crop, rng)
-  elif mode != 'none':
-    raise ValueError(f'config.data.preprocess={mode!r}: expected one of '
-                     f'{", ".join(PREPROCESS_MODES)}')
-  # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
-  w, h = planes[0].size
-  planes = _resize(planes, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
-  array = _from_planes(planes).astype(np.float32)
-  if image.dtype != np.uint8:  # Bicubic overshoot, as Pillow clips 8-bit images.
-    array = np.clip(array, low, high)
-  if rng is not None and data_config.flip and rng.random() < 0.5:
-    array = array[:, ::-1]
-  return image_io.to_unit(array, low, high)
+  return crop_and_flip(resize_to_load(image, data_config, rng is not None), data_config, rng)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -243,6 +257,65 @@ class Shard:
     """Image i's file, or its split and index for sources without files (TFDS)."""
     files = getattr(self.source, 'files', None)
     return files[self.start + i] if files else f'{self.name} image {self.start + i}'
+
+
+class DecodedImages:
+  """Images decoded and resized to load_size, kept for every run of a sweep.
+
+  The runs read the same files in their own orders; each image is decoded
+  and resized once (`resize_to_load`), then every run crops and flips its
+  own copy. At most `max_bytes` are kept, the least recently used dropped
+  first. Thread-safe: a thread asking for an image another is decoding waits
+  for it rather than decoding it again.
+  """
+
+  def __init__(self, max_bytes: int):
+    self.max_bytes = max_bytes
+    self.decodes = 0  # Images decoded so far (benchmark, tests).
+    self.requests = 0
+    self._items: collections.OrderedDict = collections.OrderedDict()
+    self._bytes = 0
+    self._pending: dict = {}
+    self._lock = threading.Lock()
+
+  def get(self, key, make):
+    """The value kept for `key`, made by `make()` the first time."""
+    while True:
+      with self._lock:
+        if key in self._items:
+          self._items.move_to_end(key)
+          self.requests += 1
+          return self._items[key][0]
+        pending = self._pending.get(key)
+        if pending is None:
+          self._pending[key] = threading.Event()
+          self.requests += 1
+          self.decodes += 1
+          break
+      pending.wait()  # Decoded by another thread (or it failed: try again).
+    try:
+      value = make()
+    except BaseException:
+      with self._lock:
+        self._pending.pop(key).set()
+      raise
+    size = sum(x.nbytes for x in _arrays(value))
+    with self._lock:  # Stored before the waiters wake.
+      if size <= self.max_bytes:
+        self._items[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+          self._bytes -= self._items.popitem(last=False)[1][1]
+      self._pending.pop(key).set()
+    return value
+
+
+def _arrays(value):
+  if isinstance(value, np.ndarray):
+    yield value
+  elif isinstance(value, tuple):
+    for item in value:
+      yield from _arrays(item)
 
 
 class UnpairedBatches:
@@ -278,6 +351,20 @@ class UnpairedBatches:
     self.local_epoch_length = max(len(self.shard_a), len(self.shard_b))
     self.skipped: set[str] = set()
     self._skipped_lock = threading.Lock()  # `iterate` calls `batch` from several threads.
+    self.decoded: DecodedImages | None = None
+    self._permutations: dict[int, np.ndarray] = {}
+
+  def for_seeds(self, seeds, decoded_cache_mb: int) -> list['UnpairedBatches']:
+    """The batches of each seed (a sweep's runs): the same sources, shards and
+    settings, each seed its own order, crops and flips, and one DecodedImages
+    of `decoded_cache_mb` MiB for all (0: each decodes its own)."""
+    decoded = DecodedImages(decoded_cache_mb << 20) if decoded_cache_mb > 0 else None
+    runs = []
+    for seed in seeds:
+      run = copy.copy(self)
+      run.seed, run.decoded, run._permutations = seed, decoded, {}
+      runs.append(run)
+    return runs
 
   @property
   def steps_per_epoch(self) -> int:
@@ -286,17 +373,29 @@ class UnpairedBatches:
   def _rng(self, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([self.seed, stream, self.process_index, index])
 
-  @functools.lru_cache(maxsize=2)
   def _permutation(self, epoch: int) -> np.ndarray:
-    return self._rng(0, epoch).permutation(self.local_epoch_length)
+    """The order of local epoch `epoch` (the newest two are kept)."""
+    permutation = self._permutations.get(epoch)
+    if permutation is None:
+      permutation = self._rng(0, epoch).permutation(self.local_epoch_length)
+      kept = {e: p for e, p in self._permutations.items() if e == epoch - 1}
+      self._permutations = {**kept, epoch: permutation}
+    return permutation
+
+  def _resized(self, key, make):
+    """make(): an image (or pair) at load_size, decoded once for all runs
+    when they share a DecodedImages."""
+    return make() if self.decoded is None else self.decoded.get(key, make)
 
   def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
     epoch, position = divmod(k, self.local_epoch_length)
     index_a = self._permutation(epoch)[position] % len(self.shard_a)
     index_b = self._rng(1, k).integers(len(self.shard_b))
     augment = self._rng(2, k)
-    return (preprocess(self._read(self.shard_a, index_a), self.data_config, augment),
-            preprocess(self._read(self.shard_b, index_b), self.data_config, augment))
+    resized = lambda shard, i: self._resized(
+        (shard.name, int(i)), lambda: resize_to_load(self._read(shard, i), self.data_config, True))
+    return (crop_and_flip(resized(self.shard_a, index_a), self.data_config, augment),
+            crop_and_flip(resized(self.shard_b, index_b), self.data_config, augment))
 
   def _read(self, shard: Shard, index: int) -> np.ndarray:
     """Image `index` of the shard, or (skip_bad_images) the next one that reads."""

@@ -138,13 +138,19 @@ class PairedBatches(input_pipeline.UnpairedBatches):
 
   def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
     epoch, position = divmod(k, self.local_epoch_length)
-    a, b = self._read(self.shard_a, self._permutation(epoch)[position])
-    if b.shape != a.shape:  # An odd-width AB image, or paired files of two sizes.
-      b = input_pipeline.resize(b, a.shape[1::-1])
+    index = int(self._permutation(epoch)[position])
+
+    def resized():
+      a, b = self._read(self.shard_a, index)
+      if b.shape != a.shape:  # An odd-width AB image, or paired files of two sizes.
+        b = input_pipeline.resize(b, a.shape[1::-1])
+      return tuple(input_pipeline.resize_to_load(x, self.data_config, True) for x in (a, b))
+
+    a, b = self._resized(('train', index), resized)
     # Two generators from the same seed draw the same crop and flip for A and
     # B, which have one size (the official code draws them once from A's size).
-    return (input_pipeline.preprocess(a, self.data_config, self._rng(2, k)),
-            input_pipeline.preprocess(b, self.data_config, self._rng(2, k)))
+    return (input_pipeline.crop_and_flip(a, self.data_config, self._rng(2, k)),
+            input_pipeline.crop_and_flip(b, self.data_config, self._rng(2, k)))
 
 
 def test_pairs(source, data_config, count: int) -> dict[str, np.ndarray]:
