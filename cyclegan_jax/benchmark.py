@@ -15,6 +15,18 @@ memory analysis of the compiled program says one call holds at its peak
 `process_peak_rss_bytes` the process's peak resident memory (on CPU the
 devices' memory is the process's). `--steps=0` compiles and reports memory
 without running a step: the way to size images too large to time here.
+
+`--runs=R` (train) also times a sweep of R seeds (`config.sweep.seed`, one
+program for all runs, docs/sweeps.md) on the same noise, alternating with the
+single run: `runs_images_per_second` counts every run's images, and
+`runs_speedup` divides it by the single run's `images_per_second`.
+
+`--task=data` times the real input pipeline instead, on the configured data
+(config.data.image_dir or builtin): R runs (`--runs`, a sweep's runs sharing
+one store of decoded images, config.data.decoded_cache_mb) each building
+`config.train.batch_size` pairs per step in its own threads, as training
+pulls them. `pairs_per_second` counts the pairs of all runs; `decodes` is
+how many images were decoded and resized.
 """
 
 import json
@@ -25,6 +37,7 @@ import time
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 import jax
 import jax.numpy as jnp
@@ -35,6 +48,7 @@ from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import memory
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import sweeps
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import xla_cpu_options
 
@@ -43,10 +57,13 @@ config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_integer('steps', 20, 'Timed train steps; 0: compile and report memory only.')
 flags.DEFINE_integer('warmup', 3, 'Untimed train steps after compiling.')
-TASKS = ('train', 'translate')
+TASKS = ('train', 'translate', 'data')
 flags.DEFINE_enum('task', 'train', TASKS,
                   'train: the whole train step. translate: one generator in test mode on '
-                  'config.train.batch_size images of config.data.crop_size.')
+                  'config.train.batch_size images of config.data.crop_size. data: the input '
+                  'pipeline on the configured images (pairs per second).')
+flags.DEFINE_integer('runs', 1, 'train: also time a sweep of this many seeds in one program, '
+                     'alternating with one run. data: this many runs reading the same images.')
 flags.DEFINE_string('compare', '', 'torch: also time the official PyTorch step (or '
                     'generator), alternating with ours; needs the torch extra. onnx (with '
                     '--task=translate): also time the generator exported to ONNX, run by ONNX '
@@ -142,6 +159,91 @@ def _our_train_step(config):
   return run, compiled, compile_seconds
 
 
+def _noise_batch(config, shape_prefix, sharding, channels):
+  rng = np.random.default_rng(config.seed)
+  crop = config.data.crop_size
+  return {key: jax.device_put(
+      rng.uniform(-1, 1, (*shape_prefix, crop, crop, channels[key])).astype(np.float32),
+      sharding) for key in ('A', 'B')}
+
+
+def _sweep_train_step(config, num_runs: int):
+  """(run one step of every run and wait, compile seconds) for a sweep of
+  `num_runs` seeds, config.seed onwards, on one batch of noise per run."""
+  if jax.process_count() > 1:
+    raise ValueError('--runs times a sweep, which trains in one process; run it with one')
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.sweep.seed = tuple(range(config.seed, config.seed + num_runs))
+  runs = sweeps.runs(config)
+  mesh = jax.make_mesh(sweeps.mesh_shape(num_runs, jax.device_count()), ('runs', 'data'))
+  config_checks.check_global_batch(config.train.batch_size, mesh.shape['data'])
+  crop = config.data.crop_size
+  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
+  state = state_lib.create_sharded_sweep_state(
+      [sweeps.run_config(config, run) for run in runs], (crop, crop), mesh, schedule)
+  train_step = train_step_lib.make_sweep_train_step(config, mesh, state, steps_per_epoch=1000)
+  values = train_step_lib.sweep_values(config, mesh)
+  batch = _noise_batch(config, (num_runs, config.train.batch_size),
+                       jax.NamedSharding(mesh, jax.P('runs', 'data')),
+                       families.get(config).domain_channels(config))
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch, values).compile()
+  compile_seconds = time.perf_counter() - start
+
+  def run():
+    nonlocal state
+    state, _ = jax.block_until_ready(compiled(state, batch, values))
+
+  return run, compile_seconds
+
+
+def run_data_benchmark(config, steps: int, warmup: int, num_runs: int = 1) -> dict:
+  """Times the input pipeline: `num_runs` runs (seeds config.seed onwards)
+  reading config's training images as a sweep does, one step of each run at a
+  time, as the training loop pulls them. Returns the JSON-ready results."""
+  if steps < 1 or warmup < 0 or num_runs < 1:
+    raise ValueError(f'--task=data needs --steps >= 1, --warmup >= 0 and --runs >= 1, got '
+                     f'{steps}, {warmup} and {num_runs}')
+  family = families.get(config)  # The training data as train.py opens it.
+  shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
+  batches, _, description = family.open_training_data(config, shard,
+                                                      family.domain_channels(config))
+  seeds = range(config.seed, config.seed + num_runs)
+  runs = (batches.for_seeds(seeds, config.data.decoded_cache_mb) if num_runs > 1
+          else [batches])
+  iterators = [run.iterate(0, config.data.num_workers) for run in runs]
+  for _ in range(warmup):
+    for iterator in iterators:
+      next(iterator)
+  start = time.perf_counter()
+  for _ in range(steps):
+    for iterator in iterators:
+      next(iterator)
+  seconds = time.perf_counter() - start
+  for iterator in iterators:
+    iterator.close()
+  decoded = runs[0].decoded
+  pairs = steps * num_runs * batches.local_batch
+  return {
+      'task': 'data',
+      'data': description,
+      'runs': num_runs,
+      'image_size': config.data.crop_size,
+      'load_size': config.data.load_size,
+      'preprocess': config.data.preprocess,
+      'batch_size': config.train.batch_size,
+      'num_workers': config.data.num_workers,
+      'decoded_cache_mb': config.data.decoded_cache_mb if decoded else 0,
+      'steps': steps,
+      'warmup': warmup,
+      'seconds': seconds,
+      'pairs_per_second': pairs / seconds,
+      'decodes': decoded.decodes if decoded else None,
+      'decode_requests': decoded.requests if decoded else None,
+      'cpu_count': os.cpu_count(),
+  }
+
+
 def _translation_inputs(config):
   """(generator, its params, a batch of images) that --task=translate times."""
   if jax.device_count() > 1:
@@ -169,6 +271,13 @@ def _our_translation(config):
   return (lambda: jax.block_until_ready(compiled(params, images))), compiled, compile_seconds
 
 
+class _Sweep:
+  """A sweep's step, timed in turn with the single run's."""
+
+  def __init__(self, run, compile_seconds):
+    self.run, self.compile_seconds = run, compile_seconds
+
+
 def _time(run) -> float:
   start = time.perf_counter()
   run()
@@ -176,10 +285,16 @@ def _time(run) -> float:
 
 
 def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
-                  compare: str = '') -> dict:
+                  compare: str = '', num_runs: int = 1) -> dict:
   """Compiles and times our train step (or translation); with compare='torch'
-  the official PyTorch one too, alternating, at the same size, batch and
-  precision. Returns the JSON-ready results."""
+  the official PyTorch one too, with num_runs > 1 a sweep of that many seeds,
+  alternating, at the same size, batch and precision. task='data' times the
+  input pipeline (run_data_benchmark). Returns the JSON-ready results."""
+  if task == 'data':
+    return run_data_benchmark(config, steps, warmup, num_runs)
+  if num_runs < 1 or (num_runs > 1 and (task != 'train' or compare)):
+    raise ValueError(f'--runs={num_runs}: expected 1, or more with --task=train and no '
+                     '--compare')
   if steps < 0 or warmup < 0:
     raise ValueError(f'need --steps >= 0 and --warmup >= 0, got {steps} and {warmup}')
   if task not in TASKS:
@@ -198,6 +313,8 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
     theirs = export.OnnxRuntimeRunner(*_translation_inputs(config))
   ours, compiled, compile_seconds = (
       _our_train_step if task == 'train' else _our_translation)(config)
+  if num_runs > 1:
+    theirs = _Sweep(*_sweep_train_step(config, num_runs))
 
   # Alternating, so that a slow spell of a shared machine falls on both.
   times, their_times = [], []
@@ -243,7 +360,18 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'warmup': warmup,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
-  if compare == 'onnx' and times:
+  if num_runs > 1:
+    result['runs'] = num_runs
+    result['runs_compile_seconds'] = theirs.compile_seconds
+    if times:
+      sweep_median = float(np.median(their_times))
+      result.update({
+          'runs_median_step_seconds': sweep_median,
+          'runs_p90_step_seconds': float(np.percentile(their_times, 90)),
+          'runs_images_per_second': num_runs * batch_size / sweep_median,
+          'runs_speedup': num_runs * median / sweep_median,
+      })
+  elif compare == 'onnx' and times:
     their_median = float(np.median(their_times))
     result.update({
         'onnxruntime_version': theirs.version,
@@ -277,7 +405,8 @@ def main(argv):
     raise app.UsageError('--config is required, e.g. --config=configs/tiny.py')
   xla_cpu_options.set_defaults()  # As main.py does; before JAX starts its backend.
   try:
-    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare)
+    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare,
+                           FLAGS.runs)
   except ImportError as e:
     if FLAGS.compare == 'onnx':
       sys.exit(f'benchmark: error: {e}')

@@ -138,3 +138,32 @@ def test_compare_with_onnx_runtime_times_the_exported_generator():
       result['median_step_seconds'] / result['onnxruntime_median_step_seconds'])
   with pytest.raises(ValueError, match='--compare=onnx .* needs --task=translate'):
     benchmark.run_benchmark(tiny.get_config(), steps=1, warmup=0, compare='onnx')
+
+
+def test_runs_times_a_sweep_side_by_side_with_one_run():
+  config = tiny.get_config()
+  config.train.batch_size = 1
+  result = benchmark.run_benchmark(config, steps=2, warmup=1, num_runs=2)
+  assert KEYS <= set(result) and result['runs'] == 2
+  assert result['runs_median_step_seconds'] > 0 and result['runs_compile_seconds'] > 0
+  assert result['runs_images_per_second'] == pytest.approx(
+      2 / result['runs_median_step_seconds'])
+  assert result['runs_speedup'] == pytest.approx(
+      result['runs_images_per_second'] / result['images_per_second'])
+  with pytest.raises(ValueError, match='--runs=2'):
+    benchmark.run_benchmark(config, steps=1, warmup=0, task='translate', num_runs=2)
+
+
+def test_data_task_times_the_input_pipeline_of_several_runs(tmp_path):
+  from tests import synthetic  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.data.image_dir = synthetic.make_unpaired_folder(str(tmp_path), n_train=6, n_test=2)
+  config.train.batch_size = 2
+  one = benchmark.run_benchmark(config, steps=3, warmup=1, task='data')
+  assert one['runs'] == 1 and one['decodes'] is None and one['pairs_per_second'] > 0
+  four = benchmark.run_benchmark(config, steps=3, warmup=1, task='data', num_runs=4)
+  # 4 runs x 4 steps x 2 pairs = 64 pairs from 12 files: each decoded once.
+  assert four['runs'] == 4 and four['decodes'] <= 12 and four['decode_requests'] >= 64  # Threads read ahead too.
+  assert four['pairs_per_second'] > 0 and four['decoded_cache_mb'] == 2048
+  with pytest.raises(ValueError, match='--steps >= 1'):
+    benchmark.run_benchmark(config, steps=0, warmup=0, task='data')
