@@ -39,37 +39,74 @@ def training_image_size(config, batches) -> tuple[int, int]:
   return batches.batch(0)['A'].shape[1:3]  # Sizes that follow the data.
 
 
-def open_training_data(config):
+def open_training_data(config, shard_of=None):
   """(training batches, test images for the sample grids, a line describing
-  the data) of config.model.kind (families: paired or unpaired)."""
-  shard = (config.seed, config.train.batch_size, jax.process_index(), jax.process_count())
+  the data) of config.model.kind (families: paired or unpaired). `shard_of`:
+  (process index, count) of the processes sharing each batch (default: all)."""
+  shard_of = shard_of or (jax.process_index(), jax.process_count())
+  shard = (config.seed, config.train.batch_size, *shard_of)
   family = families.get(config)
   return family.open_training_data(config, shard, family.domain_channels(config))
 
 
 class Runs:
   """What one program trains: one run (outputs in the workdir), or a sweep's
-  runs (outputs in W/runs/<name>/, state and metrics with a leading runs axis)."""
+  runs (outputs in W/runs/<name>/, state and metrics with a leading runs axis).
+
+  Each run of a sweep trains on the devices of one mesh row, in one process:
+  that process reads its data and writes its samples and evaluations."""
 
   def __init__(self, config, workdir: str):
     self.sweep = sweeps.runs(config)
     self.configs = [sweeps.run_config(config, run) for run in self.sweep] or [config]
     self.names = [run.name for run in self.sweep] or ['']
     self.folders = [os.path.join(workdir, run.folder) for run in self.sweep] or [workdir]
+    self.owners = [0] * len(self.configs)
+
+  def place(self, mesh) -> None:
+    """Notes which process holds each run: that of its mesh row's devices."""
+    per_row = len(self) // mesh.shape['runs']
+    self.owners = [mesh.devices[i // per_row, 0].process_index for i in range(len(self))]
+
+  @property
+  def local(self) -> list[int]:
+    """The runs this process holds (a single run: every process holds it)."""
+    if not self.sweep:
+      return [0]
+    return [i for i, owner in enumerate(self.owners) if owner == jax.process_index()]
 
   def __len__(self) -> int:
     return len(self.configs)
 
-  def state(self, state, i: int):
-    """Run i's state (a sweep's: its slice, on the host)."""
-    return jax.tree.map(lambda x: np.asarray(x)[i], state) if self.sweep else state
+  def states(self, state) -> dict:
+    """{run: its state} of this process's runs (a sweep's on the host, each
+    assembled from the shards of its row of devices)."""
+    if not self.sweep:
+      return {0: state}
+    return {i: jax.tree.map(lambda x, i=i: _run_slice(x, i), state) for i in self.local}
+
+  def on_host(self, metrics):
+    """Metrics (a sweep's: of every run, gathered from every process) as numpy."""
+    if self.sweep and jax.process_count() > 1:
+      return multihost_utils.process_allgather(metrics, tiled=True)
+    return jax.device_get(metrics)
 
   def values(self, metrics: dict, i: int) -> dict:
-    """Run i's metrics, as floats."""
+    """Run i's metrics (on_host), as floats."""
     return {k: float(np.asarray(v)[i] if self.sweep else v) for k, v in metrics.items()}
 
   def label(self, i: int) -> str:
     return f'{self.names[i]}: ' if self.sweep else ''
+
+
+def _run_slice(x: jax.Array, i: int) -> np.ndarray:
+  """Row i of a global array sharded over runs first, from this process's shards."""
+  out = np.empty(x.shape[1:], x.dtype)
+  for shard in x.addressable_shards:
+    start, stop, _ = shard.index[0].indices(x.shape[0])
+    if start <= i < stop:
+      out[shard.index[1:]] = np.asarray(shard.data)[i - start]
+  return out
 
 
 def sample_grid(generators, state, samples, config) -> np.ndarray:
@@ -102,7 +139,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _check_finite(done: int, metrics, manager, runs: Runs) -> None:
-  values = jax.device_get(metrics)
+  values = runs.on_host(metrics)
   bad = [(i, k, runs.values(values, i)[k]) for i in range(len(runs)) for k in values
          if not np.isfinite(runs.values(values, i)[k])]
   if bad:
@@ -203,11 +240,19 @@ def _train(config, workdir: str):
   checkpoints.save_config(config, workdir)
   generators = families.get(config).create_generators(config.model)
   runs = Runs(config, workdir)
+  if runs.sweep:
+    mesh = jax.make_mesh(sweeps.mesh_shape(len(runs), num_devices), ('runs', 'data'))
+    runs.place(mesh)
+  else:
+    mesh = jax.make_mesh((num_devices,), ('data',))
 
-  # A sweep's runs read the same files, each with its own order, crops and flips.
-  opened = [open_training_data(c) for c in runs.configs]
-  run_batches = [batches for batches, _, _ in opened]
-  batches, samples, data_description = opened[0]
+  # A sweep's process reads all of its runs' data (each run trains within one
+  # process), decoded once for all, each run with its own order, crops and flips.
+  batches, samples, data_description = open_training_data(
+      runs.configs[runs.local[0]], (0, 1) if runs.sweep else None)
+  run_batches = (batches.for_seeds([runs.configs[i].seed for i in runs.local],
+                                   config.data.decoded_cache_mb)
+                 if runs.sweep else [batches])
   image_size = training_image_size(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
@@ -217,15 +262,13 @@ def _train(config, workdir: str):
          'steps in all.')
 
   if runs.sweep:
-    mesh = jax.make_mesh(sweeps.mesh_shape(len(runs), num_devices), ('runs', 'data'))
     state = state_lib.create_sharded_sweep_state(runs.configs, image_size, mesh, schedule)
     status(f'Sweep of {len(runs)} runs, {mesh.shape["runs"]} at a time side by side, each on '
            f'{mesh.shape["data"]} device(s): ' + '; '.join(
                f'{run.index}: {run.name}' for run in runs.sweep))
   else:
-    mesh = jax.make_mesh((num_devices,), ('data',))
     state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
-  one_run = runs.state(state, 0)
+  one_run = next(iter(runs.states(state).values()))
   counts = '; '.join(f'{name}: {models.count_params(getattr(one_run, name).params):,} parameters'
                      for name in state_lib.network_names(one_run))
   logging.info('%s', counts)
@@ -233,7 +276,7 @@ def _train(config, workdir: str):
     print(counts + (' (each run)' if runs.sweep else ''), flush=True)
 
   state = checkpoints.restore_latest(manager, workdir, state)
-  start_step = int(runs.state(state, 0).step)
+  start_step = int(next(iter(runs.states(state).values())).step)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')
 
@@ -242,6 +285,7 @@ def _train(config, workdir: str):
                                                       batches.steps_per_epoch)
     step_args = (train_step_lib.sweep_values(config, mesh),)
     batch_sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+    local_index = {run: k for k, run in enumerate(runs.local)}
   else:
     train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
     step_args = ()
@@ -250,8 +294,10 @@ def _train(config, workdir: str):
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() != 0)
   # A sweep's runs each write their own scalars and images (TensorBoard overlays them).
-  run_writers = [metric_writers.create_default_writer(folder, just_logging=not first)
-                 for folder in runs.folders] if runs.sweep else [writer]
+  # Each by the process that holds the run.
+  run_writers = [metric_writers.create_default_writer(
+      folder, just_logging=owner != jax.process_index())
+                 for folder, owner in zip(runs.folders, runs.owners)] if runs.sweep else [writer]
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if jax.process_index() == 0 else []
   if config.profile_steps > 0 and jax.process_index() == 0:
@@ -278,10 +324,15 @@ def _train(config, workdir: str):
                            f'{local["B"].shape[1:3]} after preprocessing, but training started '
                            f'with {image_size}; config.data.preprocess='
                            f'{config.data.preprocess!r} needs images of one size')
-        if runs.sweep:
-          local = {k: np.stack([b[k] for b in per_run]) for k in local}
-        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                 for k, v in local.items()}
+        if runs.sweep:  # Each device's block: its runs' rows.
+          batch = {k: jax.make_array_from_callback(
+              (len(runs), *v.shape), batch_sharding,
+              lambda index, k=k: np.stack([per_run[local_index[i]][k][index[1]]
+                                           for i in range(*index[0].indices(len(runs)))]))
+                   for k, v in local.items()}
+        else:
+          batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+                   for k, v in local.items()}
         if compiled_step is None:  # Compiled once, and refused if it cannot fit.
           compiled_step = train_step.lower(state, batch, *step_args).compile()
           fit = _runs_that_fit(compiled_step, runs, mesh) if runs.sweep else None
@@ -303,7 +354,7 @@ def _train(config, workdir: str):
 
       if done % config.log_every_steps == 0 or is_last:
         mean = jax.tree.map(lambda *x: np.mean(np.stack(x), axis=0),
-                            *jax.device_get(buffered_metrics))
+                            *runs.on_host(buffered_metrics))
         elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
         for i, run_writer in enumerate(run_writers):
           summary = runs.values(mean, i)
@@ -314,24 +365,25 @@ def _train(config, workdir: str):
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
-          for i, run_writer in enumerate(run_writers):
-            grid = sample_grid(generators, runs.state(state, i), samples, config)
-            run_writer.write_images(done, {'samples': grid[None]})
-            if jax.process_index() == 0:
+          for i, run_state in runs.states(state).items():
+            grid = sample_grid(generators, run_state, samples, config)
+            run_writers[i].write_images(done, {'samples': grid[None]})
+            if jax.process_index() == runs.owners[i]:
               path = os.path.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
               os.makedirs(os.path.dirname(path), exist_ok=True)
               Image.fromarray(grid).save(path)
               progress.line(f'step {done}: {runs.label(i)}samples {path}')
+              if not first:
+                logging.info('step %d: %ssamples %s', done, runs.label(i), path)
 
       # Not after a stop signal: a preemption's grace period goes to the checkpoint.
       if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
         with report_progress.timed('eval'):
-          for i, run_writer in enumerate(run_writers):
-            run_state = runs.state(state, i)
+          for i, run_state in runs.states(state).items():
             results = evaluator({name: getattr(run_state, name).params
                                  for name in evaluator.networks})
-            run_writer.write_scalars(done, evaluate.scalars(results))
-            if jax.process_index() == 0:
+            run_writers[i].write_scalars(done, evaluate.scalars(results))
+            if jax.process_index() == runs.owners[i]:
               evaluate.write_json(runs.folders[i], {'step': done, **results})
               best = record_best(runs.folders[i], done, results)
               for line in evaluate.summary_lines(done, results):
@@ -344,8 +396,12 @@ def _train(config, workdir: str):
         with report_progress.timed('checkpoint'):
           checkpoints.save(manager, state, done)
         progress.line(f'step {done}: checkpoint {checkpoints.step_dir(workdir, done)}')
-        if runs.sweep and first:
-          _write_sweep_summary(workdir, runs, done, jax.device_get(metrics), progress)
+        if runs.sweep:
+          losses = runs.on_host(metrics)  # A collective: every process gathers.
+          if jax.process_count() > 1:  # Every run's eval/ is written.
+            multihost_utils.sync_global_devices(f'sweep summary {done}')
+          if first:
+            _write_sweep_summary(workdir, runs, done, losses, progress)
 
       if stop:
         message = (f'Stopped by {signals.received or "another process"} after step {done} '

@@ -134,6 +134,15 @@ def test_runs_and_devices_must_divide():
     sweeps.mesh_shape(3, 2)
 
 
+def test_a_multi_process_sweep_keeps_each_run_within_one_process():
+  config = tiny.get_config()
+  config.sweep.seed = (0, 1)
+  config.train.batch_size = 2
+  config_checks.validate(config, 4, process_count=2)  # Each run: the 2 devices of one process.
+  with pytest.raises(ValueError, match=r'each run 2 devices, more than the 1 of one process'):
+    config_checks.validate(config, 4, process_count=4)
+
+
 def test_a_sweep_that_cannot_fit_says_how_many_runs_would(image_folder, tmp_path,
                                                          monkeypatch):
   config = _sweep('cyclegan', image_folder, steps=1)
@@ -205,14 +214,21 @@ def _train_in_process(args, devices):
   assert result.returncode == 0, result.stderr[-3000:]
 
 
+_SOLO_RUNS = {}  # (kind, data, steps, traced, seed) -> its solo run's state, trained once.
+
+
 def _sweep_and_solo_runs(kind, image_folder, tmp_path, devices, steps, traced):
-  """[(run of the sweep, its solo run)] as flat {path: array} dicts."""
+  """[(run of the sweep, its solo run)] as flat {path: array} dicts. A solo
+  run (always on one device) is trained once for all the tests that need it."""
   args = [kind, image_folder, tmp_path, steps, 'traced' if traced else 'seeds']
   _train_in_process([*args, 'sweep'], devices)
   pairs = []
   for seed in (0, 1):
-    _train_in_process([*args, seed], 1)
-    pairs.append(tuple(dict(np.load(tmp_path / f'{name}{seed}.npz')) for name in ('sweep', 'solo')))
+    key = (kind, image_folder, steps, traced, seed)
+    if key not in _SOLO_RUNS:
+      _train_in_process([*args, seed], 1)
+      _SOLO_RUNS[key] = dict(np.load(tmp_path / f'solo{seed}.npz'))
+    pairs.append((dict(np.load(tmp_path / f'sweep{seed}.npz')), _SOLO_RUNS[key]))
   return pairs
 
 
@@ -228,6 +244,59 @@ def test_a_seed_sweep_trains_each_run_bit_for_bit_as_alone(kind, devices, image_
     assert run.keys() == solo.keys() and int(run['.step']) == 3
     different = [k for k in run if not np.array_equal(run[k], solo[k])]
     assert not different, different
+
+
+# Process PROCESS_ID of two (one CPU device each) trains a 2-run sweep of
+# seeds and saves the run it holds to sweepRUN.npz.
+TWO_PROCESS_SWEEP = """
+import sys
+import jax, numpy as np
+from cyclegan_jax import distributed, train
+from tests import test_sweeps
+image_dir, workdir, port, process_id = sys.argv[1:]
+distributed.initialize(f'127.0.0.1:{port}', 2, int(process_id))
+config = test_sweeps._sweep('cyclegan', image_dir, 3, traced=False)
+state = train.train_and_evaluate(config, workdir + '/sweep')
+runs = train.Runs(config, workdir + '/sweep')
+runs.place(jax.make_mesh((2, 1), ('runs', 'data')))
+(run, run_state), = runs.states(state).items()
+np.savez(f'{workdir}/sweep{run}.npz', **{jax.tree_util.keystr(p): x for p, x in
+                                         jax.tree_util.tree_leaves_with_path(run_state)})
+print('holds run', run, 'of process', jax.process_index())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_sweep_one_run_each_bit_for_bit_as_alone(image_folder, tmp_path):
+  """Two processes of one device each: each holds, reads the data of and
+  writes the outputs of one run, and that run's whole state after 3 steps
+  equals its solo run's."""
+  port = test_distributed._free_port()  # pylint: disable=protected-access
+  env = xla_flags.with_cpu_devices(1, test_distributed.BATCH_INVARIANT_CONVS)
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', TWO_PROCESS_SWEEP, image_folder, tmp_path, str(port), str(i)],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(2)]
+  for i, process in enumerate(processes):
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    assert f'holds run {i} of process {i}' in output
+  args = ['cyclegan', image_folder, tmp_path, 3, 'seeds']
+  for seed in (0, 1):
+    key = ('cyclegan', image_folder, 3, False, seed)
+    if key not in _SOLO_RUNS:
+      _train_in_process([*args, seed], 1)
+      _SOLO_RUNS[key] = dict(np.load(tmp_path / f'solo{seed}.npz'))
+    run, solo = dict(np.load(tmp_path / f'sweep{seed}.npz')), _SOLO_RUNS[key]
+    assert run.keys() == solo.keys() and int(run['.step']) == 3
+    different = [k for k in run if not np.array_equal(run[k], solo[k])]
+    assert not different, different
+  sweep = tmp_path / 'sweep'
+  assert sorted(os.listdir(sweep / 'checkpoints')) == ['2', '3']
+  for name in ('seed=0', 'seed=1'):
+    assert sorted(os.listdir(sweep / 'runs' / name / 'samples')) == ['step_00000003.png']
+  summary = json.loads((sweep / sweeps.SUMMARY_FILE).read_text())
+  assert [run['name'] for run in summary['runs']] == ['seed=0', 'seed=1']
 
 
 @pytest.mark.slow
