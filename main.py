@@ -5,13 +5,14 @@ generators.
   python main.py --config=configs/horse2zebra.py --workdir=runs/h2z
   python main.py ... --coordinator_address=HOST:PORT --num_processes=N --process_id=I
   python main.py --mode=test --workdir=runs/h2z [--num_test=50]
-  python main.py --mode=evaluate --workdir=runs/h2z [--step=N]
+  python main.py --mode=evaluate --workdir=runs/h2z [--step=N] [--fid_mode=clean]
   python main.py --mode=import_torch --config=configs/horse2zebra.py --workdir=runs/official \
       --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
   python main.py --mode=translate --workdir=runs/h2z --input=clip.mp4 --output=out.mp4
   python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both]
   python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
+  python main.py --mode=report --workdirs=runs/h2z,runs/h2z_cut --output=DIR
 """
 
 import contextlib
@@ -28,6 +29,7 @@ from cyclegan_jax import console
 from cyclegan_jax import distributed
 from cyclegan_jax import evaluate
 from cyclegan_jax import extract
+from cyclegan_jax import report
 from cyclegan_jax import results_page
 from cyclegan_jax import sweeps
 from cyclegan_jax import train
@@ -39,11 +41,12 @@ from cyclegan_jax import xla_cpu_options
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train',
                   ['train', 'evaluate', 'test', 'translate', 'export', 'import_torch',
-                   'extract'],
+                   'extract', 'report'],
                   'What to do: train; FID/KID of the test split; write the test results '
                   'page; translate a folder or a video; write ONNX files of the generators; '
-                  'make a workdir from official PyTorch generator checkpoints; or write one '
-                  'run of a sweep as an ordinary workdir.')
+                  'make a workdir from official PyTorch generator checkpoints; write one '
+                  'run of a sweep as an ordinary workdir; or write one report across '
+                  'workdirs (--workdirs).')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
@@ -79,6 +82,9 @@ flags.DEFINE_integer('step', None,
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
 flags.DEFINE_string('inception_weights', None, 'evaluate: the FID Inception weights file '
                     '(default: the workdir config\'s eval.inception_weights).')
+flags.DEFINE_enum('fid_mode', None, ['legacy', 'clean'], 'evaluate: legacy (pytorch-fid\'s '
+                  'preprocessing) or clean (clean-fid\'s); default: the workdir config\'s '
+                  'eval.fid_mode. Another mode than the config\'s writes to eval/<mode>/.')
 flags.DEFINE_string('torch_checkpoint', None, 'import_torch: the official G_A (A->B) '
                     '`.pth`, a pretrained single-generator `.pth` such as horse2zebra.pth, or '
                     'a pix2pix latest_net_G.pth.')
@@ -90,7 +96,11 @@ flags.DEFINE_string('coordinator_address', None,
                     'Multi-process: host:port of process 0, e.g. 10.0.0.1:1234.')
 flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-process: this process, 0 to num_processes-1.')
-flags.mark_flag_as_required('workdir')
+flags.DEFINE_list('workdirs', None, 'report: the workdirs to put side by side, separated by '
+                  'commas (a sweep\'s: each of its runs).')
+flags.register_multi_flags_validator(
+    ['mode', 'workdir'], lambda f: f['mode'] == 'report' or f['workdir'] is not None,
+    message='--workdir is required (--mode=report takes --workdirs=W1,W2,... instead)')
 
 
 def _missing_override(argv) -> str | None:
@@ -167,7 +177,8 @@ def main(argv):
                 f"--config.{name}='(0,1)'", status=2)
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
-      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights, FLAGS.run)
+      evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights, FLAGS.run,
+                                FLAGS.fid_mode)
     elif FLAGS.mode == 'import_torch':
       if FLAGS.config is None or not FLAGS.torch_checkpoint:
         _fail('--mode=import_torch needs --config=FILE (the architecture) and '
@@ -188,6 +199,10 @@ def main(argv):
       if not FLAGS.output:
         _fail('--mode=extract needs --run=NAME|INDEX and --output=DIR (a new workdir)', status=2)
       print(extract.extract_run(FLAGS.workdir, FLAGS.run, FLAGS.output, FLAGS.step), flush=True)
+    elif FLAGS.mode == 'report':
+      if not FLAGS.workdirs or not FLAGS.output:
+        _fail('--mode=report needs --workdirs=W1,W2,... and --output=DIR', status=2)
+      print(f'Wrote {report.write_report(FLAGS.workdirs, FLAGS.output)}', flush=True)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step,
                                              FLAGS.run)

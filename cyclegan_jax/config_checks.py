@@ -4,6 +4,7 @@ run that trains something else than intended)."""
 
 from cyclegan_jax import config_fields
 from cyclegan_jax import families
+from cyclegan_jax import inception
 from cyclegan_jax import losses
 from cyclegan_jax import models
 from cyclegan_jax import sweeps
@@ -112,6 +113,7 @@ def _validate_one(config, num_devices: int) -> None:
   for name in ('eval.batch_size', 'eval.kid_subsets'):
     at_least(name, 1)
   at_least('eval.kid_subset_size', 2)
+  one_of(config, 'eval.fid_mode', inception.FID_MODES)
   if config.eval.every_steps > 0:
     require(bool(config.eval.inception_weights), config, 'eval.inception_weights',
             'a weights file when config.eval.every_steps > 0 (write one with python -m '

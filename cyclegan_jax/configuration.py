@@ -119,6 +119,9 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   # test images, with pytorch-fid's Inception-v3. A weights file written by
   # `python -m cyclegan_jax.inception_weights` (docs/evaluation.md); empty: no FID.
   config.eval.inception_weights = ''
+  # legacy: pytorch-fid's preprocessing (bilinear resize to 299, no antialias);
+  # clean: clean-fid's (PIL bicubic with antialias). docs/evaluation.md.
+  config.eval.fid_mode = 'legacy'
   config.eval.every_steps = 0  # > 0: evaluate during training too, keeping the best step.
   config.eval.num_images = 0  # Test images per domain; 0: all of them.
   config.eval.batch_size = 50  # Images per Inception forward pass.

@@ -3,20 +3,30 @@
   python main.py --mode=evaluate --workdir=runs/h2z [--step=N]
 
 translates the test images (the test transform of the stored config: resize
-to crop_size, no flip) and scores them with pytorch-fid's Inception-v3
-(cyclegan_jax.inception) and the statistics of cyclegan_jax.fid:
+to crop_size, no flip) and scores them with the FID Inception-v3
+(cyclegan_jax.inception) and the statistics of cyclegan_jax.fid, in one of
+the field's two protocols (config.eval.fid_mode, or --fid_mode):
+- legacy: pytorch-fid's preprocessing (bilinear resize to 299 without
+  antialiasing), what most CycleGAN/CUT papers report;
+- clean: clean-fid's (PIL bicubic with antialiasing on float pixels).
+It scores
 - CycleGAN, both directions: A->B against the real test B images, B->A
   against the real test A images;
 - pix2pix, the one direction it was trained for (config.data.direction): the
   translated inputs of the test pairs against the real targets of the same
   pairs.
-The scores are printed, written to `<workdir>/eval/step_<step>.json` (and
-`eval/latest.json`), and logged to TensorBoard as `eval/AtoB/fid`, ...
+The scores are printed, written with their protocol (FID mode, image counts,
+test split, the Inception weights' SHA-256, the step) to
+`<workdir>/eval/step_<step>.json` (and `eval/latest.json`), and logged to
+TensorBoard as `eval/AtoB/fid`, ... A --fid_mode other than the config's
+writes to `eval/<mode>/` and logs `eval/<mode>/AtoB/fid`, ..., so the
+scores of the config's mode stay as they are.
 
 The training loop uses `Evaluator` directly: built once, it scores any
 generator parameters.
 """
 
+import hashlib
 import json
 import os
 
@@ -25,6 +35,7 @@ import jax
 import numpy as np
 
 from cyclegan_jax import checkpoints
+from cyclegan_jax import curves
 from cyclegan_jax import families
 from cyclegan_jax import fid
 from cyclegan_jax import generation
@@ -38,6 +49,7 @@ from cyclegan_jax.data import input_pipeline
 # against the real B images, B->A against the real A images. A pix2pix model
 # is scored in one of the two.
 DIRECTIONS = (('AtoB', 'A', 'B'), ('BtoA', 'B', 'A'))
+FID_MODES = inception.FID_MODES
 
 WEIGHTS_HELP = ('write a weights file once with `python -m cyclegan_jax.inception_weights '
                 '--source=... --output=PATH` (see docs/evaluation.md) and pass '
@@ -53,6 +65,31 @@ def weights_path(path: str) -> str:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such Inception weights file; {WEIGHTS_HELP}')
   return path
+
+
+def check_fid_mode(mode: str) -> str:
+  if mode not in FID_MODES:
+    raise ValueError(f'fid_mode={mode!r}: expected one of {", ".join(FID_MODES)} (legacy: '
+                     'pytorch-fid\'s preprocessing; clean: clean-fid\'s)')
+  return mode
+
+
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def scored_test_data(config) -> dict:
+  """Which test images are scored: their source, the split, the size after the
+  test transform, and how many per domain were asked for (0: all)."""
+  data = config.data
+  source = (data.image_dir or (f'builtin:{data.builtin}' if data.builtin else '')
+            or f'tfds:{data.tfds_name}')
+  return {'source': source, 'split': 'test', 'size': int(data.crop_size),
+          'num_images': int(config.eval.num_images)}
 
 
 def load_inception(path: str):
@@ -131,22 +168,31 @@ class Evaluator:
     evaluator = Evaluator(config, families.get(config).create_generators(config.model))
     metrics = evaluator({name: params[name] for name in evaluator.networks})
     # CycleGAN (networks ('gen_ab', 'gen_ba')): {'AtoB': {'fid', 'kid_mean',
-    # 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}}; pix2pix (networks
-    # ('gen',)): {config.data.direction: {...}} only.
+    # 'kid_std', 'num_fake', 'num_real'}, 'BtoA': {...}, 'protocol': {...}};
+    # pix2pix (networks ('gen',)): {config.data.direction: {...}, 'protocol'}.
 
   The constructor does the work that does not depend on the parameters, once:
   it loads the Inception weights (`inception_weights` overrides
   config.eval.inception_weights; errors name what is missing), the first
   config.eval.num_images (0: all) test images of each domain (pix2pix: test
-  pairs), and the Inception features of the real images compared with. A
+  pairs), and the Inception features of the real images compared with, in
+  the FID protocol `fid_mode` (default config.eval.fid_mode). A
   call translates the test inputs and scores them; every call runs the same
   compiled functions. Every process of a multi-process run must call it (the
   parameters may be global arrays); each computes the same scores.
   """
 
-  def __init__(self, config, generators, inception_weights: str | None = None):
+  def __init__(self, config, generators, inception_weights: str | None = None,
+               fid_mode: str | None = None):
     self.settings = config.eval
-    self.variables = load_inception(inception_weights or self.settings['inception_weights'])
+    self.fid_mode = check_fid_mode(fid_mode or self.settings['fid_mode'])
+    weights = weights_path(inception_weights or self.settings['inception_weights'])
+    self.variables = load_inception(weights)
+    # What a score means, written beside it (the step and image counts too).
+    self.protocol = {'fid_mode': self.fid_mode, 'test_data': scored_test_data(config),
+                     'inception_weights_sha256': file_sha256(weights),
+                     'kid_subsets': int(self.settings['kid_subsets']),
+                     'kid_subset_size': int(self.settings['kid_subset_size'])}
     self.generators = generators  # {network: module}: the family's create_generators.
     self.directions = directions(config)  # ((direction, network), ...)
     self.networks = tuple(network for _, network in self.directions)
@@ -165,7 +211,13 @@ class Evaluator:
       self.real_features[name] = features[id(targets)]
 
   def features(self, images_uint8: np.ndarray) -> np.ndarray:
-    """(N, 2048) Inception features of uint8 images (gray ones seen as RGB)."""
+    """(N, 2048) Inception features of uint8 images (gray ones seen as RGB),
+    with the preprocessing of self.fid_mode."""
+    if self.fid_mode == 'clean':
+      return _batched(
+          lambda x: inception.features_clean(
+              self.variables, inception.resize_clean(image_io.for_viewing(x))),
+          images_uint8, self.batch_size)
     return _batched(
         lambda x: inception.features(self.variables,
                                      image_io.for_viewing(x).astype(np.float32) / 255.0),
@@ -190,6 +242,7 @@ class Evaluator:
           fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])
       metrics[name] = {'fid': fid.fid_from_features(fake, real), 'kid_mean': kid_mean,
                        'kid_std': kid_std, 'num_fake': len(fake), 'num_real': len(real)}
+    metrics['protocol'] = self.protocol
     return metrics
 
 
@@ -198,28 +251,29 @@ def _scored(metrics: dict):
   return [d for d in DIRECTIONS if d[0] in metrics]
 
 
-def scalars(metrics: dict) -> dict:
+def scalars(metrics: dict, prefix: str = 'eval') -> dict:
   """{'eval/AtoB/fid': ..., ...}: the scores for a metric writer (one or two
-  directions; other keys, such as 'step', are ignored)."""
-  return {f'eval/{name}/{key}': value for name, _, _ in _scored(metrics)
+  directions; other keys, such as 'step' and 'protocol', are ignored)."""
+  return {f'{prefix}/{name}/{key}': value for name, _, _ in _scored(metrics)
           for key, value in metrics[name].items() if not key.startswith('num_')}
 
 
 def summary_lines(step: int, metrics: dict) -> list[str]:
   """One readable line per direction in metrics."""
   lines = []
+  mode = metrics.get('protocol', {}).get('fid_mode')
   for name, source, target in _scored(metrics):
     m = metrics[name]
-    lines.append(f'step {step} {name}: FID {m["fid"]:.4f}, KID {m["kid_mean"]:.6f} ± '
+    lines.append(f'step {step} {name}: FID{f" ({mode})" if mode else ""} {m["fid"]:.4f}, KID {m["kid_mean"]:.6f} ± '
                  f'{m["kid_std"]:.6f} ({m["num_fake"]} translated test{source} images vs '
                  f'{m["num_real"]} real test{target} images)')
   return lines
 
 
-def write_json(workdir: str, result: dict) -> str:
-  """Writes eval/step_<step>.json and eval/latest.json (atomically: a kill
-  mid-write leaves the old file); returns the first path."""
-  folder = os.path.join(os.path.abspath(workdir), 'eval')
+def write_json(workdir: str, result: dict, subfolder: str = '') -> str:
+  """Writes eval/[subfolder/]step_<step>.json and latest.json beside it
+  (atomically: a kill mid-write leaves the old file); returns the first path."""
+  folder = os.path.join(os.path.abspath(workdir), 'eval', subfolder)
   os.makedirs(folder, exist_ok=True)
   text = json.dumps(result, indent=2) + '\n'
   paths = [os.path.join(folder, f'step_{result["step"]:08d}.json'),
@@ -247,25 +301,32 @@ def best_scores(workdir: str) -> dict | None:
 
 
 def evaluate_workdir(workdir: str, step: int | None = None,
-                     inception_weights: str | None = None, run: str | None = None) -> dict:
+                     inception_weights: str | None = None, run: str | None = None,
+                     fid_mode: str | None = None) -> dict:
   """Scores the latest (or `step`) checkpoint of a workdir; returns
-  {'step': s, 'AtoB': {...}, 'BtoA': {...}} (pix2pix: its one direction)
-  after printing, writing and logging it. `inception_weights` overrides the
-  config's (config.json is fixed once written). `run`: a sweep's run, whose
-  scores go to its folder W/runs/<name>/."""
+  {'step': s, 'AtoB': {...}, 'BtoA': {...}, 'protocol': {...}} (pix2pix: its
+  one direction) after printing, writing and logging it. `inception_weights`
+  and `fid_mode` override the config's (config.json is fixed once written); a
+  mode other than the config's is written to eval/<mode>/. `run`: a sweep's
+  run, whose scores go to its folder W/runs/<name>/."""
   config = inference.load_config(workdir, run)
-  # Before the slow work: the weights file exists, the checkpoint is there.
+  # Before the slow work: the mode is known, the weights file exists, the
+  # checkpoint is there.
+  mode = check_fid_mode(fid_mode or config.eval.fid_mode)
+  subfolder = '' if mode == config.eval.fid_mode else mode
   weights = weights_path(inception_weights or config.eval.inception_weights)
   restored = inference.restore(workdir, inference.ALL, step, config, run)  # Evaluator.networks.
   workdir = inference.output_folder(workdir, run)
   step = restored.step
-  evaluator = Evaluator(config, restored.modules, weights)
+  evaluator = Evaluator(config, restored.modules, weights, mode)
   result = {'step': int(step), **evaluator(restored.params)}
   for line in summary_lines(step, result):
     print(line, flush=True)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
-  writer.write_scalars(step, scalars(result))
+  writer.write_scalars(step, scalars(result, '/'.join(filter(None, ('eval', subfolder)))))
   writer.close()
   if jax.process_index() == 0:
-    print(f'Wrote {write_json(workdir, result)}', flush=True)
+    print(f'Wrote {write_json(workdir, result, subfolder)}', flush=True)
+    print(f'Wrote {curves.write_plot(workdir, subfolder, os.path.basename(workdir))}',
+          flush=True)
   return result

@@ -29,8 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 INPUT_SIZE = 299
+# The field's two preprocessings (FIDInceptionV3): pytorch-fid's and clean-fid's.
+FID_MODES = ('legacy', 'clean')
 FEATURE_DIM = 2048
 
 
@@ -177,13 +180,40 @@ def resize_bilinear(images, size):
   return images
 
 
+def resize_clean(images_uint8: np.ndarray) -> np.ndarray:
+  """clean-fid's resizer ("clean" mode): each channel of each uint8 image as a
+  float32 PIL image, bicubic (antialiased) to 299x299, clipped to [0, 255].
+  NHWC uint8 (3 channels) -> NHWC float32 299x299 in [0, 255]."""
+  images_uint8 = np.asarray(images_uint8)
+  if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
+    raise ValueError(f'resize_clean: expected uint8 RGB images (N, H, W, 3), got '
+                     f'{images_uint8.dtype} {images_uint8.shape}')
+  out = np.empty((len(images_uint8), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+  for n, image in enumerate(images_uint8):
+    for c in range(3):
+      channel = Image.fromarray(image[:, :, c].astype(np.float32), mode='F')
+      channel = channel.resize((INPUT_SIZE, INPUT_SIZE), resample=Image.Resampling.BICUBIC)
+      out[n, :, :, c] = np.clip(np.asarray(channel), 0, 255)
+  return out
+
+
 class FIDInceptionV3(nn.Module):
-  """Images in [0, 1], NHWC, any size -> (N, 2048) pool3 features (float32)."""
+  """Images -> (N, 2048) pool3 features (float32), NHWC.
+
+  legacy (pytorch-fid): images in [0, 1] of any size, resized here (bilinear,
+  no antialias) and scaled to [-1, 1]. clean (clean-fid): images already
+  299x299 (resize_clean) in [0, 255], scaled to [-1, 1] as clean-fid's
+  TorchScript Inception does, by (x - 128) / 128. Same variables either way.
+  """
+  clean: bool = False
 
   @nn.compact
-  def __call__(self, images01):
-    x = resize_bilinear(jnp.asarray(images01, jnp.float32), INPUT_SIZE)
-    x = 2.0 * x - 1.0  # The TF graph's input range.
+  def __call__(self, images):
+    x = jnp.asarray(images, jnp.float32)
+    if self.clean:
+      x = (x - 128.0) / 128.0
+    else:
+      x = 2.0 * resize_bilinear(x, INPUT_SIZE) - 1.0  # The TF graph's input range.
     x = BasicConv2d(32, 3, stride=2, name='Conv2d_1a_3x3')(x)  # 149x149
     x = BasicConv2d(32, 3, name='Conv2d_2a_3x3')(x)  # 147x147
     x = BasicConv2d(64, 3, padding=1, name='Conv2d_2b_3x3')(x)
@@ -206,6 +236,7 @@ class FIDInceptionV3(nn.Module):
 
 
 MODEL = FIDInceptionV3()
+CLEAN_MODEL = FIDInceptionV3(clean=True)
 
 
 def init_variables(seed=0):
@@ -238,5 +269,13 @@ def param_count(variables):
 
 @jax.jit
 def features(variables, images01):
-  """(N, 2048) pool3 features of images in [0, 1]; jitted per input shape."""
+  """(N, 2048) pool3 features of images in [0, 1] (pytorch-fid's
+  preprocessing); jitted per input shape."""
   return MODEL.apply(variables, images01)
+
+
+@jax.jit
+def features_clean(variables, images299):
+  """(N, 2048) pool3 features of resize_clean's 299x299 images in [0, 255]
+  (clean-fid's preprocessing)."""
+  return CLEAN_MODEL.apply(variables, images299)

@@ -200,7 +200,7 @@ def summary(per_run: list[dict]) -> dict:
     finals = [run['final'] for run in members if run['final']]
     bests = [run['best'] for run in members if run['best']]
     if finals and len(finals) == len(members):
-      directions = [d for d in finals[0] if isinstance(finals[0][d], dict)]
+      directions = [d for d, v in finals[0].items() if isinstance(v, dict) and 'fid' in v]
       group['final_fid'] = {d: _mean_std([f[d]['fid'] for f in finals]) for d in directions}
       group['final_kid'] = {d: _mean_std([f[d]['kid_mean'] for f in finals])
                             for d in directions}
@@ -218,7 +218,7 @@ def summary_table(summary: dict) -> list[str]:
     if run['final']:
       scores = ', '.join(f'{d} FID {s["fid"]:.4f} (best {run["best"][d]["fid"]:.4f} at step '
                          f'{run["best"][d]["step"]})'
-                         for d, s in run['final'].items() if isinstance(s, dict))
+                         for d, s in run['final'].items() if isinstance(s, dict) and 'fid' in s)
     else:
       scores = ', '.join(f'{k}={v:.4g}' for k, v in sorted(run['losses'].items())
                          if k.endswith('total') or k.endswith('loss'))

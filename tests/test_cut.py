@@ -404,7 +404,7 @@ def test_the_tools_translate_a_to_b_only(uninterrupted_cut, image_folder, tmp_pa
   weights = str(tmp_path / 'inception.npz')
   inception_weights.save(weights, inception.init_variables(seed=0))
   result = evaluate.evaluate_workdir(workdir, inception_weights=weights)
-  assert set(result) == {'step', 'AtoB'} and result['step'] == RERUN_STEPS
+  assert set(result) == {'step', 'AtoB', 'protocol'} and result['step'] == RERUN_STEPS
   assert result['AtoB']['num_fake'] == result['AtoB']['num_real'] == 4
   assert result['AtoB']['fid'] > 0
 

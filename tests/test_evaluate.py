@@ -9,6 +9,7 @@ FID through the few nonzero eigenvalues.
 """
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -114,10 +115,14 @@ def trained_pix2pix(aligned_folder, weights, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def evaluations(trained, trained_pix2pix):
-  """--mode=evaluate of both workdirs, the two processes at once (each FID's
-  sqrtm runs on one core)."""
+  """--mode=evaluate of both workdirs, and of the CycleGAN one in clean mode,
+  the processes at once (each FID's sqrtm runs on one core). The clean one
+  starts after the legacy one has written its scores."""
   processes = {kind: _start_main('--mode=evaluate', f'--workdir={workdir}')
                for kind, workdir in (('cyclegan', trained), ('pix2pix', trained_pix2pix))}
+  processes['cyclegan'].wait(timeout=300)
+  processes['clean'] = _start_main('--mode=evaluate', f'--workdir={trained}',
+                                   '--fid_mode=clean')
   results = {kind: _finish(process) for kind, process in processes.items()}
   for result in results.values():
     assert result.returncode == 0, result.stderr[-3000:]
@@ -154,23 +159,40 @@ def _check_scores(scores, fake_features, real_features):
                                               real_features.astype(np.float64)), rtol=1e-4)
 
 
+def _check_protocol(protocol, mode, workdir):
+  """What the scores mean: the mode, the test data, the weights file's hash
+  and the KID settings."""
+  config = configuration.load(workdir)
+  with open(config.eval.inception_weights, 'rb') as f:
+    sha256 = hashlib.sha256(f.read()).hexdigest()
+  assert protocol == {'fid_mode': mode,
+                      'test_data': {'source': config.data.image_dir, 'split': 'test',
+                                    'size': 32, 'num_images': NUM_IMAGES},
+                      'inception_weights_sha256': sha256,
+                      'kid_subsets': KID_SUBSETS, 'kid_subset_size': KID_SUBSET_SIZE}
+
+
 @pytest.mark.slow
 def test_command_line_prints_writes_json_and_logs_to_tensorboard(trained, evaluated):
   lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
   assert len(lines) == 2, evaluated.stdout
   for line, (name, source, target) in zip(lines, evaluate.DIRECTIONS):
-    assert re.fullmatch(rf'step 1 {name}: FID \d+\.\d{{4}}, KID -?\d+\.\d{{6}} ± \d+\.\d{{6}} '
+    assert re.fullmatch(rf'step 1 {name}: FID \(legacy\) \d+\.\d{{4}}, '
+                        rf'KID -?\d+\.\d{{6}} ± \d+\.\d{{6}} '
                         rf'\(3 translated test{source} images vs 3 real test{target} images\)',
                         line), line
   path = trained / 'eval' / 'step_00000001.json'
   assert f'Wrote {path}' in evaluated.stdout
   result = json.loads(path.read_text())
   assert json.loads((trained / 'eval' / 'latest.json').read_text()) == result
-  assert set(result) == {'step', 'AtoB', 'BtoA'} and result['step'] == 1
+  assert set(result) == {'step', 'AtoB', 'BtoA', 'protocol'} and result['step'] == 1
+  _check_protocol(result['protocol'], 'legacy', str(trained))
   for name in ('AtoB', 'BtoA'):
     assert set(result[name]) == {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}
     assert result[name]['fid'] > 0 and result[name]['num_fake'] == result[name]['num_real'] == 3
-  assert _logged_eval_scalars(trained) == {f'eval/{name}/{key}': (1, pytest.approx(result[name][key], rel=1e-6))
+  logged = {tag: value for tag, value in _logged_eval_scalars(trained).items()
+            if not tag.startswith('eval/clean/')}  # The clean mode's evaluation.
+  assert logged == {f'eval/{name}/{key}': (1, pytest.approx(result[name][key], rel=1e-6))
                     for name in ('AtoB', 'BtoA') for key in ('fid', 'kid_mean', 'kid_std')}
 
 
@@ -199,6 +221,44 @@ def test_scores_are_those_of_independently_computed_features(trained, evaluated,
     _check_scores(result[name], features(fake), features(real[target]))
 
 
+@pytest.mark.slow
+def test_clean_mode_scores_clean_fid_preprocessing_beside_the_legacy_scores(
+    trained, evaluations, weights, image_folder):
+  """--fid_mode=clean: clean-fid's resize (PIL bicubic, tested against
+  clean-fid in test_fid.py) and input scaling; written to eval/clean/ and
+  logged as eval/clean/..., leaving the config's legacy scores as they are."""
+  evaluated = evaluations['clean']
+  lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
+  assert len(lines) == 2 and all(' FID (clean) ' in line for line in lines), evaluated.stdout
+  path = trained / 'eval' / 'clean' / 'step_00000001.json'
+  assert f'Wrote {path}' in evaluated.stdout
+  clean = json.loads(path.read_text())
+  assert json.loads((trained / 'eval' / 'clean' / 'latest.json').read_text()) == clean
+  _check_protocol(clean['protocol'], 'clean', str(trained))
+  legacy = json.loads((trained / 'eval' / 'latest.json').read_text())
+  assert legacy['protocol']['fid_mode'] == 'legacy'
+  assert abs(clean['AtoB']['fid'] - legacy['AtoB']['fid']) > 1e-3 * legacy['AtoB']['fid']
+  logged = _logged_eval_scalars(trained)
+  assert logged['eval/clean/AtoB/fid'] == (1, pytest.approx(clean['AtoB']['fid'], rel=1e-6))
+  assert logged['eval/AtoB/fid'] == (1, pytest.approx(legacy['AtoB']['fid'], rel=1e-6))
+
+  config = configuration.load(str(trained))
+  _, params = checkpoints.load_params(str(trained), ('gen_ab', 'gen_ba'))
+  generator = models.create_generator(config.model)
+  variables = inception_weights.load(weights)
+  real = {domain: np.stack([
+      np.asarray(Image.open(os.path.join(image_folder, 'test' + domain, f)).convert('RGB'))
+      for f in sorted(os.listdir(os.path.join(image_folder, 'test' + domain)))[:NUM_IMAGES]])
+          for domain in 'AB'}
+  features = lambda uint8: np.asarray(inception.features_clean(
+      variables, inception.resize_clean(uint8)))
+  for name, source, target, network in (('AtoB', 'A', 'B', 'gen_ab'),
+                                        ('BtoA', 'B', 'A', 'gen_ba')):
+    fake = input_pipeline.to_uint8(generator.apply(
+        {'params': params[network]}, real[source] / np.float32(127.5) - 1, train=False))
+    _check_scores(clean[name], features(fake), features(real[target]))
+
+
 def _test_pairs_from_files(aligned_folder):
   """(A, B) uint8 halves of the first NUM_IMAGES test files, read directly."""
   folder = os.path.join(aligned_folder, 'test')
@@ -217,13 +277,14 @@ def test_pix2pix_scores_its_one_direction_against_the_test_targets(
   evaluated = evaluations['pix2pix']
   lines = [line for line in evaluated.stdout.splitlines() if line.startswith('step 1 ')]
   assert len(lines) == 1, evaluated.stdout
-  assert re.fullmatch(r'step 1 BtoA: FID \d+\.\d{4}, KID -?\d+\.\d{6} ± \d+\.\d{6} '
+  assert re.fullmatch(r'step 1 BtoA: FID \(legacy\) \d+\.\d{4}, KID -?\d+\.\d{6} ± \d+\.\d{6} '
                       r'\(3 translated testB images vs 3 real testA images\)', lines[0]), lines
   path = trained_pix2pix / 'eval' / 'step_00000001.json'
   assert f'Wrote {path}' in evaluated.stdout
   result = json.loads(path.read_text())
   assert json.loads((trained_pix2pix / 'eval' / 'latest.json').read_text()) == result
-  assert set(result) == {'step', 'BtoA'} and result['step'] == 1
+  assert set(result) == {'step', 'BtoA', 'protocol'} and result['step'] == 1
+  _check_protocol(result['protocol'], 'legacy', str(trained_pix2pix))
   assert set(result['BtoA']) == {'fid', 'kid_mean', 'kid_std', 'num_fake', 'num_real'}
   assert result['BtoA']['num_fake'] == result['BtoA']['num_real'] == 3
   assert _logged_eval_scalars(trained_pix2pix) == {

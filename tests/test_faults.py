@@ -61,6 +61,7 @@ def _tiny(image_folder, **overrides):
     ('eval.every_steps', 5, "config.eval.inception_weights='': expected a weights file when "
                             'config.eval.every_steps > 0'),
     ('eval.kid_subset_size', 1, 'config.eval.kid_subset_size=1: expected an integer >= 2'),
+    ('eval.fid_mode', 'cleanfid', "config.eval.fid_mode='cleanfid': expected one of legacy, clean"),
     ('train.gan_mode', 'lsgan2', "config.train.gan_mode='lsgan2': expected one of"),
     ('train.lambda_cycle', -1.0, 'config.train.lambda_cycle=-1.0: expected a number >= 0'),
     ('train.lambda_identity', -0.5, 'config.train.lambda_identity=-0.5: expected a number >= 0'),

@@ -1,14 +1,19 @@
 """FID/KID statistics against direct computations; the FID Inception's layout."""
 
-import warnings
-
+import ast
 import collections
+import importlib
+import importlib.util
+import os
+import types
+import warnings
 
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jax_core
 import numpy as np
 import pytest
+import scipy.linalg
 
 from cyclegan_jax import fid, inception
 
@@ -111,6 +116,70 @@ def test_kid_near_zero_for_one_distribution_and_positive_when_shifted():
   # Subsets come from the seed.
   assert fid.kernel_inception_distance(x, y, 3, 50, seed=1) == \
       fid.kernel_inception_distance(x, y, 3, 50, seed=1)
+
+
+def _clean_fid_spec():
+  """clean-fid (the clean mode's reference code), or a skip. .ci/run installs
+  it without dependencies: its resize module needs only torch and PIL."""
+  pytest.importorskip('torch')
+  spec = importlib.util.find_spec('cleanfid')
+  if spec is None:
+    pytest.skip('clean-fid is not installed (pip install --no-deps clean-fid)')
+  return spec
+
+
+def _clean_fid_functions(*names) -> dict:
+  """Functions of clean-fid's fid.py, run as written there. That module
+  imports torchvision (for classes not used here), whose PyPI wheel does not
+  load beside this project's torch: the functions' definitions are taken
+  from its source and run with the names they use (numpy, scipy's linalg)."""
+  path = os.path.join(os.path.dirname(_clean_fid_spec().origin), 'fid.py')
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  found = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names]
+  assert sorted(node.name for node in found) == sorted(names), path
+  namespace = {'np': np, 'linalg': scipy.linalg}
+  exec(compile(ast.Module(found, type_ignores=[]), path, 'exec'), namespace)  # pylint: disable=exec-used
+  return {name: namespace[name] for name in names}
+
+
+def test_clean_resize_is_clean_fids():
+  """Down, up, odd and non-square sizes, noise and smooth images: the same
+  float32 pixels as clean-fid's resizer ("clean": PIL bicubic on float)."""
+  _clean_fid_spec()
+  theirs = importlib.import_module('cleanfid.resize').build_resizer('clean')
+  rng = np.random.default_rng(9)
+  ramp = np.linspace(0, 255, 64 * 48).reshape(64, 48, 1).repeat(3, axis=2).astype(np.uint8)
+  for image in (rng.integers(0, 256, (32, 32, 3), np.uint8), ramp,
+                rng.integers(0, 256, (37, 300, 3), np.uint8),
+                rng.integers(0, 256, (512, 401, 3), np.uint8)):
+    ours = inception.resize_clean(image[None])[0]
+    assert ours.shape == (299, 299, 3) and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs(image))
+  # Not the legacy resize: the antialiased bicubic differs when downsampling.
+  big = rng.integers(0, 256, (1, 600, 600, 3), np.uint8)
+  legacy = np.asarray(inception.resize_bilinear(big.astype(np.float32), 299))
+  assert np.abs(inception.resize_clean(big) - legacy).mean() > 5
+  with pytest.raises(ValueError, match=r'resize_clean: expected uint8 RGB images \(N, H, W, '
+                                       r'3\), got float32 \(1, 8, 8, 3\)'):
+    inception.resize_clean(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def test_fid_and_kid_formulas_are_clean_fids():
+  """clean-fid's frechet_distance and kernel_distance on the same features.
+  KID with subsets of every feature is exact (each subset is a permutation;
+  MMD^2 ignores order), whatever the random subsets."""
+  reference = types.SimpleNamespace(**_clean_fid_functions('frechet_distance',
+                                                           'kernel_distance'))
+  x, y = _features(40, 6, 10), _features(30, 6, 11, shift=0.3)
+  np.testing.assert_allclose(
+      fid.fid_from_features(x, y),
+      reference.frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0),
+                                 np.cov(y, rowvar=False)), rtol=1e-10)
+  x = x[:30]  # Equal sizes: one subset of every feature on each side.
+  ours, _ = fid.kernel_inception_distance(x, y, num_subsets=3, max_subset_size=30)
+  np.testing.assert_allclose(ours, reference.kernel_distance(x, y, num_subsets=3,
+                                                             max_subset_size=30), rtol=1e-10)
 
 
 def _torch_bilinear(image, out_h, out_w):

