@@ -5,15 +5,19 @@ pix2pix's input / output / target of its test pairs.
   python main.py --mode=test --workdir=runs/h2z [--num_test=50] [--step=N]
 
 writes `<workdir>/results/<step>/index.html` and its PNGs under `images/`,
-with the test transform of the stored config (resize to crop_size, no flip).
+with the test transform of the stored config (resize to crop_size, no flip),
+and, when the workdir was evaluated, its plot of FID, KID and the losses
+over steps (eval/curves.png).
 """
 
 import html
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
 
+from cyclegan_jax import curves
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
 from cyclegan_jax.data import input_pipeline
@@ -54,6 +58,11 @@ def write_results_page(workdir: str, num_test: int = 50, step: int | None = None
   tables = restored.family.results_tables(restored.config, restored.params, restored.modules,
                                           num_test)
   sections = [section(page_dir, table) for table in tables]
+  plot = os.path.join(os.path.abspath(workdir), 'eval', curves.PLOT_FILE)
+  if os.path.isfile(plot):  # Evaluated during training (or by --mode=evaluate).
+    shutil.copyfile(plot, os.path.join(page_dir, 'images', curves.PLOT_FILE))
+    sections.append(f'<h2>FID, KID and losses over training</h2>\n'
+                    f'<img src="images/{curves.PLOT_FILE}" alt="FID, KID and losses over steps">')
 
   title = html.escape(f'{os.path.basename(os.path.abspath(workdir))}, step {step}')
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'

@@ -18,6 +18,7 @@ from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import configuration
 from cyclegan_jax import console
+from cyclegan_jax import curves
 from cyclegan_jax import evaluate
 from cyclegan_jax import families
 from cyclegan_jax import memory
@@ -126,6 +127,8 @@ def record_best(workdir: str, step: int, metrics: dict) -> dict:
     with open(path) as f:
       best = json.load(f)
   for direction, values in metrics.items():
+    if direction == 'protocol':
+      continue
     if direction not in best or values['fid'] < best[direction]['fid']:
       best[direction] = {'step': step, 'fid': values['fid']}
   if jax.process_index() == 0:
@@ -390,6 +393,9 @@ def _train(config, workdir: str):
                 progress.bar.write(runs.label(i) + line)
               progress.bar.write(runs.label(i) + 'best FID so far: ' + ', '.join(
                   f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
+              run_writers[i].flush()  # The losses so far, for the plot.
+              curves.write_plot(runs.folders[i], title=runs.names[i] or os.path.basename(
+                  os.path.abspath(workdir)))
 
       if done % config.checkpoint_every_steps == 0 or is_last:
         _check_finite(done, metrics, manager, runs)  # Never save a NaN state.

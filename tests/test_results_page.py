@@ -1,7 +1,9 @@
 """The HTML results page of --mode=test."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ from configs import tiny_pix2pix
 from cyclegan_jax import generation
 from cyclegan_jax.families import common
 from cyclegan_jax import checkpoints
+from cyclegan_jax import curves
 from cyclegan_jax import models
 from cyclegan_jax.data import paired_data
 from cyclegan_jax import results_page
@@ -55,6 +58,23 @@ def test_page_shows_real_translated_and_reconstructed_for_both_directions(traine
                                      sorted(os.listdir(os.path.join(image_folder, 'testA')))[0]))
   expected = np.asarray(original.convert('RGB').resize((32, 32), Image.BICUBIC))
   assert np.max(np.abs(real.astype(int) - expected.astype(int))) <= 1
+  assert 'curves.png' not in page  # Never evaluated: no plot.
+
+
+def test_page_shows_the_training_curves_of_an_evaluated_workdir(trained, tmp_path):
+  workdir = tmp_path / 'evaluated'
+  shutil.copytree(trained, workdir)
+  os.makedirs(workdir / 'eval')
+  for step, fid in ((1, 50.0), (2, 40.0)):
+    (workdir / 'eval' / f'step_{step:08d}.json').write_text(json.dumps(
+        {'step': step, 'AtoB': {'fid': fid, 'kid_mean': 0.1, 'kid_std': 0.0}}))
+  plot = curves.write_plot(str(workdir))
+  page_path = results_page.write_results_page(str(workdir), num_test=1)
+  page = open(page_path, encoding='utf-8').read()
+  assert '<img src="images/curves.png" alt="FID, KID and losses over steps">' in page
+  with open(plot, 'rb') as a, open(os.path.join(os.path.dirname(page_path), 'images',
+                                                'curves.png'), 'rb') as b:
+    assert a.read() == b.read()
 
 
 @pytest.mark.slow

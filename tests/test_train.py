@@ -165,7 +165,8 @@ def test_profile_steps_write_a_trace(image_folder, tmp_path):
 def test_record_best_keeps_the_lowest_fid_per_direction_across_runs(tmp_path):
   workdir = str(tmp_path)
   train.record_best(workdir, 10, {'AtoB': {'fid': 50.0}, 'BtoA': {'fid': 70.0}})
-  best = train.record_best(workdir, 20, {'AtoB': {'fid': 40.0}, 'BtoA': {'fid': 80.0}})
+  best = train.record_best(workdir, 20, {'AtoB': {'fid': 40.0}, 'BtoA': {'fid': 80.0},
+                                         'protocol': {'fid_mode': 'legacy'}})
   assert best == {'AtoB': {'step': 20, 'fid': 40.0}, 'BtoA': {'step': 10, 'fid': 70.0}}
   # A resumed run reads the file back: only a lower FID replaces an entry.
   train.record_best(workdir, 30, {'AtoB': {'fid': 45.0}, 'BtoA': {'fid': 60.0}})
@@ -186,10 +187,15 @@ def test_fid_during_training(image_folder, tmp_path):
                  f'--config.data.image_dir={image_folder}', '--config.train.num_steps=2',
                  '--config.eval.every_steps=2', f'--config.eval.inception_weights={weights}',
                  '--config.eval.num_images=3', '--config.eval.kid_subset_size=2',
-                 '--config.eval.kid_subsets=5'],
+                 '--config.eval.kid_subsets=5', '--config.eval.fid_mode=clean'],
                 env={'OPENBLAS_NUM_THREADS': '1'})
   stored = json.loads((workdir / 'eval' / 'step_00000002.json').read_text())
-  assert set(stored) == {'step', 'AtoB', 'BtoA'} and stored['AtoB']['num_fake'] == 3
+  assert set(stored) == {'step', 'AtoB', 'BtoA', 'protocol'} and stored['AtoB']['num_fake'] == 3
+  assert stored['protocol']['fid_mode'] == 'clean'
+  assert 'step 2 AtoB: FID (clean) ' in result.stdout
+  # The plot of FID, KID and the losses over steps, drawn at each evaluation.
+  plot = Image.open(workdir / 'eval' / 'curves.png')
+  assert plot.size == (800, 900) and np.asarray(plot.convert('L')).std() > 10
   best = json.loads((workdir / 'eval' / 'best.json').read_text())
   assert best['AtoB'] == {'step': 2, 'fid': stored['AtoB']['fid']}
   assert f'best FID so far: AtoB {stored["AtoB"]["fid"]:.4f} at step 2' in result.stdout
