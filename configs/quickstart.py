@@ -8,15 +8,20 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = shrink(default.get_config())
+  config.train.num_steps = 2000
+  config.log_every_steps = 100
+  config.sample_every_steps = 250
+  config.checkpoint_every_steps = 500
+  return config
+
+
+def shrink(config):
+  """The quick start's data and sizes, on any family's config."""
   config.data.builtin = 'skimage_dusk'
   config.data.load_size = 72
   config.data.crop_size = 64
   config.model.generator = 'resnet_3blocks'
   config.model.ngf = 16
   config.model.ndf = 16
-  config.train.num_steps = 2000
-  config.log_every_steps = 100
-  config.sample_every_steps = 250
-  config.checkpoint_every_steps = 500
   return config

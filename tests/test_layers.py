@@ -20,8 +20,8 @@ LAYERS = (
     ('families', ('families',)),
     ('config, state, inference', ('configuration', 'config_checks', 'sweeps', 'state',
                                   'train_step', 'inference')),
-    ('services', ('evaluate', 'export', 'extract', 'results_page', 'torch_import',
-                  'torch_reference', 'translate', 'video')),
+    ('services', ('curves', 'evaluate', 'export', 'extract', 'report', 'results_page',
+                  'torch_import', 'torch_reference', 'translate', 'video')),
     ('programs', ('train', 'benchmark', 'main.py')),
 )
 # Modules that need an optional extra: imported where they are used.
