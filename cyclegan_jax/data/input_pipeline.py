@@ -176,10 +176,9 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.clip(np.round(array), low, high).astype(image.dtype)
 
 
-def resize_to_load(image: np.ndarray, data_config, train: bool) -> tuple[np.ndarray, type]:
-  """The deterministic first half of `preprocess`: the image resized to
-  config.data.load_size as its mode says (the test transform: to crop_size),
-  as (pixels, the file's pixel type). What a sweep's runs share (DecodedImages)."""
+def _resized_planes(image: np.ndarray, data_config, train: bool) -> list:
+  """The image as Pillow planes resized to load_size as its mode says (the
+  test transform: to crop_size)."""
   mode, crop, load = data_config.preprocess, data_config.crop_size, data_config.load_size
   if not train:
     load = crop
@@ -191,15 +190,13 @@ def resize_to_load(image: np.ndarray, data_config, train: bool) -> tuple[np.ndar
   elif mode not in ('crop', 'none'):
     raise ValueError(f'config.data.preprocess={mode!r}: expected one of '
                      f'{", ".join(PREPROCESS_MODES)}')
-  return _from_planes(planes), image.dtype
+  return planes
 
 
-def crop_and_flip(resized: tuple[np.ndarray, type], data_config,
-                  rng: np.random.Generator | None) -> np.ndarray:
-  """The second half of `preprocess`: crop (random with `rng`, else centred),
-  sizes to a multiple of 4, flip (with `rng`), [-1, 1] floats."""
-  pixels, dtype = resized
-  planes = _to_planes(pixels)  # Pillow's L or RGB again for 8-bit, float planes otherwise.
+def _cropped_and_flipped(planes: list, dtype, data_config,
+                         rng: np.random.Generator | None) -> np.ndarray:
+  """Crop (random with `rng`, else centred), sizes to a multiple of 4, flip
+  (with `rng`), [-1, 1] floats, by the value rule of the file's pixel type."""
   if data_config.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
     planes = _crop(planes, data_config.crop_size, rng)
   # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
@@ -214,6 +211,19 @@ def crop_and_flip(resized: tuple[np.ndarray, type], data_config,
   return image_io.to_unit(array, low, high)
 
 
+def resize_to_load(image: np.ndarray, data_config, train: bool) -> tuple[np.ndarray, type]:
+  """The deterministic first half of `preprocess`, as (pixels, the file's
+  pixel type): what a sweep's runs share (DecodedImages)."""
+  return _from_planes(_resized_planes(image, data_config, train)), image.dtype
+
+
+def crop_and_flip(resized: tuple[np.ndarray, type], data_config,
+                  rng: np.random.Generator | None) -> np.ndarray:
+  """The second half of `preprocess`, on resize_to_load's output."""
+  pixels, dtype = resized
+  return _cropped_and_flipped(_to_planes(pixels), dtype, data_config, rng)
+
+
 def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) -> np.ndarray:
   """The official `get_transform`: an (H, W, C) image of any pixel type ->
   float32 in [-1, 1] by the value rule (image_io: config.data.value_range,
@@ -223,8 +233,11 @@ def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) 
   the test transform (load_size = crop_size, centre crop, no flip). 8-bit
   gray and RGB images are resampled as Pillow's L and RGB images, as in the
   official code; others channel by channel in float, clipped to their range.
+  Equal to crop_and_flip(resize_to_load(...)), without the round trip
+  through an array between the two halves.
   """
-  return crop_and_flip(resize_to_load(image, data_config, rng is not None), data_config, rng)
+  return _cropped_and_flipped(_resized_planes(image, data_config, rng is not None),
+                              image.dtype, data_config, rng)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -392,7 +405,10 @@ class UnpairedBatches:
     index_a = self._permutation(epoch)[position] % len(self.shard_a)
     index_b = self._rng(1, k).integers(len(self.shard_b))
     augment = self._rng(2, k)
-    resized = lambda shard, i: self._resized(
+    if self.decoded is None:  # One run: no image is kept.
+      return (preprocess(self._read(self.shard_a, index_a), self.data_config, augment),
+              preprocess(self._read(self.shard_b, index_b), self.data_config, augment))
+    resized = lambda shard, i: self.decoded.get(
         (shard.name, int(i)), lambda: resize_to_load(self._read(shard, i), self.data_config, True))
     return (crop_and_flip(resized(self.shard_a, index_a), self.data_config, augment),
             crop_and_flip(resized(self.shard_b, index_b), self.data_config, augment))
