@@ -355,6 +355,84 @@ class TiledTranslation:
     return len(self._norm_channels) * len(self.statistics_tiles()) + len(self.tiles)
 
 
+# --- The same, as one program a caller drives (ONNX export) ----------------
+
+
+def norm_layers(generator, params, channels: int) -> list[tuple[int, int]]:
+  """(channels, downsampling factor) of each normalisation layer's input, in
+  the order the generator runs them (traced once, at a size any generator takes)."""
+  size = 2 * models.generator_multiple(generator)
+  found = []
+
+  def intercept(next_fun, args, kwargs, context):
+    if context.method_name == '__call__' and _is_norm(context.module):
+      found.append((args[0].shape[3], size // args[0].shape[1]))
+      return args[0]  # Only the shapes matter.
+    return next_fun(*args, **kwargs)
+
+  jax.eval_shape(lambda p, x: _run(generator, p, x, intercept), params,
+                 jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
+  return found
+
+
+def window_with_statistics(generator, params, layers, window, mean, var, core_box):
+  """G(window) with every normalisation layer normalised by the given
+  statistics (`mean`, `var`: every layer's channels, concatenated in order),
+  and each layer's input over the window's core (`core_box` y0, y1, x0, x1 in
+  the window's pixels, on the grid of the coarsest layer) measured: returns
+  (output, count (layers,), core mean, core M2 (both concatenated)).
+
+  One call per tile, driven from outside (an exported ONNX file): pass after
+  pass over the tiles, each pass merging the cores' measurements into the
+  next pass's statistics, layer k's are the whole image's from pass k + 1 on
+  (its input depends only on layers 0..k-1); started from the statistics of a
+  thumbnail, a few passes come close.
+  """
+  offsets = [int(o) for o in np.cumsum([0] + [c for c, _ in layers])]
+  counter = [0]
+  counts, means, m2s = [], [], []
+
+  def intercept(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != '__call__' or not _is_norm(module):
+      return next_fun(*args, **kwargs)
+    k = counter[0]
+    counter[0] += 1
+    x = args[0]
+    factor = layers[k][1]
+    # lax's iota, slices and expand_dims, not NumPy indexing: jax2onnx converts
+    # those at symbolic sizes.
+    rows = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 0)
+    cols = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 1)
+    y0, y1, x0, x1 = (jax.lax.squeeze(jax.lax.slice(core_box, (i,), (i + 1,)), (0,)) // factor
+                      for i in range(4))
+    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+    mask = jax.lax.expand_dims(inside, (0, 3)).astype(jnp.float32)
+    x32 = x.astype(jnp.float32)
+    count = jnp.sum(mask)
+    core_mean = jnp.sum(x32 * mask, axis=(0, 1, 2)) / count
+    counts.append(count)
+    means.append(core_mean)
+    m2s.append(jnp.sum(jnp.square((x32 - core_mean) * mask), axis=(0, 1, 2)))
+    lo, hi = offsets[k], offsets[k + 1]
+    return _normalise(module, x, jax.lax.slice(mean, (lo,), (hi,)),
+                      jax.lax.slice(var, (lo,), (hi,)))
+
+  output = _run(generator, params, window, intercept)
+  return output, jnp.stack(counts), jnp.concatenate(means), jnp.concatenate(m2s)
+
+
+def own_statistics(generator, params, image):
+  """Every normalisation layer's (mean, var) of `image`'s untiled translation,
+  each concatenated over the layers (window_with_statistics's order): the
+  statistics of a thumbnail."""
+  record = []
+  _run(generator, params, image,
+       _interceptor((), (0, 0), image.shape[1:3], image.shape[1:3], record=record))
+  return (jnp.concatenate([mean for mean, _ in record]),
+          jnp.concatenate([var for _, var in record]))
+
+
 def translate_array(generator, params, image: np.ndarray, tile: int,
                     stats_mode: str = 'exact') -> np.ndarray:
   """The tiled translation of an (H, W, C) float32 image in [-1, 1], whole in

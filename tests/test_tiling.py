@@ -71,6 +71,55 @@ def test_tiles_equal_the_untiled_translation(name, size, tile):
   assert expected.std() > 0.05  # A translation with contrast, not a constant.
 
 
+@pytest.mark.parametrize('name, size, tile', [('resnet', (101, 93), 96),
+                                             ('unet', (261, 197), 224)])
+def test_passes_of_the_one_window_program_reach_the_whole_image_statistics(name, size, tile):
+  """window_with_statistics driven from outside, pass after pass over the
+  tiles (as the exported ONNX tile program is, docs/export.md): after k
+  passes layers 0..k-1 have the whole image's statistics, after one pass per
+  layer all do, and the tiles' cores are then the untiled translation."""
+  generator = GENERATORS[name]
+  params = _params(generator)
+  image = _image(*size)
+  multiple = models.generator_multiple(generator)
+  x = np.pad(image, ((0, -size[0] % multiple), (0, -size[1] % multiple), (0, 0)), mode='reflect')
+  layers = tiling.norm_layers(generator, params, 3)
+  tiled = tiling.TiledTranslation(generator, params, *size, 3, tile,
+                                  lambda y0, y1, x0, x1: x[y0:y1, x0:x1])
+  assert len(tiled.tiles) > 2 and len(layers) == len(tiled._norm_channels)
+  exact = [np.concatenate([np.asarray(s[i]) for s in tiled.statistics()]) for i in (0, 1)]
+  program = jax.jit(lambda p, w, m, v, c: tiling.window_with_statistics(generator, p, layers,
+                                                                        w, m, v, c))
+
+  def run(t, mean, var):
+    (y0, y1, x0, x1), (c0, c1, d0, d1) = t.window, t.core
+    core = np.array([c0 - y0, c1 - y0, d0 - x0, d1 - x0], np.int32)
+    return program(params, x[None, y0:y1, x0:x1], mean, var, core)
+
+  offsets = np.cumsum([0] + [c for c, _ in layers])
+  mean, var = np.zeros_like(exact[0]), np.ones_like(exact[1])  # Any start converges.
+  for k in range(len(layers)):
+    n, total, m2 = (np.float64(0),) * 3
+    for t in tiled.tiles:
+      _, count, core_mean, core_m2 = run(t, mean, var)
+      n, total, m2 = tiling._merge(  # pylint: disable=protected-access
+          (n, total, m2), (np.repeat(np.asarray(count), [c for c, _ in layers]), core_mean,
+                           core_m2))
+    mean, var = np.asarray(total, np.float32), np.asarray(m2 / n, np.float32)
+    done = offsets[k + 1]  # Layers 0..k are the whole image's now.
+    np.testing.assert_allclose(mean[:done], exact[0][:done], atol=1e-5)
+    np.testing.assert_allclose(var[:done], exact[1][:done], rtol=1e-4, atol=1e-6)
+    if k == 0:  # The last layer's are not yet: the start mattered.
+      assert np.abs(var[offsets[-2]:] - exact[1][offsets[-2]:]).max() > 1e-3
+  out = np.empty(x.shape, np.float32)
+  for t in tiled.tiles:
+    y = np.asarray(run(t, mean, var)[0])[0]
+    (y0, _, x0, _), (c0, c1, d0, d1) = t.window, t.core
+    out[c0:c1, d0:d1] = y[c0 - y0:c1 - y0, d0 - x0:d1 - x0]
+  expected = _untiled(generator, params, image)
+  assert np.abs(out[:size[0], :size[1]] - expected).max() < 1e-5
+
+
 def test_tiles_overlapping_less_than_the_receptive_radius_show(monkeypatch):
   """The check above can fail: with the overlap 12 pixels short of the
   receptive radius, the tiles' edges differ from the untiled translation."""
