@@ -10,7 +10,8 @@ generators.
       --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
   python main.py --mode=translate --workdir=runs/h2z --input=clip.mp4 --output=out.mp4
-  python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both]
+  python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both] \
+      [--export_tiles]
   python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
   python main.py --mode=report --workdirs=runs/h2z,runs/h2z_cut --output=DIR
 """
@@ -73,6 +74,9 @@ flags.DEFINE_enum('tile_stats', 'exact', ['exact', 'thumbnail'], 'translate with
 flags.DEFINE_bool('dropout_at_test', None, 'export: false exports a generator trained with '
                   'test-time dropout (pix2pix) without it, as the official test.py --eval '
                   'runs it; ONNX files cannot hold its JAX dropout masks.')
+flags.DEFINE_bool('export_tiles', False, 'export: also write <direction>.tile.onnx and '
+                  '<direction>.statistics.onnx, to translate images of any size tile by tile '
+                  'with ONNX Runtime (docs/export.md).')
 flags.DEFINE_string('run', None, 'evaluate, test, translate, export, extract: the run of a '
                     'sweep\'s workdir, by name (seed=1,lambda_cycle=5.0) or index '
                     '(docs/sweeps.md).')
@@ -193,7 +197,8 @@ def main(argv):
       # Imported here: jax2onnx and onnx are an optional extra that only export needs.
       from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
       for path in export.export_workdir(FLAGS.workdir, FLAGS.output, FLAGS.direction,
-                                        FLAGS.step, FLAGS.dropout_at_test, FLAGS.run):
+                                        FLAGS.step, FLAGS.dropout_at_test, FLAGS.run,
+                                        FLAGS.export_tiles):
         print(f'Wrote {path}', flush=True)
     elif FLAGS.mode == 'extract':
       if not FLAGS.output:

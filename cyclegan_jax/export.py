@@ -25,6 +25,7 @@ from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import inference
 from cyclegan_jax import models
+from cyclegan_jax import tiling
 
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'translated'
@@ -67,15 +68,20 @@ def _min_blocks(generator) -> int:
   return 2 if isinstance(generator, models.ResnetGenerator) else 1
 
 
-def _with_image_input(model, onnx, multiple: int, channels: int) -> int:
-  """jax2onnx exports the generator taking (batch, H/m, m, W/m, m, C), the
-  form in which "H and W are multiples of m" is a shape JAX can reason
-  about; this puts a Reshape from an ordinary (batch, H, W, C) input in front
-  of it, in place, and names the output's dimensions alike. Returns the
-  output's channels."""
+def _with_image_input(model, onnx, multiple: int, channels: int, batch='batch',
+                      inputs=(), outputs=(OUTPUT_NAME,), image_output=True) -> int | None:
+  """jax2onnx exports a program taking (batch, H/m, m, W/m, m, C), the form
+  in which "H and W are multiples of m" is a shape JAX can reason about;
+  this puts a Reshape from an ordinary (batch, H, W, C) input in front of it,
+  in place, and names the graph's other inputs `inputs` and its outputs
+  `outputs`. With `image_output` the first output is an image, whose
+  dimensions it names alike; returns its channels (else None)."""
   helper, graph = onnx.helper, model.graph
-  blocks_input, old_output = graph.input[0].name, graph.output[0].name
-  out_channels = graph.output[0].type.tensor_type.shape.dim[3].dim_value
+  blocks_input = graph.input[0].name
+  out_channels = (graph.output[0].type.tensor_type.shape.dim[3].dim_value
+                  if image_output else None)
+  renamed = {old.name: new for old, new in zip(graph.input[1:], inputs)}
+  renamed.update({old.name: new for old, new in zip(graph.output, outputs)})
   constant = lambda name, values: onnx.numpy_helper.from_array(np.array(values, np.int64), name)
   graph.initializer.extend([constant('image_batch_rows', [0, -1]),  # Reshape: 0 keeps, -1 infers.
                             constant('image_multiple', [multiple]),
@@ -90,13 +96,21 @@ def _with_image_input(model, onnx, multiple: int, channels: int) -> int:
   for node in reversed(reshape):
     graph.node.insert(0, node)
   for node in graph.node:
-    node.output[:] = [OUTPUT_NAME if name == old_output else name for name in node.output]
-  dims = ['batch', 'height', 'width']
+    node.input[:] = [renamed.get(name, name) for name in node.input]
+    node.output[:] = [renamed.get(name, name) for name in node.output]
+  others_in = list(graph.input[1:])
+  others_out = list(graph.output[1:] if image_output else graph.output)
+  for info in others_in + others_out:
+    info.name = renamed[info.name]
+  dims = [batch, 'height', 'width']
   del graph.input[:], graph.output[:]
   graph.input.append(helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT,
                                                    dims + [channels]))
-  graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT,
-                                                    dims + [out_channels]))
+  graph.input.extend(others_in)
+  if image_output:
+    graph.output.append(helper.make_tensor_value_info(outputs[0], onnx.TensorProto.FLOAT,
+                                                      dims + [out_channels]))
+  graph.output.extend(others_out)
   return out_channels
 
 
@@ -116,7 +130,7 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
   cannot hold (jax2onnx would write ONNX's own random ops). Returns what a
   caller needs to know of its input and output (the JSON file beside it holds
   this)."""
-  jax2onnx, onnx = _onnx_modules()
+  _onnx_modules()
   if models.has_dropout_layers(generator) and generator.dropout_at_test:
     raise ValueError('this generator applies dropout at test time (config.model.dropout_at_test'
                      '=True, the official pix2pix default) with masks that JAX draws for '
@@ -127,27 +141,92 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
   multiple = models.generator_multiple(generator)
 
   def on_blocks(blocks):  # (batch, H/m, m, W/m, m, C) -> G(image)
-    batch, rows, _, columns, _, c = blocks.shape
-    image = blocks.reshape(batch, rows * multiple, columns * multiple, c)
-    return generation.generate(generator, params, image)
+    return generation.generate(generator, params, _image_of(blocks, multiple))
 
   least = _min_blocks(generator)
-  shape = jax.export.symbolic_shape(f'b, h, {multiple}, w, {multiple}, {channels}',
-                                    constraints=(f'h >= {least}', f'w >= {least}'))
-  with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints debugging lines.
-    model = jax2onnx.to_onnx(on_blocks, [jax.ShapeDtypeStruct(shape, jnp.float32)],
-                             model_name=type(generator).__name__)
-  out_channels = _with_image_input(model, onnx, multiple, channels)
-  _drop_unused_initializers(model.graph)
-  onnx.checker.check_model(model)
-  with open(path + '.tmp', 'wb') as f:
-    f.write(model.SerializeToString())
-  os.replace(path + '.tmp', path)
+  model, out_channels = _convert(on_blocks, [], generator, channels, 'b', path)
   common = {'layout': 'NHWC', 'dtype': 'float32', 'value_range': [-1.0, 1.0]}
   return {'input': {'name': INPUT_NAME, 'channels': channels, **common,
                     'size_multiple': multiple, 'min_size': least * multiple},
           'output': {'name': OUTPUT_NAME, 'channels': out_channels, **common},
           'opset': model.opset_import[0].version}
+
+
+def _image_of(blocks, multiple: int):
+  batch, rows, _, columns, _, c = blocks.shape
+  return blocks.reshape(batch, rows * multiple, columns * multiple, c)
+
+
+def _convert(program, other_inputs, generator, channels: int, batch: str, path: str,
+             inputs=(), outputs=(OUTPUT_NAME,), image_output=True):
+  """`program` (an image in blocks, then `other_inputs`) as an ONNX file at
+  `path`, written atomically, taking an ordinary NHWC image (batch `batch`:
+  'b' dynamic, '1' one image). Returns (the model, its image output's
+  channels: None without `image_output`)."""
+  jax2onnx, onnx = _onnx_modules()
+  multiple = models.generator_multiple(generator)
+  least = _min_blocks(generator)
+  shape = jax.export.symbolic_shape(f'{batch}, h, {multiple}, w, {multiple}, {channels}',
+                                    constraints=(f'h >= {least}', f'w >= {least}'))
+  with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints debugging lines.
+    model = jax2onnx.to_onnx(program, [jax.ShapeDtypeStruct(shape, jnp.float32), *other_inputs],
+                             model_name=type(generator).__name__)
+  out_channels = _with_image_input(model, onnx, multiple, channels,
+                                   'batch' if batch == 'b' else int(batch), inputs, outputs,
+                                   image_output)
+  _drop_unused_initializers(model.graph)
+  onnx.checker.check_model(model)
+  with open(path + '.tmp', 'wb') as f:
+    f.write(model.SerializeToString())
+  os.replace(path + '.tmp', path)
+  return model, out_channels
+
+
+# The tile program's inputs after the image and outputs after the translation,
+# and the statistics program's outputs (docs/export.md, "Images of any size").
+TILE_INPUTS = ('mean', 'var', 'core')
+TILE_OUTPUTS = ('core_count', 'core_mean', 'core_m2')
+STATISTICS_OUTPUTS = ('mean', 'var')
+
+
+def export_tile_programs(generator, params, path_prefix: str, channels: int) -> dict:
+  """Writes the two files that translate an image of any size tile by tile
+  with ONNX Runtime, with the whole image's normalisation statistics
+  (tiling.py's method, driven from outside):
+
+  - `<prefix>.tile.onnx`: one window (1, H, W, C) with every normalisation
+    layer's statistics given (`mean`, `var`: the layers' channels
+    concatenated) and the window's core (`core`: y0, y1, x0, x1, int32) ->
+    the window's translation and each layer's input measured over the core
+    (`core_count` per layer, `core_mean` and `core_m2` concatenated);
+  - `<prefix>.statistics.onnx`: an image (a thumbnail) -> every layer's
+    `mean` and `var` of its own untiled translation, where passes start.
+
+  Returns the "tiles" block of the JSON beside them (test-time dropout is
+  refused by export_generator before this runs)."""
+  layers = tiling.norm_layers(generator, params, channels)
+  total = sum(c for c, _ in layers)
+  vector = jax.ShapeDtypeStruct((total,), jnp.float32)
+  multiple = models.generator_multiple(generator)
+
+  def tile_program(blocks, mean, var, core):
+    return tiling.window_with_statistics(generator, params, layers, _image_of(blocks, multiple),
+                                         mean, var, core)
+
+  def statistics_program(blocks):
+    return tiling.own_statistics(generator, params, _image_of(blocks, multiple))
+
+  tile_path, statistics_path = path_prefix + '.tile.onnx', path_prefix + '.statistics.onnx'
+  _convert(tile_program, [vector, vector, jax.ShapeDtypeStruct((4,), jnp.int32)], generator,
+           channels, '1', tile_path, TILE_INPUTS, (OUTPUT_NAME, *TILE_OUTPUTS))
+  _convert(statistics_program, [], generator, channels, '1', statistics_path, (),
+           STATISTICS_OUTPUTS, image_output=False)
+  return {'file': os.path.basename(tile_path),
+          'statistics_file': os.path.basename(statistics_path),
+          'norm_layers': [{'channels': c, 'downsampling': f} for c, f in layers],
+          'receptive_radius': models.receptive_radius(generator),
+          'halo': tiling.halo(generator), 'core_multiple': tiling.core_multiple(generator),
+          'min_tile': tiling.min_tile(generator), 'thumbnail_size': tiling.THUMBNAIL_SIZE}
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -162,11 +241,12 @@ def _check_output_dir(output_dir: str) -> None:
 
 def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
                    step: int | None = None, dropout_at_test: bool | None = None,
-                   run: str | None = None) -> list[str]:
+                   run: str | None = None, tiles: bool = False) -> list[str]:
   """Writes `output_dir/<direction>.onnx` and `<direction>.json` for each
   generator `direction` names (None or 'both': every direction the model has;
   CycleGAN: AtoB and BtoA, pix2pix: the one it was trained for). Returns the
-  .onnx paths. `run`: a sweep's run (by name or index)."""
+  .onnx paths. `run`: a sweep's run (by name or index). `tiles`: also each
+  direction's tile and statistics programs (export_tile_programs)."""
   _onnx_modules()  # The missing extra is named before anything else is done.
   config = inference.load_config(workdir, run)
   if direction not in (None, *DIRECTIONS):
@@ -179,6 +259,9 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
     generator = exportable_generator(config.model, g.network, dropout_at_test)
     path = os.path.join(output_dir, f'{g.direction}.onnx')
     spec = export_generator(generator, g.params, path, g.in_channels)
+    if tiles:
+      spec['tiles'] = export_tile_programs(generator, g.params,
+                                           os.path.join(output_dir, g.direction), g.in_channels)
     info = {
         'file': os.path.basename(path), 'direction': g.direction, 'network': g.network,
         'step': restored.step, 'workdir': os.path.abspath(workdir), **spec,
@@ -192,6 +275,9 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
     checkpoints.write_text_atomically(os.path.join(output_dir, f'{g.direction}.json'),
                                       json.dumps(info, indent=2, default=str))
     written.append(path)
+    if tiles:
+      written += [os.path.join(output_dir, spec['tiles'][key]) for key in ('file',
+                                                                           'statistics_file')]
   return written
 
 

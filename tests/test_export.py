@@ -20,6 +20,7 @@ from cyclegan_jax import families
 from cyclegan_jax import checkpoints
 from cyclegan_jax import export
 from cyclegan_jax import models
+from cyclegan_jax import tiling
 
 ort = pytest.importorskip('onnxruntime')  # The "export" extra, which .ci/run installs.
 
@@ -60,6 +61,46 @@ def test_onnx_runtime_gives_the_jax_generator_output_at_two_sizes(config_module,
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     assert np.abs(expected).mean() > 0.01  # Not a trivially zero output.
+
+
+@pytest.mark.parametrize('config_module, network', [(tiny, 'gen_ab'), (tiny_pix2pix, 'gen')],
+                         ids=['resnet_instance_norm', 'unet_batch_norm'])
+def test_the_tile_and_statistics_programs_compute_what_jax_does(config_module, network,
+                                                                tmp_path):
+  """--export_tiles' two files against tiling.window_with_statistics and
+  tiling.own_statistics on the same inputs: a non-square window, a core
+  inside it, statistics that are not the window's own."""
+  generator = export.exportable_generator(config_module.get_config().model, network)
+  m = models.generator_multiple(generator)
+  params = generator.init(jax.random.PRNGKey(1), jnp.zeros((1, m, m, 3)), train=False)['params']
+  tiles = export.export_tile_programs(generator, params, str(tmp_path / 'g'), channels=3)
+  assert sorted(os.listdir(tmp_path)) == ['g.statistics.onnx', 'g.tile.onnx']
+  layers = tiling.norm_layers(generator, params, 3)
+  assert [(layer['channels'], layer['downsampling']) for layer in tiles['norm_layers']] == layers
+  assert (tiles['halo'], tiles['min_tile']) == (tiling.halo(generator), tiling.min_tile(generator))
+  total = sum(c for c, _ in layers)
+  rng = np.random.default_rng(4)
+  x = _images((1, 3 * m, 2 * m, 3))
+  mean = rng.normal(0, 0.3, total).astype(np.float32)
+  var = rng.uniform(0.5, 2.0, total).astype(np.float32)
+  core = np.array([m, 3 * m, 0, m], np.int32)
+  session = _session(str(tmp_path / 'g.tile.onnx'))
+  assert [i.name for i in session.get_inputs()] == ['image', *export.TILE_INPUTS]
+  assert [o.name for o in session.get_outputs()] == ['translated', *export.TILE_OUTPUTS]
+  got = session.run(None, {'image': x, 'mean': mean, 'var': var, 'core': core})
+  expected = jax.jit(lambda *a: tiling.window_with_statistics(generator, params, layers, *a))(
+      x, mean, var, core)
+  assert got[0].shape == (1, 3 * m, 2 * m, 3) and np.abs(expected[0]).mean() > 0.01
+  np.testing.assert_array_equal(got[1], [2 * m * m / f**2 for _, f in layers])
+  for a, b in zip(got, expected):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  session = _session(str(tmp_path / 'g.statistics.onnx'))
+  got = session.run(None, {'image': x})
+  expected = jax.jit(lambda x: tiling.own_statistics(generator, params, x))(x)
+  assert [o.name for o in session.get_outputs()] == list(export.STATISTICS_OUTPUTS)
+  for a, b in zip(got, expected):
+    assert a.shape == (total,)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_test_time_dropout_is_refused_unless_turned_off(tmp_path):
@@ -152,3 +193,53 @@ def test_main_exports_and_the_readme_example_runs_it(one_step_workdir, tmp_path)
   assert got.shape == (40, 36, 3)
   assert np.abs(got.astype(int) - expected).max() <= 1  # float rounding, then to 8 bits.
 
+
+
+def _docs_block(page: str, marker: str) -> str:
+  with open(os.path.join(REPO, 'docs', page)) as f:
+    text = f.read()
+  return text.split(f'<!-- {marker} -->\n```python\n', 1)[1].split('```', 1)[0]
+
+
+@pytest.mark.slow
+def test_the_docs_tile_script_runs_the_exported_tiles_as_the_untiled_translation(
+    one_step_workdir, tmp_path):
+  """main.py --mode=export --export_tiles, then docs/export.md's script as it
+  is written (tile 512, one pass per layer), with nothing of JAX imported, on
+  an odd-sized image of 2 x 2 tiles: the untiled translation within 1 grey
+  level; with no passes (thumbnail statistics) not."""
+  output = tmp_path / 'onnx'
+  done = subprocess.run([sys.executable, 'main.py', '--mode=export', '--export_tiles',
+                         f'--workdir={one_step_workdir}', f'--output={output}', '--direction=AtoB'],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  for name in ('AtoB.onnx', 'AtoB.tile.onnx', 'AtoB.statistics.onnx'):
+    assert f'Wrote {output / name}' in done.stdout
+  info = json.loads((output / 'AtoB.json').read_text())
+  assert info['tiles']['file'] == 'AtoB.tile.onnx' and info['tiles']['min_tile'] <= 512
+  rows = np.linspace(0, 255, 601)[:, None, None]
+  photo = np.uint8(np.clip(rows * np.array([1.0, 0.6, 0.2]) + np.random.default_rng(5).normal(
+      0, 20, (601, 703, 3)), 0, 255))
+  Image.fromarray(photo).save(tmp_path / 'big.png')
+  script = _docs_block('export.md', 'onnx-tiles-example')
+  check = ("\nimport sys\nloaded = {m.split('.')[0] for m in sys.modules}\n"
+           "assert not loaded & {'jax', 'flax', 'tensorflow', 'cyclegan_jax'}, loaded\n"
+           "assert len(tiles) == 4, tiles\n")
+  done = subprocess.run([sys.executable, '-c', script + check], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  config = configuration.load(one_step_workdir)
+  generator = families.for_model(config.model).create_generators(config.model)['gen_ab']
+  _, params = checkpoints.load_params(one_step_workdir, ('gen_ab',))
+  expected = generation.translate_image(generator, params['gen_ab'], photo).astype(int)
+  got = np.asarray(Image.open(tmp_path / 'big_translated.png')).astype(int)
+  assert got.shape == expected.shape == (601, 703, 3)
+  assert np.abs(got - expected).max() <= 1
+  assert expected.std() > 5  # A translation with contrast.
+  zero_passes = script.replace("passes = len(t['norm_layers'])", 'passes = 0', 1)
+  assert zero_passes != script
+  done = subprocess.run([sys.executable, '-c', zero_passes], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  approximate = np.asarray(Image.open(tmp_path / 'big_translated.png')).astype(int)
+  assert np.abs(approximate - expected).max() > 1
