@@ -145,13 +145,20 @@ def _is_norm(module) -> bool:
   return isinstance(module, (nn.InstanceNorm, models.BatchNorm))
 
 
-def _core_mask(x, window_size, core_box):
-  """1 on the part of feature map x (1, h, w, C) that is the tile's core."""
-  factor = window_size[0] // x.shape[1]
-  rows, cols = jnp.arange(x.shape[1]), jnp.arange(x.shape[2])
+def _core_measurement(x, factor, core_box):
+  """(count, mean, centred sum of squares) of feature map x (1, h, w, C) over
+  the tile's core (`core_box` y0, y1, x0, x1 in window pixels; x is the
+  window downsampled `factor` times). lax's iota and expand_dims, not NumPy
+  indexing: jax2onnx converts those at symbolic sizes (export)."""
+  rows = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 0)
+  cols = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 1)
   y0, y1, x0, x1 = (c // factor for c in core_box)
-  inside = (((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :])
-  return inside[None, :, :, None].astype(jnp.float32)
+  inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+  mask = jax.lax.expand_dims(inside, (0, 3)).astype(jnp.float32)
+  x32 = x.astype(jnp.float32)
+  count = jnp.sum(mask)
+  mean = jnp.sum(x32 * mask, axis=(0, 1, 2)) / count
+  return count, mean, jnp.sum(jnp.square((x32 - mean) * mask), axis=(0, 1, 2))
 
 
 def _interceptor(stats, window_origin, window_size, padded, core_box=None, found=None,
@@ -188,12 +195,7 @@ def _interceptor(stats, window_origin, window_size, padded, core_box=None, found
     if k < len(stats):
       return _normalise(module, x, *stats[k])
     if k == len(stats):
-      mask = _core_mask(x, window_size, core_box)
-      x32 = x.astype(jnp.float32)
-      count = jnp.sum(mask)
-      mean = jnp.sum(x32 * mask, axis=(0, 1, 2)) / count
-      m2 = jnp.sum(jnp.square((x32 - mean) * mask), axis=(0, 1, 2))
-      found.append((count, mean, m2))
+      found.append(_core_measurement(x, window_size[0] // x.shape[1], core_box))
     return x  # Past the layer being measured nothing is used: XLA drops it.
 
   return intercept
@@ -222,12 +224,15 @@ def _tile_output(generator, padded, params, stats, window, origin):
               _interceptor(stats, origin, window.shape[1:3], padded))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _recorded_statistics(generator, params, image):
+def _own_layer_statistics(generator, params, image):
+  """Every normalisation layer's (mean, var) in `image`'s untiled translation."""
   record = []
   _run(generator, params, image,
        _interceptor((), (0, 0), image.shape[1:3], image.shape[1:3], record=record))
   return tuple(record)
+
+
+_recorded_statistics = jax.jit(_own_layer_statistics, static_argnums=0)
 
 
 def _merge(total, part):
@@ -391,6 +396,8 @@ def window_with_statistics(generator, params, layers, window, mean, var, core_bo
   offsets = [int(o) for o in np.cumsum([0] + [c for c, _ in layers])]
   counter = [0]
   counts, means, m2s = [], [], []
+  # The box's four numbers by lax slices (jax2onnx converts no iteration over an array).
+  box = [jax.lax.squeeze(jax.lax.slice(core_box, (i,), (i + 1,)), (0,)) for i in range(4)]
 
   def intercept(next_fun, args, kwargs, context):
     module = context.module
@@ -399,21 +406,10 @@ def window_with_statistics(generator, params, layers, window, mean, var, core_bo
     k = counter[0]
     counter[0] += 1
     x = args[0]
-    factor = layers[k][1]
-    # lax's iota, slices and expand_dims, not NumPy indexing: jax2onnx converts
-    # those at symbolic sizes.
-    rows = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 0)
-    cols = jax.lax.broadcasted_iota(jnp.int32, x.shape[1:3], 1)
-    y0, y1, x0, x1 = (jax.lax.squeeze(jax.lax.slice(core_box, (i,), (i + 1,)), (0,)) // factor
-                      for i in range(4))
-    inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
-    mask = jax.lax.expand_dims(inside, (0, 3)).astype(jnp.float32)
-    x32 = x.astype(jnp.float32)
-    count = jnp.sum(mask)
-    core_mean = jnp.sum(x32 * mask, axis=(0, 1, 2)) / count
+    count, core_mean, core_m2 = _core_measurement(x, layers[k][1], box)
     counts.append(count)
     means.append(core_mean)
-    m2s.append(jnp.sum(jnp.square((x32 - core_mean) * mask), axis=(0, 1, 2)))
+    m2s.append(core_m2)
     lo, hi = offsets[k], offsets[k + 1]
     return _normalise(module, x, jax.lax.slice(mean, (lo,), (hi,)),
                       jax.lax.slice(var, (lo,), (hi,)))
@@ -426,9 +422,7 @@ def own_statistics(generator, params, image):
   """Every normalisation layer's (mean, var) of `image`'s untiled translation,
   each concatenated over the layers (window_with_statistics's order): the
   statistics of a thumbnail."""
-  record = []
-  _run(generator, params, image,
-       _interceptor((), (0, 0), image.shape[1:3], image.shape[1:3], record=record))
+  record = _own_layer_statistics(generator, params, image)
   return (jnp.concatenate([mean for mean, _ in record]),
           jnp.concatenate([var for _, var in record]))
 
