@@ -291,11 +291,7 @@ class TiledTranslation:
   @functools.cached_property
   def _norm_channels(self) -> list[int]:
     """Each normalisation layer's channel count, in order (traced once)."""
-    multiple = models.generator_multiple(self.generator)
-    shape = jax.ShapeDtypeStruct((1, multiple, multiple, self.channels), jnp.float32)
-    record = jax.eval_shape(functools.partial(_recorded_statistics, self.generator),
-                            self.params, shape)
-    return [mean.shape[0] for mean, _ in record]
+    return [c for c, _ in norm_layers(self.generator, self.params, self.channels)]
 
   def statistics(self, progress: Callable[[], None] = lambda: None) -> list:
     """Every normalisation layer's (mean, var) over the whole padded image."""
