@@ -11,6 +11,7 @@ W/checkpoints_damaged/ (never deletes it), so that later saves and
 
 import glob
 import importlib.metadata
+import logging
 import os
 import re
 import shutil
@@ -52,10 +53,20 @@ def create_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 
 def _reading_manager(workdir: str) -> ocp.CheckpointManager:
-  """A manager that reads and never creates or prunes anything."""
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_handlers=ocp.StandardCheckpointHandler())
+  """A manager that reads and never creates or prunes anything. Its handler
+  is the PyTree one under StandardCheckpointHandler (the same files), which
+  restores part of a checkpoint and each array in the reader's own sharding
+  or as numpy: whatever the devices and processes that wrote it."""
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
+  # Orbax warns that the directory is read only, which is the point here.
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_handlers=ocp.PyTreeCheckpointHandler())
+  finally:
+    absl_logger.setLevel(level)
 
 
 def _version() -> str:
@@ -159,27 +170,102 @@ def _key_path(path) -> str:
   return '/'.join(str(n) for n in names)
 
 
-def _check_structure(manager: ocp.CheckpointManager, step: int, target) -> None:
-  """Refuses, in one line, a readable checkpoint whose arrays are not the
-  target's (names and shapes), rather than letting the restore fail deep
-  inside Orbax or taking it for damage."""
+def _saved_metadata(manager: ocp.CheckpointManager, step: int):
   saved = manager.item_metadata(step)
   if saved is None:
     raise OSError('its array metadata cannot be read')
-  saved = {_key_path(p): tuple(m.shape) for p, m in
-           jax.tree_util.tree_flatten_with_path(saved)[0]}
-  wanted = {_key_path(p): tuple(np.shape(x)) for p, x in
-            jax.tree_util.tree_flatten_with_path(target)[0]}
-  differences = [f'{k}: {"missing" if k not in saved else saved[k]} there, '
-                 f'{"missing" if k not in wanted else wanted[k]} now'
-                 for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
-  if differences:
-    where = os.path.join(str(manager.directory), str(step))
-    raise CheckpointError(
-        f'{where}: holds a state of another layout ({"; ".join(differences[:3])}'
-        f'{"; ..." if len(differences) > 3 else ""}); it was written with another device '
-        'count, model or version (a fixed layout change comes with a new format); use the '
-        'same setup, or another --workdir')
+  return saved
+
+
+def _per_device_axes(leaf) -> set[int]:
+  """The axes of a target array laid out one entry per device of the `data`
+  mesh axis (the history pools), from its sharding."""
+  spec = getattr(getattr(leaf, 'sharding', None), 'spec', None) or ()
+  return {i for i, names in enumerate(spec)
+          if names == 'data' or (isinstance(names, tuple) and 'data' in names)}
+
+
+def _differ_only_in(there: tuple, here: tuple, axes: set[int]) -> bool:
+  return len(there) == len(here) and all(a == b or i in axes
+                                         for i, (a, b) in enumerate(zip(there, here)))
+
+
+def _whole_state_request(target, relay):
+  """A request (below) for the whole state, in `target`'s structure and
+  shardings (Orbax reshards every array written on other devices or
+  processes). Arrays laid out per device (`target`'s sharding says which)
+  saved for another device count are read as numpy at their saved shapes,
+  and `relay(restored, target)` lays them out for this one; any other
+  difference of names or shapes is refused in one line."""
+  def request(manager, step):
+    saved = {_key_path(p): tuple(m.shape) for p, m in
+             jax.tree_util.tree_flatten_with_path(_saved_metadata(manager, step))[0]}
+    wanted = {_key_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    relaid, differences = set(), []
+    for key in sorted(saved.keys() | wanted.keys()):
+      there = saved.get(key)
+      here = tuple(np.shape(wanted[key])) if key in wanted else None
+      if there == here:
+        continue
+      if (relay is not None and there is not None and here is not None
+          and _differ_only_in(there, here, _per_device_axes(wanted[key]))):
+        relaid.add(key)
+        continue
+      differences.append(f'{key}: {"missing" if there is None else there} there, '
+                         f'{"missing" if here is None else here} now')
+    if differences:
+      where = os.path.join(str(manager.directory), str(step))
+      raise CheckpointError(
+          f'{where}: holds a state of another layout ({"; ".join(differences[:3])}'
+          f'{"; ..." if len(differences) > 3 else ""}); it was written with another model, '
+          'image size or version (a fixed layout change comes with a new format); use the '
+          'same setup, or another --workdir')
+
+    def item(path, x):
+      key = _key_path(path)
+      return jax.ShapeDtypeStruct(saved[key], x.dtype) if key in relaid else x
+
+    def restore_args(path, x):
+      if _key_path(path) in relaid:
+        return ocp.RestoreArgs(restore_type=np.ndarray)
+      return ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype)
+
+    args = ocp.args.PyTreeRestore(
+        item=jax.tree_util.tree_map_with_path(item, target),
+        restore_args=jax.tree_util.tree_map_with_path(restore_args, target))
+    return args, (lambda restored: relay(restored, target)) if relaid else (lambda r: r)
+  return request
+
+
+def _params_request(networks: tuple[str, ...], workdir: str):
+  """A request for the parameters of `networks` only, each array on this
+  process's first device: no optimiser state, no pools, whatever devices
+  and processes wrote them."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def request(manager, step):
+    saved = _saved_metadata(manager, step)
+    missing = [name for name in networks if name not in saved]
+    if missing:
+      raise CheckpointError(f'{step_dir(workdir, step)}: has no network {missing[0]} (it has '
+                            f'{", ".join(sorted(saved.keys()))}); expected a checkpoint of '
+                            'this model kind')
+    item = {name: {'params': jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved[name]['params'])}
+            for name in networks}
+    restore_args = jax.tree.map(
+        lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype),
+        item)
+    args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    return args, lambda restored: {name: restored[name]['params'] for name in networks}
+  return request
+
+
+def _numpy_request(manager, step):
+  """A request for the whole saved state as nested dicts of numpy arrays."""
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                              _saved_metadata(manager, step))
+  return ocp.args.PyTreeRestore(restore_args=restore_args), lambda restored: restored
 
 
 def _all_agree(ok: bool) -> bool:
@@ -189,23 +275,33 @@ def _all_agree(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-def _restore_one(manager: ocp.CheckpointManager, step: int, target):
-  """Step `step` restored (into `target`'s structure, or raw when None).
-  Raises CheckpointError for a wrong format or layout, OSError for damage."""
+def _restore_one(manager: ocp.CheckpointManager, step: int, request):
+  """Step `step` restored as `request(manager, step)` -> (Orbax restore args,
+  what to do with the result) asks. Raises OSError for damage: files that
+  cannot be read in full, or metadata that cannot be read (the caller may
+  try an older checkpoint); CheckpointError for a checkpoint that is intact
+  but not of this format or layout, or that fails to restore (never taken
+  for damage)."""
+  error = None
   try:
     _check_readable(os.path.join(str(manager.directory), str(step)))  # First: it is quiet.
     _check_format(manager, step)
-    if target is not None:
-      _check_structure(manager, step, target)
-    args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
-    restored, error = manager.restore(step, args=args), None
+    args, finish = request(manager, step)
   except CheckpointError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # Any read error means damage.
-    restored, error = None, e
+    error = e
   if not _all_agree(error is None):
     raise OSError(_first_line(error) if error else 'another process could not read it')
-  return restored
+  try:
+    return finish(manager.restore(step, args=args))
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    where = os.path.join(str(manager.directory), str(step))
+    raise CheckpointError(f'{where}: its files read in full, but restoring it failed '
+                          f'({_first_line(e)}); it is left as it is: read it with the version '
+                          'that wrote it, or use another --workdir') from e
 
 
 def _warn(message: str) -> None:
@@ -228,7 +324,7 @@ def _move_aside(workdir: str, step: int) -> str:
   return target
 
 
-def _newest_readable(manager: ocp.CheckpointManager, workdir: str, target, step: int | None,
+def _newest_readable(manager: ocp.CheckpointManager, workdir: str, request, step: int | None,
                      using: str):
   """(step, restored, damaged steps newer than it) of the newest checkpoint
   that restores, or of `step` alone when given."""
@@ -238,14 +334,14 @@ def _newest_readable(manager: ocp.CheckpointManager, workdir: str, target, step:
       raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint at step {step} '
                               f'(steps found: {found})')
     try:
-      return step, _restore_one(manager, step, target), []
+      return step, _restore_one(manager, step, request), []
     except OSError as e:
       raise CheckpointError(f'{step_dir(workdir, step)}: cannot be read ({e}); choose '
                             'another --step') from None
   damaged = []
   for candidate in sorted(manager.all_steps(), reverse=True):
     try:
-      restored = _restore_one(manager, candidate, target)
+      restored = _restore_one(manager, candidate, request)
     except OSError as e:
       damaged.append((candidate, str(e)))
       continue
@@ -260,11 +356,18 @@ def _newest_readable(manager: ocp.CheckpointManager, workdir: str, target, step:
   return None, None, []
 
 
-def restore_latest(manager: ocp.CheckpointManager, workdir: str, state):
+def restore_latest(manager: ocp.CheckpointManager, workdir: str, state, relay=None):
   """The newest checkpoint that restores, restored into `state`'s structure and
   shardings, or `state` itself when there is none. Newer damaged checkpoints
-  are named in a warning and moved aside to W/checkpoints_damaged/."""
-  step, restored, damaged = _newest_readable(manager, workdir, state, None, 'resuming from')
+  are named in a warning and moved aside to W/checkpoints_damaged/.
+
+  Written on other devices or processes, its arrays are resharded to
+  `state`'s; arrays laid out per device for another device count are read
+  at their saved shapes and passed with `state` to `relay(restored, state)`,
+  which returns the state to train on (without `relay`: refused)."""
+  step, restored, damaged = _newest_readable(
+      _reading_manager(workdir), workdir, _whole_state_request(state, relay), None,
+      'resuming from')
   if damaged:
     for bad in damaged:
       where = _move_aside(workdir, bad)
@@ -292,9 +395,10 @@ def has_config(workdir: str) -> bool:
 
 
 def load_state(workdir: str, step: int | None = None):
-  """(step, the whole saved state as nested dicts of arrays) of a checkpoint
-  (the newest readable one unless `step` is given). Reads only."""
-  found, restored, _ = _newest_readable(_reading_manager(workdir), workdir, None, step, 'using')
+  """(step, the whole saved state as nested dicts of numpy arrays) of a
+  checkpoint (the newest readable one unless `step` is given). Reads only."""
+  found, restored, _ = _newest_readable(_reading_manager(workdir), workdir, _numpy_request,
+                                        step, 'using')
   if found is None:
     raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint')
   return found, restored
@@ -302,16 +406,11 @@ def load_state(workdir: str, step: int | None = None):
 
 def load_params(workdir: str, networks: tuple[str, ...], step: int | None = None):
   """(step, {network name: params}) from a checkpoint (the newest readable one
-  unless `step` is given), without rebuilding the state (whose pool shapes
-  depend on the training data). Reads only: a damaged checkpoint is named in a
-  warning and left where it is."""
-  manager = _reading_manager(workdir)
-  found, restored, _ = _newest_readable(manager, workdir, None, step, 'using')
+  unless `step` is given): those parameters only, on this process's first
+  device, whatever devices or processes trained them. Reads only: a damaged
+  checkpoint is named in a warning and left where it is."""
+  found, params, _ = _newest_readable(_reading_manager(workdir), workdir,
+                                      _params_request(networks, workdir), step, 'using')
   if found is None:
     raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint')
-  missing = [name for name in networks if name not in restored]
-  if missing:
-    raise CheckpointError(f'{step_dir(workdir, found)}: has no network {missing[0]} (it has '
-                          f'{", ".join(sorted(restored))}); expected a checkpoint of this '
-                          'model kind')
-  return found, {name: restored[name]['params'] for name in networks}
+  return found, params

@@ -10,6 +10,7 @@ and the new one takes its place, otherwise the new image is returned.
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @flax.struct.dataclass
@@ -48,3 +49,29 @@ def query(pool: ImagePool, images: jax.Array, key: jax.Array):
 
   keys = jax.random.split(key, images.shape[0])
   return jax.lax.scan(one_image, pool, (images.astype(pool.images.dtype), keys))
+
+
+def relay(images, num_stored, num_devices: int):
+  """The pools of several devices (numpy: images (D, pool_size, H, W, C) or
+  None when the pool is off, num_stored (D,)) laid out for `num_devices`
+  devices, as a resume on another device count needs: the stored images,
+  taken one from each old pool in turn (the first image of every pool, then
+  the second, ...), are dealt to the new pools in turn, each keeping up to
+  pool_size; what does not fit is dropped, and a pool left part full fills
+  again from new translations as a new pool does. The same device count
+  gives the same pools back."""
+  num_stored = np.asarray(num_stored)
+  if images is None:
+    return None, np.zeros((num_devices,), num_stored.dtype)
+  images = np.asarray(images)
+  pool_size = images.shape[1]
+  order = [(device, k) for k in range(int(num_stored.max(initial=0)))
+           for device in range(len(num_stored)) if k < num_stored[device]]
+  new_images = np.zeros((num_devices, *images.shape[1:]), images.dtype)
+  new_stored = np.zeros((num_devices,), num_stored.dtype)
+  for position, (device, k) in enumerate(order):
+    target, slot = position % num_devices, position // num_devices
+    if slot < pool_size:
+      new_images[target, slot] = images[device, k]
+      new_stored[target] = slot + 1
+  return new_images, new_stored

@@ -6,9 +6,12 @@ pix2pix's generator and conditional discriminator."""
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
+import numpy as np
 import optax
 
+from cyclegan_jax import checkpoints
 from cyclegan_jax import families
+from cyclegan_jax import image_pool
 from cyclegan_jax import sweeps
 
 def network_names(state) -> tuple[str, ...]:
@@ -93,3 +96,59 @@ def create_sharded_sweep_state(run_configs, image_shape, mesh, schedule):
 
   abstract = jax.eval_shape(init, seeds)
   return jax.jit(init, out_shardings=sweep_shardings(mesh, abstract))(seeds)
+
+
+def relay_per_device(restored, state):
+  """(state, one line saying what changed): a checkpoint `restored` into
+  `state`'s structure by checkpoints.restore_latest, whose history pools were
+  saved for another device count (as numpy, at their saved shapes), with
+  each run's pools re-laid for `state`'s devices (image_pool.relay) in
+  `state`'s shardings. Everything else was resharded by Orbax already; any
+  other per-device array is refused in one line."""
+  is_pool = lambda x: isinstance(x, image_pool.ImagePool)
+  counts = []
+
+  def place(new, like):
+    return jax.make_array_from_callback(like.shape, like.sharding, lambda index: new[index])
+
+  def one(path, saved, wanted):
+    if not is_pool(saved):
+      if np.shape(saved) != np.shape(wanted):
+        raise checkpoints.CheckpointError(
+            f'{jax.tree_util.keystr(path)}: an array laid out per device, saved for '
+            f'{np.shape(saved)} and wanted as {np.shape(wanted)}; only the history pools can '
+            'be laid out for another device count')
+      return saved
+    if np.shape(saved.num_stored) == np.shape(wanted.num_stored):
+      return saved
+    stored = np.asarray(saved.num_stored)  # (..., old devices): a sweep has runs first.
+    devices = wanted.num_stored.shape[-1]
+    images, numbers = [], []
+    for index in np.ndindex(stored.shape[:-1]):
+      new_images, new_stored = image_pool.relay(
+          None if saved.images is None else np.asarray(saved.images)[index], stored[index],
+          devices)
+      images.append(new_images)
+      numbers.append(new_stored)
+    counts.append((stored.shape[-1], devices, int(stored.sum()), int(sum(n.sum() for n in numbers)),
+                   stored.size, len(numbers) * devices, stored.ndim > 1,
+                   None if saved.images is None else saved.images.shape[-4]))
+    numbers = np.stack(numbers).reshape(wanted.num_stored.shape)
+    if saved.images is None:
+      return image_pool.ImagePool(images=None, num_stored=place(numbers, wanted.num_stored))
+    images = np.stack(images).reshape(wanted.images.shape)
+    return image_pool.ImagePool(images=place(images, wanted.images),
+                                num_stored=place(numbers, wanted.num_stored))
+
+  state = jax.tree_util.tree_map_with_path(one, restored, state, is_leaf=is_pool)
+  if not counts:
+    return state, ''
+  old, new, _, _, _, _, sweep, size = counts[0]
+  stored, kept = sum(c[2] for c in counts), sum(c[3] for c in counts)
+  pools_before, pools_now = sum(c[4] for c in counts), sum(c[5] for c in counts)
+  line = (f'The checkpoint was trained on {old} device(s){" per run" if sweep else ""}, now on '
+          f'{new}: parameters and optimiser state resharded; ')
+  line += (f'the {stored} images stored in {pools_before} history pools dealt in turn to '
+           f'{pools_now} pools of {size}, {kept} kept (docs/training.md).'
+           if size else 'the history pools are off.')
+  return state, line

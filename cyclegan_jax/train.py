@@ -278,7 +278,13 @@ def _train(config, workdir: str):
   if first:
     print(counts + (' (each run)' if runs.sweep else ''), flush=True)
 
-  state = checkpoints.restore_latest(manager, workdir, state)
+  def relay(restored, state):  # A checkpoint written on another device count.
+    state, line = state_lib.relay_per_device(restored, state)
+    if line:
+      status(line)
+    return state
+
+  state = checkpoints.restore_latest(manager, workdir, state, relay)
   start_step = int(next(iter(runs.states(state).values())).step)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')

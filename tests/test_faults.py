@@ -306,6 +306,31 @@ def test_no_intact_checkpoint_is_one_line_listing_what_was_found(
   assert not (workdir / 'checkpoints_damaged').exists()
 
 
+def test_an_intact_checkpoint_that_fails_to_restore_is_named_and_never_moved(
+    image_folder, two_checkpoints, tmp_path, monkeypatch):
+  """Damage is files that cannot be read in full. A checkpoint whose files
+  all read but whose restore fails (here Orbax's refusal of another
+  topology, as before checkpoints were resharded) is not damage: it stops
+  training and reading in one line, and nothing falls back or moves."""
+  workdir = tmp_path / 'w'
+  shutil.copytree(two_checkpoints, workdir)
+  before = _files(workdir / 'checkpoints')
+
+  def fail(self, step, args=None):
+    raise ValueError('Topology mismatch detected. The checkpoint was saved with a different '
+                     'topology than the current one.\nmore')
+  monkeypatch.setattr(ocp.CheckpointManager, 'restore', fail)
+  expected = (rf'^{workdir}/checkpoints/4: its files read in full, but restoring it failed '
+              r'\(ValueError: Topology mismatch detected\. .*\); it is left as it is: read it '
+              r'with the version that wrote it, or use another --workdir$')
+  with pytest.raises(checkpoints.CheckpointError, match=expected):
+    train.train_and_evaluate(_tiny(image_folder, **{'train.num_steps': 6}), str(workdir))
+  with pytest.raises(checkpoints.CheckpointError, match=expected):
+    checkpoints.load_params(str(workdir), ('gen_ab',))
+  assert _files(workdir / 'checkpoints') == before
+  assert not (workdir / 'checkpoints_damaged').exists()
+
+
 @pytest.mark.slow
 def test_a_second_trainer_on_a_live_workdir_is_refused_and_a_killed_one_blocks_nothing(
     image_folder, tmp_path):
