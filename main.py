@@ -27,6 +27,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cyclegan_jax import console
+from cyclegan_jax import deterministic_ops
 from cyclegan_jax import distributed
 from cyclegan_jax import evaluate
 from cyclegan_jax import extract
@@ -165,6 +166,9 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}', status=2)
   xla_cpu_options.set_defaults()  # Before JAX starts its backend.
+  # Training with config.deterministic: XLA's deterministic GPU ops, likewise.
+  deterministic_ops.set_flag(FLAGS.mode == 'train' and FLAGS.config is not None
+                             and FLAGS.config.deterministic)
   # A quiet terminal unless --verbosity asks for INFO (0) or DEBUG (1).
   console.quiet_terminal(verbose=FLAGS['verbosity'].present and FLAGS.verbosity >= 0)
   try:

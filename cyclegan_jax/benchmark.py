@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import config_checks
+from cyclegan_jax import deterministic_ops
 from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import memory
@@ -404,6 +405,7 @@ def main(argv):
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/tiny.py')
   xla_cpu_options.set_defaults()  # As main.py does; before JAX starts its backend.
+  deterministic_ops.set_flag(FLAGS.config.deterministic)  # As training runs.
   try:
     result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare,
                            FLAGS.runs)

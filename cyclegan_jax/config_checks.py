@@ -106,6 +106,7 @@ def _validate_one(config, num_devices: int) -> None:
   for name in ('keep_checkpoints', 'profile_steps'):
     at_least(name, 0)
   require(is_int('seed'), config, 'seed', 'an integer')
+  require(isinstance(config.deterministic, bool), config, 'deterministic', 'True or False')
 
   # Evaluation (FID/KID).
   for name in ('eval.every_steps', 'eval.num_images'):

@@ -30,6 +30,10 @@ FORMER_DEFAULTS = {}
 def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # True: reruns are bit-identical on GPUs too. main.py sets XLA's
+  # --xla_gpu_deterministic_ops=true before JAX starts (its cost is the
+  # speed of some GPU kernels); CPUs and TPUs are deterministic anyway.
+  config.deterministic = True
 
   config.data = ml_collections.ConfigDict()
   config.data.tfds_name = tfds_name
@@ -85,6 +89,11 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   # pass instead of storing its activations (jax.checkpoint): less memory for
   # large images, a slower step. Results equal to float rounding.
   config.model.remat = False
+  # The precision of float32 convolutions and matmuls on accelerators:
+  # default (each platform's fast path: TF32 on NVIDIA GPUs from Ampere on,
+  # one bfloat16 pass on TPUs; CPUs compute float32 either way) | highest
+  # (float32 arithmetic everywhere, slower). docs/reproducibility.md.
+  config.model.precision = 'default'
   # Weight init: normal (N(0, 0.02), the official CycleGAN/pix2pix) | xavier
   # (xavier_normal gain 0.02, CUT's). Biases start at 0 either way.
   config.model.init = 'normal'

@@ -41,12 +41,13 @@ def gradient_penalty(disc_fn, real, fake, key, constant: float = 1.0) -> jax.Arr
 
 
 def patch_nce(query: jax.Array, key: jax.Array, num_images: int,
-              temperature: float = 0.07) -> jax.Array:
+              temperature: float = 0.07, precision=None) -> jax.Array:
   """PatchNCE (CUT's patchnce.py with its defaults): per query row, the cross
   entropy of picking its own key among the keys of the other patches of the
   same image. `query` and `key` are (num_images * S, D) rows, image by image,
   of unit length; the keys (the real image's path) get no gradient. Returns
-  the (num_images * S,) losses.
+  the (num_images * S,) losses. `precision`: of the similarity matmul on
+  accelerators (models.PRECISIONS).
 
   As the reference: logits are [q.k+, q.k-_1 ... q.k-_S] / temperature, the
   positive also in the negatives' diagonal, which is set to -10 (not -inf)
@@ -56,7 +57,8 @@ def patch_nce(query: jax.Array, key: jax.Array, num_images: int,
   positive = jnp.sum(query * key, axis=1, keepdims=True)  # (N, 1)
   q = query.reshape(num_images, -1, dim)
   k = key.reshape(num_images, -1, dim)
-  negative = jnp.einsum('bsd,btd->bst', q, k)  # (B, S, S): negatives within each image.
+  # (B, S, S): negatives within each image.
+  negative = jnp.einsum('bsd,btd->bst', q, k, precision=precision)
   patches = q.shape[1]
   negative = jnp.where(jnp.eye(patches, dtype=bool), -10.0, negative).reshape(n, patches)
   logits = jnp.concatenate([positive, negative], axis=1) / temperature

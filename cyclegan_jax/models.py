@@ -58,18 +58,18 @@ def _conv(conv: ModuleDef, features, kernel, stride=1, padding=0, use_bias=True,
               use_bias=use_bias, kernel_init=INITS[init], dtype=dtype)
 
 
-def _conv_transpose(features, kernel, padding, output_padding, use_bias=True,
-                    dtype=jnp.float32, init='normal'):
-  return ConvTranspose(features, kernel, padding, output_padding, use_bias=use_bias,
-                       dtype=dtype, init_type=init)
-
-
 class ConvTranspose(nn.Module):
   """PyTorch's ConvTranspose2d(kernel, stride=2, padding, output_padding).
 
   Its parameters are those of Flax's `nn.ConvTranspose(transpose_kernel=True)`
-  (same names, shapes and init), so checkpoints and the PyTorch import are
-  unchanged; only the computation is the faster sub-pixel form.
+  (same names, shapes and init) in both of its forms, so checkpoints, the
+  PyTorch import and ONNX export are the same whichever computes it:
+  `subpixel` (XLA:CPU, CPU_CONV_TRANSPOSE): one stride-1 convolution and
+  depth-to-space, about 20x faster there than XLA's input-dilated form; or
+  XLA's own transposed convolution (other backends), which does fewer
+  multiply-adds: the sub-pixel kernel carries zero taps (per block of 2x2
+  output pixels, 16 taps instead of 9 for k3, 36 instead of 16 for k4;
+  docs/performance.md).
   """
   features: int
   kernel_size: int
@@ -78,17 +78,66 @@ class ConvTranspose(nn.Module):
   use_bias: bool = True
   dtype: Any = jnp.float32
   init_type: str = 'normal'
+  subpixel: bool = False
+  precision: Any = None  # Of float32 arithmetic on accelerators (PRECISIONS).
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     kernel = self.param('kernel', INITS[self.init_type], (k, k, self.features, x.shape[-1]))
-    y = subpixel.subpixel_conv_transpose(x.astype(self.dtype), kernel.astype(self.dtype),
-                                self.padding, self.output_padding)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.subpixel:
+      y = subpixel.subpixel_conv_transpose(x, kernel, self.padding, self.output_padding,
+                                           precision=self.precision)
+    else:  # As nn.ConvTranspose(transpose_kernel=True) computes it.
+      low = k - 1 - self.padding
+      y = jax.lax.conv_transpose(x, kernel, (2, 2), ((low, low + self.output_padding),) * 2,
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                 transpose_kernel=True, precision=self.precision)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,))
       y = y + bias.astype(self.dtype)
     return y
+
+
+# The sub-pixel form, one object for the same reason as CPU_CONV.
+CPU_CONV_TRANSPOSE = functools.partial(ConvTranspose, subpixel=True)
+
+
+def platform_conv_transpose() -> ModuleDef:
+  """The transposed convolution of this platform's generators: the sub-pixel
+  form on XLA:CPU (measured faster there only), XLA's own elsewhere."""
+  return CPU_CONV_TRANSPOSE if jax.default_backend() == 'cpu' else ConvTranspose
+
+
+# config.model.precision: the precision of float32 convolutions and matmuls.
+# 'default' is each platform's fast path: float32 on CPUs, TF32 on NVIDIA
+# GPUs from Ampere on, one bfloat16 pass on TPUs; 'highest' is float32
+# arithmetic everywhere (slower on accelerators). docs/reproducibility.md.
+PRECISIONS = {'default': None, 'highest': jax.lax.Precision.HIGHEST}
+
+
+def precision(model_config):
+  """The lax precision config.model.precision names (None: the default)."""
+  name = model_config.precision
+  if name not in PRECISIONS:
+    raise ValueError(f'config.model.precision={name!r}: expected one of '
+                     f'{", ".join(PRECISIONS)}')
+  return PRECISIONS[name]
+
+
+@functools.cache
+def with_precision(module: ModuleDef, lax_precision) -> ModuleDef:
+  """`module` (a convolution class) computing at `lax_precision`: itself for
+  the default, else one object per pair, so that networks built twice are
+  equal (jit's cache keys on them)."""
+  return module if lax_precision is None else functools.partial(module, precision=lax_precision)
+
+
+def _conv_transpose(conv_transpose: ModuleDef, features, kernel, padding, output_padding,
+                    use_bias=True, dtype=jnp.float32, init='normal'):
+  return conv_transpose(features, kernel, padding, output_padding, use_bias=use_bias,
+                        dtype=dtype, init_type=init)
 
 
 def _reflect_pad(x, pad):
@@ -195,6 +244,7 @@ class ResnetGenerator(nn.Module):
   antialias_up: bool = False
   init_type: str = 'normal'
   conv: ModuleDef = nn.Conv
+  conv_transpose: ModuleDef = ConvTranspose
 
   def layers(self, train: bool) -> list:
     """The official nn.Sequential, one callable per entry, so that entry k
@@ -219,8 +269,9 @@ class ResnetGenerator(nn.Module):
       if self.antialias_up:
         layers += [blur.blur_upsample, conv(self.ngf * mult, 3, padding=1), norm(), nn.relu]
       else:  # k3 p1 output_padding 1.
-        layers += [_conv_transpose(self.ngf * mult, 3, padding=1, output_padding=1,
-                                   use_bias=bias, dtype=dtype, init=self.init_type), norm(), nn.relu]
+        layers += [_conv_transpose(self.conv_transpose, self.ngf * mult, 3, padding=1,
+                                   output_padding=1, use_bias=bias, dtype=dtype,
+                                   init=self.init_type), norm(), nn.relu]
     layers += [lambda x: _reflect_pad(x, 3),
                _conv(self.conv, self.output_nc, 7, dtype=dtype, init=self.init_type),
                lambda x: jnp.tanh(x.astype(jnp.float32))]
@@ -260,6 +311,7 @@ class UnetGenerator(nn.Module):
   # (jax.checkpoint) and keep only their outputs, which the skips need anyway.
   remat: bool = False
   conv: ModuleDef = nn.Conv
+  conv_transpose: ModuleDef = ConvTranspose
 
   @nn.compact
   def __call__(self, x, train: bool = True):
@@ -267,8 +319,8 @@ class UnetGenerator(nn.Module):
     inner = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)
     down = functools.partial(_conv, self.conv, kernel=4, stride=2, padding=1, use_bias=bias,
                              dtype=self.dtype)
-    up = functools.partial(_conv_transpose, kernel=4, padding=1, output_padding=0,
-                           dtype=self.dtype)
+    up = functools.partial(_conv_transpose, self.conv_transpose, kernel=4, padding=1,
+                           output_padding=0, dtype=self.dtype)
     norm = lambda: _norm_layer(self.norm, self.dtype)
     # nn.remat of a function of (module, x): its layers keep the names they have
     # without remat (Conv_0, ...), so the parameter tree is the same.
@@ -382,7 +434,9 @@ def create_generator(model_config, output_nc: int | None = None) -> nn.Module:
                 output_nc=output_nc or model_config.output_nc, norm=_norm_name(model_config),
                 dropout_at_test=model_config.dropout_at_test,
                 dtype=compute_dtype(model_config), remat=model_config.remat,
-                conv=platform_conv())
+                conv=with_precision(platform_conv(), precision(model_config)),
+                conv_transpose=with_precision(platform_conv_transpose(),
+                                              precision(model_config)))
   resnet = re.fullmatch(r'resnet_(\d+)blocks', name)
   if resnet:
     return ResnetGenerator(n_blocks=int(resnet.group(1)), antialias=model_config.antialias,
@@ -406,7 +460,7 @@ def create_discriminator(model_config) -> nn.Module:
   name = model_config.discriminator
   common = dict(ndf=model_config.ndf, norm=_norm_name(model_config),
                 dtype=compute_dtype(model_config), init_type=kernel_init(model_config),
-                conv=platform_conv())
+                conv=with_precision(platform_conv(), precision(model_config)))
   if name == 'basic':
     return NLayerDiscriminator(n_layers=3, antialias=model_config.antialias, **common)
   if name == 'n_layers':
@@ -425,6 +479,7 @@ class PatchSampleMLP(nn.Module):
   builds it lazily at the first batch; here it is built from the features'
   shapes before training (families/cut.py)."""
   nc: int = 256
+  precision: Any = None  # Of float32 arithmetic on accelerators (PRECISIONS).
 
   @nn.compact
   def __call__(self, features, patch_ids):
@@ -435,7 +490,8 @@ class PatchSampleMLP(nn.Module):
     for i, (feature, ids) in enumerate(zip(features, patch_ids)):
       b, h, w, c = feature.shape
       x = feature.reshape(b, h * w, c)[:, ids].reshape(-1, c).astype(jnp.float32)
-      dense = functools.partial(nn.Dense, self.nc, kernel_init=_xavier_init)
+      dense = functools.partial(nn.Dense, self.nc, kernel_init=_xavier_init,
+                                precision=self.precision)
       x = dense(name=f'mlp_{i}_1')(nn.relu(dense(name=f'mlp_{i}_0')(x)))
       # `Normalize(2)`: x / (||x|| + 1e-7).
       out.append(x / (jnp.sqrt(jnp.sum(x**2, axis=1, keepdims=True)) + 1e-7))

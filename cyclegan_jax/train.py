@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -18,6 +19,7 @@ from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
 from cyclegan_jax import configuration
 from cyclegan_jax import console
+from cyclegan_jax import deterministic_ops
 from cyclegan_jax import curves
 from cyclegan_jax import evaluate
 from cyclegan_jax import families
@@ -227,6 +229,9 @@ def train_and_evaluate(config, workdir: str):
                jax.process_count(), jax.local_device_count(), num_devices,
                jax.devices()[0].device_kind)
   config_checks.validate(config, num_devices, jax.process_count())
+  caution = deterministic_ops.warning(config.deterministic, jax.default_backend())
+  if caution and jax.process_index() == 0:
+    print(f'warning: {caution}', file=sys.stderr, flush=True)
   checkpoints.prepare_workdir(workdir)
   # Before anything is written: a second trainer on this workdir stops here.
   log = 'train.log' if jax.process_index() == 0 else f'train.process_{jax.process_index()}.log'
@@ -237,6 +242,7 @@ def train_and_evaluate(config, workdir: str):
 def _train(config, workdir: str):
   """train_and_evaluate's loop, run while this process holds the workdir."""
   num_devices = jax.device_count()
+  logging.info('XLA_FLAGS=%r', os.environ.get('XLA_FLAGS', ''))
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None and checkpoints.has_config(workdir):
     config_checks.check_resumable(configuration.load(workdir), config, workdir)

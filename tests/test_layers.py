@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A package's name stands for every module in it.
 LAYERS = (
-    ('base', ('checkpoints', 'config_fields', 'console', 'distributed', 'fid', 'image_io', 'image_pool',
+    ('base', ('checkpoints', 'config_fields', 'console', 'deterministic_ops', 'distributed',
+              'fid', 'image_io', 'image_pool',
               'inception', 'inception_weights', 'losses', 'memory', 'tiled_io',
               'workdir_lock', 'xla_cpu_options')),
     ('ops', ('ops',)),
@@ -22,7 +23,7 @@ LAYERS = (
                                   'train_step', 'inference')),
     ('services', ('curves', 'evaluate', 'export', 'extract', 'report', 'results_page',
                   'torch_import', 'torch_reference', 'translate', 'video')),
-    ('programs', ('train', 'benchmark', 'main.py')),
+    ('programs', ('train', 'benchmark', 'gpu_smoke', 'main.py')),
 )
 # Modules that need an optional extra: imported where they are used.
 OPTIONAL = ('export', 'torch_import', 'torch_reference')

@@ -145,16 +145,18 @@ def test_unet_sizes_and_dropout_at_test():
       models.create_generator(config)
 
 
+@pytest.mark.parametrize('subpixel', [True, False])
 @pytest.mark.parametrize('kernel,padding,output_padding', [(3, 1, 1), (4, 1, 0)])
-def test_subpixel_conv_transpose_equals_the_transposed_convolution(kernel, padding,
-                                                                    output_padding):
-  """The sub-pixel form against Flax's ConvTranspose(transpose_kernel=True) on
-  the same parameters: same init, outputs and gradients to float rounding."""
+def test_both_forms_of_conv_transpose_equal_the_transposed_convolution(
+    kernel, padding, output_padding, subpixel):
+  """Each form (sub-pixel for XLA:CPU, XLA's own elsewhere) against Flax's
+  ConvTranspose(transpose_kernel=True) on the same parameters: same init,
+  outputs and gradients to float rounding."""
   lo = kernel - 1 - padding
   reference = nn.ConvTranspose(5, (kernel, kernel), strides=(2, 2),
                                padding=((lo, lo + output_padding),) * 2, transpose_kernel=True,
                                kernel_init=nn.initializers.normal(0.02))
-  ours = models.ConvTranspose(5, kernel, padding, output_padding)
+  ours = models.ConvTranspose(5, kernel, padding, output_padding, subpixel=subpixel)
   x = jax.random.normal(jax.random.key(1), (2, 6, 10, 7))
   variables = reference.init(jax.random.key(0), x)
   assert jax.tree.all(jax.tree.map(jnp.array_equal, variables, ours.init(jax.random.key(0), x)))
@@ -164,6 +166,52 @@ def test_subpixel_conv_transpose_equals_the_transposed_convolution(kernel, paddi
   loss = lambda m: jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))), argnums=(0, 1))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                loss(ours)(variables, x), loss(reference)(variables, x))
+
+
+@pytest.mark.parametrize('generator', ['resnet_2blocks', 'unet_32'])
+def test_a_generator_translates_alike_in_both_platform_forms(generator):
+  """The same parameters (a checkpoint moved between platforms) give the
+  same translation with the CPU forms and with XLA's own."""
+  config = tiny.get_config().model
+  config.generator = generator
+  cpu = models.create_generator(config)
+  assert cpu.conv is models.CPU_CONV and cpu.conv_transpose is models.CPU_CONV_TRANSPOSE
+  xla = cpu.clone(conv=nn.Conv, conv_transpose=models.ConvTranspose)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  variables = cpu.init(jax.random.key(0), x)
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, variables, xla.init(jax.random.key(0), x)))
+  np.testing.assert_allclose(cpu.apply(variables, x, train=False),
+                             xla.apply(variables, x, train=False), atol=1e-5)
+
+
+def test_precision_reaches_every_convolution_and_computes_float32_on_cpu():
+  """config.model.precision='highest' asks float32 arithmetic of every
+  convolution (XLA's forms, as on accelerators, carry it in the program);
+  XLA:CPU computes float32 either way, so CPU results do not change."""
+  config = tiny.get_config().model
+  default = models.create_generator(config)
+  config.precision = 'highest'
+  highest = models.create_generator(config)
+  assert highest == models.create_generator(config)  # Equal when built twice (jit's cache).
+  x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
+  variables = default.init(jax.random.key(0), x)
+  xla = lambda g: g.clone(conv=models.with_precision(nn.Conv, models.precision(config)),
+                          conv_transpose=models.with_precision(models.ConvTranspose,
+                                                               models.precision(config)))
+  program = str(jax.make_jaxpr(lambda v: xla(highest).apply(v, x, train=False))(variables))
+  assert program.count('conv_general_dilated') == 10
+  assert program.count('precision=(Precision.HIGHEST, Precision.HIGHEST)') == 10
+  assert 'HIGHEST' not in str(jax.make_jaxpr(
+      lambda v: default.clone(conv=nn.Conv, conv_transpose=models.ConvTranspose).apply(
+          v, x, train=False))(variables))
+  np.testing.assert_array_equal(default.apply(variables, x, train=False),
+                                highest.apply(variables, x, train=False))
+  disc = models.create_discriminator(config)
+  assert disc.conv.keywords['precision'] == jax.lax.Precision.HIGHEST
+  config.precision = 'high'
+  with pytest.raises(ValueError, match="config.model.precision='high': expected one of "
+                                       'default, highest'):
+    models.create_generator(config)
 
 
 @pytest.mark.parametrize('kernel,stride,padding,cin,cout', [
@@ -211,13 +259,18 @@ def test_cpu_conv_gradients_under_shard_map():
 
 
 def test_other_backends_get_xla_convolutions(monkeypatch):
-  """cpu_conv's forms were measured on XLA:CPU only: the networks get them
-  there (injected as their `conv`), XLA's own convolution elsewhere."""
+  """cpu_conv's forms and the sub-pixel transposed convolution were measured
+  on XLA:CPU only: the networks get them there (injected as their `conv` and
+  `conv_transpose`), XLA's own convolutions elsewhere."""
   generator = models.create_generator(tiny.get_config().model)
   assert generator.conv is models.CPU_CONV
+  assert generator.conv_transpose is models.CPU_CONV_TRANSPOSE
   assert models.CPU_CONV(8, (3, 3)).conv_general_dilated is xla_cpu_conv.cpu_conv
+  assert models.CPU_CONV_TRANSPOSE(8, 3, 1, 1).subpixel
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert models.create_generator(tiny.get_config().model).conv is nn.Conv
+  generator = models.create_generator(tiny.get_config().model)
+  assert generator.conv is nn.Conv and generator.conv_transpose is models.ConvTranspose
+  assert not models.ConvTranspose(8, 3, 1, 1).subpixel
   assert models.create_discriminator(tiny.get_config().model).conv is nn.Conv
 
 

@@ -113,7 +113,7 @@ def create_state(config, image_shape, num_devices: int, tx) -> State:
   features = jax.eval_shape(
       lambda p: encoder_features(generator, p, jnp.zeros((1, height, width, input_nc)),
                                  nce_layers(config), jax.random.PRNGKey(0)), gen.params)
-  mlp = models.PatchSampleMLP(config.model.netf_nc)
+  mlp = models.PatchSampleMLP(config.model.netf_nc, precision=models.precision(config.model))
   mlp_params = mlp.init(init_keys[3], [jnp.zeros((1, 1, 1, f.shape[-1])) for f in features],
                         [jnp.zeros((1,), jnp.int32)] * len(features))['params']
   return State(
@@ -156,7 +156,8 @@ def nce_loss(generator, gen_params, mlp, mlp_params, source, generated, ids_key,
   ids = patch_ids(ids_key, feat_k, t.num_patches)
   keys = mlp.apply({'params': mlp_params}, feat_k, ids)
   queries = mlp.apply({'params': mlp_params}, feat_q, ids)
-  per_layer = [jnp.mean(losses.patch_nce(q, k, source.shape[0], t.nce_t))
+  per_layer = [jnp.mean(losses.patch_nce(q, k, source.shape[0], t.nce_t,
+                                         models.precision(config.model)))
                for q, k in zip(queries, keys)]
   return t.lambda_nce * sum(per_layer) / len(layers)
 
@@ -172,7 +173,7 @@ def local_step(state: State, batch, *, config, schedule):
   key = common.step_key(state)
   k_flip, k_dropout, k_ids_x, k_ids_y, k_gp = jax.random.split(key, 5)
   generator = models.create_generator(config.model)
-  mlp = models.PatchSampleMLP(config.model.netf_nc)
+  mlp = models.PatchSampleMLP(config.model.netf_nc, precision=models.precision(config.model))
 
   # --- forward(): G once over [a, b] (CUT) or a (FastCUT); flip equivariance
   # flips its input left-right on a coin toss. jax.vjp keeps what the G update

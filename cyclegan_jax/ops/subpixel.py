@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 
-def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride: int = 2):
+def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride: int = 2,
+                            precision=None):
   """PyTorch's ConvTranspose2d(stride, padding, output_padding) on NHWC `x`,
   computed as one stride-1 convolution to stride**2 times the channels, then
   depth-to-space (the sub-pixel form, Shi et al. 2016).
@@ -47,7 +48,7 @@ def subpixel_conv_transpose(x, kernel, padding: int, output_padding: int, stride
                                        stride * stride * out_features)
   y = jax.lax.conv_general_dilated(
       x, sub_kernel, (1, 1), [(-d_min, d_max)] * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=precision)
   batch, h, w, _ = y.shape
   y = y.reshape(batch, h, w, stride, stride, out_features)
   return y.transpose(0, 1, 3, 2, 4, 5).reshape(batch, h * stride, w * stride, out_features)
