@@ -18,7 +18,6 @@ generators.
 
 import contextlib
 import importlib.util
-import os
 import sys
 
 from absl import app
@@ -33,6 +32,7 @@ from cyclegan_jax import evaluate
 from cyclegan_jax import extract
 from cyclegan_jax import report
 from cyclegan_jax import results_page
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 from cyclegan_jax import train
 from cyclegan_jax import translate
@@ -222,7 +222,7 @@ def main(argv):
               '--output=VIDEO)', status=2)
       if FLAGS.direction == 'both':
         _fail('--direction=both is for --mode=export; translate takes AtoB or BtoA', status=2)
-      if os.path.isfile(FLAGS.input):
+      if storage.isfile(FLAGS.input):
         if not video.is_video(FLAGS.input):
           _fail(f'--input={FLAGS.input}: expected a folder of images or a video '
                 f'({", ".join(video.VIDEO_EXTENSIONS)})', status=2)

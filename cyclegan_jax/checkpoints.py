@@ -9,12 +9,10 @@ warning and the next older one is tried; training moves it aside to
 W/checkpoints_damaged/ (never deletes it), so that later saves and
 `keep_checkpoints` pruning deal with intact checkpoints only."""
 
-import glob
 import importlib.metadata
 import logging
 import os
 import re
-import shutil
 import sys
 
 import jax
@@ -23,6 +21,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
+
+from cyclegan_jax import storage
 
 CONFIG_FILE = 'config.json'
 DAMAGED_DIR = 'checkpoints_damaged'
@@ -39,11 +39,11 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return storage.join(storage.absolute(workdir), 'checkpoints')
 
 
 def step_dir(workdir: str, step: int) -> str:
-  return os.path.join(checkpoint_dir(workdir), str(step))
+  return storage.join(checkpoint_dir(workdir), str(step))
 
 
 def create_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -79,14 +79,14 @@ def _version() -> str:
 def prepare_workdir(workdir: str) -> None:
   """Creates the workdir and checks that this process can write there, before
   anything is loaded or compiled."""
-  probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+  probe = storage.join(workdir, f'.write_test_{jax.process_index()}')
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise OSError(f'{workdir}: cannot write to this workdir ({e.strerror or e}); '
+    storage.makedirs(workdir)
+    storage.write_text_atomically(probe, 'ok')
+    storage.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  # OSError, or a store's own errors.
+    reason = getattr(e, 'strerror', None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+    raise OSError(f'{workdir}: cannot write to this workdir ({reason}); '
                   'expected a folder this process can create and write to') from None
 
 
@@ -135,7 +135,7 @@ def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
   if found == FORMAT:
     return
   by = custom.get('written_by', 'another version')
-  where = os.path.join(str(manager.directory), str(step))
+  where = storage.join(str(manager.directory), str(step))
   advice = ('upgrade cyclegan_jax to read it' if found > FORMAT else
             'no converter from it exists; read it with the version that wrote it')
   raise CheckpointError(f'{where}: checkpoint format {found} (written by {by}), but '
@@ -152,9 +152,10 @@ def _check_readable(directory: str) -> None:
   Reading the OCDBT key-value stores here first finds truncated or missing
   data files quietly (a missing data file reads as an empty value, which no
   stored zarr chunk or metadata is)."""
-  for manifest in sorted(glob.glob(os.path.join(directory, '*', 'manifest.ocdbt'))):
-    store = ts.KvStore.open({'driver': 'ocdbt',
-                             'base': 'file://' + os.path.dirname(manifest) + '/'}).result()
+  for manifest in storage.glob(directory, '*/manifest.ocdbt'):
+    folder = os.path.dirname(manifest)
+    base = f'{folder}/' if storage.is_remote(folder) else f'file://{folder}/'
+    store = ts.KvStore.open({'driver': 'ocdbt', 'base': base}).result()
     keys = store.list().result()
     for start in range(0, len(keys), 64):  # A bounded amount in memory at once.
       reads = [(key, store.read(key)) for key in keys[start:start + 64]]
@@ -214,7 +215,7 @@ def _whole_state_request(target, relay):
       differences.append(f'{key}: {"missing" if there is None else there} there, '
                          f'{"missing" if here is None else here} now')
     if differences:
-      where = os.path.join(str(manager.directory), str(step))
+      where = storage.join(str(manager.directory), str(step))
       raise CheckpointError(
           f'{where}: holds a state of another layout ({"; ".join(differences[:3])}'
           f'{"; ..." if len(differences) > 3 else ""}); it was written with another model, '
@@ -284,7 +285,7 @@ def _restore_one(manager: ocp.CheckpointManager, step: int, request):
   for damage)."""
   error = None
   try:
-    _check_readable(os.path.join(str(manager.directory), str(step)))  # First: it is quiet.
+    _check_readable(storage.join(str(manager.directory), str(step)))  # First: it is quiet.
     _check_format(manager, step)
     args, finish = request(manager, step)
   except CheckpointError:
@@ -298,7 +299,7 @@ def _restore_one(manager: ocp.CheckpointManager, step: int, request):
   except CheckpointError:
     raise
   except Exception as e:  # pylint: disable=broad-except
-    where = os.path.join(str(manager.directory), str(step))
+    where = storage.join(str(manager.directory), str(step))
     raise CheckpointError(f'{where}: its files read in full, but restoring it failed '
                           f'({_first_line(e)}); it is left as it is: read it with the version '
                           'that wrote it, or use another --workdir') from e
@@ -311,14 +312,14 @@ def _warn(message: str) -> None:
 
 def _move_aside(workdir: str, step: int) -> str:
   """Moves a damaged checkpoint to W/checkpoints_damaged/<step>[.n]; returns where."""
-  target = os.path.join(os.path.abspath(workdir), DAMAGED_DIR, str(step))
+  target = storage.join(storage.absolute(workdir), DAMAGED_DIR, str(step))
   n = 0
-  while os.path.exists(target + (f'.{n}' if n else '')):
+  while storage.exists(target + (f'.{n}' if n else '')):
     n += 1
   target += f'.{n}' if n else ''
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.move(step_dir(workdir, step), target)
+    storage.makedirs(os.path.dirname(target))
+    storage.move(step_dir(workdir, step), target)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('cyclegan_jax: damaged checkpoint moved aside')
   return target
@@ -376,22 +377,15 @@ def restore_latest(manager: ocp.CheckpointManager, workdir: str, state, relay=No
   return state if step is None else restored
 
 
-def write_text_atomically(path: str, text: str) -> None:
-  """Writes `path` through a temporary file and a rename, so a kill mid-write
-  leaves the old file (or none), never half a file."""
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes workdir/config.json atomically."""
   if jax.process_index() == 0:
-    write_text_atomically(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+    storage.write_text_atomically(storage.join(workdir, CONFIG_FILE),
+                                  config.to_json_best_effort(indent=2))
 
 
 def has_config(workdir: str) -> bool:
-  return os.path.isfile(os.path.join(workdir, CONFIG_FILE))
+  return storage.isfile(storage.join(workdir, CONFIG_FILE))
 
 
 def load_state(workdir: str, step: int | None = None):

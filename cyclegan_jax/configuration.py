@@ -11,12 +11,12 @@
 """
 
 import json
-import os
 
 import ml_collections
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import families
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 
 # Fields whose default changed since workdirs were first written: the value a
@@ -181,13 +181,12 @@ def _nested(name: str, value) -> dict:
 
 def load(workdir: str) -> ml_collections.ConfigDict:
   """workdir/config.json, upgraded."""
-  path = os.path.join(workdir, checkpoints.CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(workdir, checkpoints.CONFIG_FILE)
+  if not storage.isfile(path):
     raise FileNotFoundError(f'{path}: not found; expected the config.json that training '
                             'writes into its workdir')
   try:
-    with open(path) as f:
-      stored = json.load(f)
+    stored = json.loads(storage.read_text(path))
   except json.JSONDecodeError as e:
     raise ValueError(f'{path}: not valid JSON ({e})') from None
   if not isinstance(stored, dict):

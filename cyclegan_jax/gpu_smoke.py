@@ -21,25 +21,19 @@ status 1 when a check fails. Every process it starts inherits this one's
 environment (XLA_FLAGS, JAX_PLATFORMS), so the same command runs on a CPU.
 """
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
 import jax
 import numpy as np
 from PIL import Image
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import console
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'A folder for the runs, translations and data.')
-flags.DEFINE_integer('steps', 20, 'Train steps of each of the two runs.')
-flags.DEFINE_enum('benchmark', 'gpu', ['gpu', 'tiny', 'none'], 'Which benchmark rows to run.')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (what, benchmark arguments): docs/performance.md#gpus.
@@ -114,13 +108,16 @@ def run_benchmarks(rows) -> list[dict]:
   return results
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required (a folder for the runs)')
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workdir', required=True,
+                      help='a new or empty folder for the runs, translations and data')
+  parser.add_argument('--steps', type=int, default=20, help='train steps of each of the two runs')
+  parser.add_argument('--benchmark', choices=sorted(BENCHMARKS), default='gpu',
+                      help='which benchmark rows to run')
+  args = parser.parse_args(argv)
   console.quiet_terminal(verbose=False)  # Orbax's INFO lines stay off the terminal.
-  workdir = os.path.abspath(FLAGS.workdir)
+  workdir = os.path.abspath(args.workdir)
   data = os.path.join(workdir, 'data')
   runs = [os.path.join(workdir, f'run{i}') for i in (1, 2)]
   summary = {'started': time.strftime('%Y-%m-%d %H:%M:%S'),
@@ -132,8 +129,8 @@ def main(argv):
         raise ValueError(f'--workdir={workdir}: {run} exists; give a new or empty folder')
     for run in runs:
       start = time.time()
-      _train(run, data, FLAGS.steps)
-      print(f'trained {run}: {FLAGS.steps} steps in {time.time() - start:.1f} s', flush=True)
+      _train(run, data, args.steps)
+      print(f'trained {run}: {args.steps} steps in {time.time() - start:.1f} s', flush=True)
     summary['reruns'] = compare_runs(*runs)
     ok &= summary['reruns']['bit_identical']
     print(f'reruns: {json.dumps(summary["reruns"])}', flush=True)
@@ -142,7 +139,7 @@ def main(argv):
         os.path.join(workdir, 'translated_here'), os.path.join(workdir, 'translated_on_cpu'))
     ok &= summary['translation']['within_1']
     print(f'translation here and on the CPU: {json.dumps(summary["translation"])}', flush=True)
-    summary['benchmark'] = run_benchmarks(BENCHMARKS[FLAGS.benchmark])
+    summary['benchmark'] = run_benchmarks(BENCHMARKS[args.benchmark])
   except (RuntimeError, ValueError, OSError) as e:
     summary['error'] = str(e)
     ok = False
@@ -152,4 +149,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()

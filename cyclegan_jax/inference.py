@@ -6,8 +6,6 @@ video, export, the results page and evaluation all load through it."""
 import dataclasses
 from typing import Any
 
-import os
-
 import flax.linen as nn
 import jax
 import ml_collections
@@ -15,6 +13,7 @@ import ml_collections
 from cyclegan_jax import checkpoints
 from cyclegan_jax import configuration
 from cyclegan_jax import families
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 
 ALL = 'both'  # restore's direction for every generator the model has.
@@ -87,8 +86,8 @@ def output_folder(workdir: str, run: str | None = None) -> str:
   """Where a run's evaluation and results page go: the workdir, or a sweep
   run's folder W/runs/<name>/."""
   _, found = _sweep_run(workdir, run)
-  workdir = os.path.abspath(workdir)
-  return workdir if found is None else os.path.join(workdir, found.folder)
+  workdir = storage.absolute(workdir)
+  return workdir if found is None else storage.join(workdir, found.folder)
 
 
 def restore(workdir: str, direction: str | None = None, step: int | None = None,

@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (
     ('base', ('checkpoints', 'config_fields', 'console', 'deterministic_ops', 'distributed',
               'fid', 'image_io', 'image_pool',
-              'inception', 'inception_weights', 'losses', 'memory', 'tiled_io',
+              'inception', 'inception_weights', 'losses', 'memory', 'storage', 'tiled_io',
               'workdir_lock', 'xla_cpu_options')),
     ('ops', ('ops',)),
     ('nets', ('models', 'generation', 'tiling')),
