@@ -12,7 +12,7 @@ scalars the training loop logs with a `/` in their name (`gen_ab/gan`,
 again replace those of the interrupted one.
 """
 
-import glob
+import io
 import json
 import os
 
@@ -20,15 +20,16 @@ from matplotlib.figure import Figure
 import numpy as np
 import tensorflow as tf
 
+from cyclegan_jax import storage
+
 PLOT_FILE = 'curves.png'
 
 
 def eval_history(folder: str, subfolder: str = '') -> dict[str, list[tuple[int, dict]]]:
   """{direction: [(step, {'fid', 'kid_mean', ...}), ...]} in step order."""
   history = {}
-  for path in sorted(glob.glob(os.path.join(folder, 'eval', subfolder, 'step_*.json'))):
-    with open(path) as f:
-      result = json.load(f)
+  for path in storage.glob(storage.join(folder, 'eval', subfolder), 'step_*.json'):
+    result = json.loads(storage.read_text(path))
     for direction, scores in result.items():
       if isinstance(scores, dict) and 'fid' in scores:
         history.setdefault(direction, []).append((int(result['step']), scores))
@@ -44,22 +45,25 @@ def loss_history(folder: str) -> dict[str, list[tuple[int, float]]]:
   files are read oldest first; a later file (a resumed run) replaces the
   steps from its first step on."""
   merged: dict[str, dict[int, float]] = {}
-  files = glob.glob(os.path.join(folder, 'events.out.tfevents.*'))
+  files = storage.glob(folder, 'events.out.tfevents.*')
   def started(path):  # events.out.tfevents.<seconds>.<host>...: the writer's start.
     seconds = os.path.basename(path).split('.')[3]
     return (int(seconds) if seconds.isdigit() else 0, path)
 
   for path in sorted(files, key=started):
     this_file: dict[str, dict[int, float]] = {}
-    try:
-      for event in tf.compat.v1.train.summary_iterator(path):
-        for value in event.summary.value:
-          if _is_loss(value.tag):
-            number = (float(tf.make_ndarray(value.tensor)) if value.HasField('tensor')
-                      else float(value.simple_value))
-            this_file.setdefault(value.tag, {})[int(event.step)] = number
-    except tf.errors.DataLossError:
-      pass  # A file cut short by a kill: what was read before the cut counts.
+    # TensorFlow reads local files here (its own GCS client honours no
+    # emulator): a remote event file is read from a local copy.
+    with storage.local_file(path) as local:
+      try:
+        for event in tf.compat.v1.train.summary_iterator(local):
+          for value in event.summary.value:
+            if _is_loss(value.tag):
+              number = (float(tf.make_ndarray(value.tensor)) if value.HasField('tensor')
+                        else float(value.simple_value))
+              this_file.setdefault(value.tag, {})[int(event.step)] = number
+      except tf.errors.DataLossError:
+        pass  # A file cut short by a kill: what was read before the cut counts.
     for tag, values in this_file.items():
       first = min(values)
       kept = {s: v for s, v in merged.get(tag, {}).items() if s < first}
@@ -115,14 +119,14 @@ def plot(history: dict, losses: dict, title: str = '', fid_mode: str = '') -> Fi
 def write_plot(folder: str, subfolder: str = '', title: str = '') -> str:
   """Draws eval/[subfolder/]curves.png of a workdir or run folder; returns its path."""
   history = eval_history(folder, subfolder)
-  path = os.path.join(folder, 'eval', subfolder, PLOT_FILE)
-  latest = os.path.join(os.path.dirname(path), 'latest.json')
+  path = storage.join(folder, 'eval', subfolder, PLOT_FILE)
+  latest = storage.join(os.path.dirname(path), 'latest.json')
   fid_mode = ''
-  if os.path.isfile(latest):
-    with open(latest) as f:
-      fid_mode = json.load(f).get('protocol', {}).get('fid_mode', '')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if storage.isfile(latest):
+    fid_mode = json.loads(storage.read_text(latest)).get('protocol', {}).get('fid_mode', '')
+  storage.makedirs(os.path.dirname(path))
   figure = plot(history, loss_history(folder), title, fid_mode)
-  figure.savefig(path + '.tmp.png', dpi=100)
-  os.replace(path + '.tmp.png', path)  # A kill mid-write leaves the old plot.
+  png = io.BytesIO()
+  figure.savefig(png, dpi=100, format='png')
+  storage.write_bytes_atomically(path, png.getvalue())  # A kill mid-write leaves the old plot.
   return path

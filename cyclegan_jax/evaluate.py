@@ -34,7 +34,6 @@ from clu import metric_writers
 import jax
 import numpy as np
 
-from cyclegan_jax import checkpoints
 from cyclegan_jax import curves
 from cyclegan_jax import families
 from cyclegan_jax import fid
@@ -43,6 +42,7 @@ from cyclegan_jax import image_io
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
 from cyclegan_jax import inference
+from cyclegan_jax import storage
 from cyclegan_jax.data import input_pipeline
 
 # (name, real images translated, real images compared with): A->B is scored
@@ -61,8 +61,8 @@ def weights_path(path: str) -> str:
   if not path:
     raise ValueError('config.eval.inception_weights is empty: FID and KID need the FID '
                      f'Inception-v3 weights (pytorch-fid\'s); {WEIGHTS_HELP}')
-  path = os.path.expanduser(path)
-  if not os.path.isfile(path):
+  path = path if storage.is_remote(path) else os.path.expanduser(path)
+  if not storage.isfile(path):
     raise FileNotFoundError(f'{path}: no such Inception weights file; {WEIGHTS_HELP}')
   return path
 
@@ -76,7 +76,7 @@ def check_fid_mode(mode: str) -> str:
 
 def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with storage.open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()
@@ -94,7 +94,8 @@ def scored_test_data(config) -> dict:
 
 def load_inception(path: str):
   """The FID Inception variables (inception.init_variables' structure)."""
-  return inception_weights.load(weights_path(path))
+  with storage.local_file(weights_path(path)) as local:
+    return inception_weights.load(local)
 
 
 def directions(config) -> tuple[tuple[str, str], ...]:
@@ -273,31 +274,30 @@ def summary_lines(step: int, metrics: dict) -> list[str]:
 def write_json(workdir: str, result: dict, subfolder: str = '') -> str:
   """Writes eval/[subfolder/]step_<step>.json and latest.json beside it
   (atomically: a kill mid-write leaves the old file); returns the first path."""
-  folder = os.path.join(os.path.abspath(workdir), 'eval', subfolder)
-  os.makedirs(folder, exist_ok=True)
+  folder = storage.join(storage.absolute(workdir), 'eval', subfolder)
+  storage.makedirs(folder)
   text = json.dumps(result, indent=2) + '\n'
-  paths = [os.path.join(folder, f'step_{result["step"]:08d}.json'),
-           os.path.join(folder, 'latest.json')]
+  paths = [storage.join(folder, f'step_{result["step"]:08d}.json'),
+           storage.join(folder, 'latest.json')]
   for path in paths:
-    checkpoints.write_text_atomically(path, text)
+    storage.write_text_atomically(path, text)
   return paths[0]
 
 
 def _read_json(path: str):
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def latest_scores(workdir: str) -> dict | None:
   """The newest eval/latest.json of a workdir (or a sweep's run folder), or None."""
-  return _read_json(os.path.join(workdir, 'eval', 'latest.json'))
+  return _read_json(storage.join(workdir, 'eval', 'latest.json'))
 
 
 def best_scores(workdir: str) -> dict | None:
   """eval/best.json ({direction: {'step', 'fid'}}), or None."""
-  return _read_json(os.path.join(workdir, 'eval', 'best.json'))
+  return _read_json(storage.join(workdir, 'eval', 'best.json'))
 
 
 def evaluate_workdir(workdir: str, step: int | None = None,
@@ -322,9 +322,12 @@ def evaluate_workdir(workdir: str, step: int | None = None,
   result = {'step': int(step), **evaluator(restored.params)}
   for line in summary_lines(step, result):
     print(line, flush=True)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() != 0)
+  events = storage.Mirror(workdir)  # TensorBoard's writer writes local files only.
+  writer = metric_writers.create_default_writer(events.local,
+                                                just_logging=jax.process_index() != 0)
   writer.write_scalars(step, scalars(result, '/'.join(filter(None, ('eval', subfolder)))))
   writer.close()
+  events.close()
   if jax.process_index() == 0:
     print(f'Wrote {write_json(workdir, result, subfolder)}', flush=True)
     print(f'Wrote {curves.write_plot(workdir, subfolder, os.path.basename(workdir))}',

@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): the training loop. Reads no flags."""
 
+import io
 import json
 import os
 import signal
@@ -27,12 +28,17 @@ from cyclegan_jax import memory
 from cyclegan_jax import models
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import workdir_lock
 
 
 PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
+# At most this often a log step copies a gs:// workdir's log and TensorBoard
+# events up (whole files: objects cannot be appended to), as TensorFlow's
+# writers flush every 120 s.
+MIRROR_SECONDS = 120
 
 
 def training_image_size(config, batches) -> tuple[int, int]:
@@ -123,19 +129,18 @@ def sample_grid(generators, state, samples, config) -> np.ndarray:
 def record_best(workdir: str, step: int, metrics: dict) -> dict:
   """Updates workdir/eval/best.json, {direction: {'step', 'fid'}}: the step of
   the lowest FID so far in each direction, across resumed runs too."""
-  path = os.path.join(workdir, 'eval', 'best.json')
+  path = storage.join(workdir, 'eval', 'best.json')
   best = {}
-  if os.path.isfile(path):
-    with open(path) as f:
-      best = json.load(f)
+  if storage.isfile(path):
+    best = json.loads(storage.read_text(path))
   for direction, values in metrics.items():
     if direction == 'protocol':
       continue
     if direction not in best or values['fid'] < best[direction]['fid']:
       best[direction] = {'step': step, 'fid': values['fid']}
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    checkpoints.write_text_atomically(path, json.dumps(best, indent=2))
+    storage.makedirs(os.path.dirname(path))
+    storage.write_text_atomically(path, json.dumps(best, indent=2))
   return best
 
 
@@ -223,7 +228,7 @@ class _StopSignals:
 def train_and_evaluate(config, workdir: str):
   """Trains CycleGAN or pix2pix (config.model.kind), resuming from the newest
   checkpoint in `workdir`; returns the final state."""
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(workdir)
   num_devices = jax.device_count()
   logging.info('Process %d of %d, %d of %d devices here: %s.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), num_devices,
@@ -235,11 +240,20 @@ def train_and_evaluate(config, workdir: str):
   checkpoints.prepare_workdir(workdir)
   # Before anything is written: a second trainer on this workdir stops here.
   log = 'train.log' if jax.process_index() == 0 else f'train.process_{jax.process_index()}.log'
-  with workdir_lock.hold(workdir), console.log_file(os.path.join(workdir, log)):
-    return _train(config, workdir)
+  with workdir_lock.hold(workdir):
+    # What libraries write only as local files (the log, TensorBoard events,
+    # profiles) goes into a local mirror of a gs:// workdir, copied up at log
+    # steps (every MIRROR_SECONDS at most), evaluations, checkpoints and the
+    # end; a local workdir is its own mirror.
+    mirror = storage.Mirror(workdir, keep=(log,))
+    try:
+      with console.log_file(os.path.join(mirror.local, log)):
+        return _train(config, workdir, mirror)
+    finally:
+      mirror.close()
 
 
-def _train(config, workdir: str):
+def _train(config, workdir: str, mirror: storage.Mirror):
   """train_and_evaluate's loop, run while this process holds the workdir."""
   num_devices = jax.device_count()
   logging.info('XLA_FLAGS=%r', os.environ.get('XLA_FLAGS', ''))
@@ -306,18 +320,20 @@ def _train(config, workdir: str):
     step_args = ()
     batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
 
+  local = lambda folder: os.path.join(mirror.local, os.path.relpath(folder, workdir))
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() != 0)
+      mirror.local, just_logging=jax.process_index() != 0)
   # A sweep's runs each write their own scalars and images (TensorBoard overlays them).
   # Each by the process that holds the run.
   run_writers = [metric_writers.create_default_writer(
-      folder, just_logging=owner != jax.process_index())
+      local(folder), just_logging=owner != jax.process_index())
                  for folder, owner in zip(runs.folders, runs.owners)] if runs.sweep else [writer]
+  last_sync = time.time()
   report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   hooks = [report_progress] if jax.process_index() == 0 else []
   if config.profile_steps > 0 and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(
-        logdir=workdir, num_profile_steps=config.profile_steps, profile_duration_ms=None,
+        logdir=mirror.local, num_profile_steps=config.profile_steps, profile_duration_ms=None,
         first_profile=PROFILE_FIRST_STEP, every_secs=None))
 
   # FID/KID during training: the Inception weights and the real test images'
@@ -377,6 +393,11 @@ def _train(config, workdir: str):
           run_writer.write_scalars(done, summary)
           progress.line(runs.label(i) + console.metrics_line(done, total_steps, summary))
         buffered_metrics, last_log = [], (done, time.time())
+        if time.time() - last_sync >= MIRROR_SECONDS:
+          for run_writer in run_writers:
+            run_writer.flush()
+          mirror.sync()
+          last_sync = time.time()
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
@@ -384,9 +405,11 @@ def _train(config, workdir: str):
             grid = sample_grid(generators, run_state, samples, config)
             run_writers[i].write_images(done, {'samples': grid[None]})
             if jax.process_index() == runs.owners[i]:
-              path = os.path.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
-              os.makedirs(os.path.dirname(path), exist_ok=True)
-              Image.fromarray(grid).save(path)
+              path = storage.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
+              storage.makedirs(os.path.dirname(path))
+              png = io.BytesIO()
+              Image.fromarray(grid).save(png, format='PNG')
+              storage.write_bytes_atomically(path, png.getvalue())
               progress.line(f'step {done}: {runs.label(i)}samples {path}')
               if not first:
                 logging.info('step %d: %ssamples %s', done, runs.label(i), path)
@@ -406,8 +429,9 @@ def _train(config, workdir: str):
               progress.bar.write(runs.label(i) + 'best FID so far: ' + ', '.join(
                   f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
               run_writers[i].flush()  # The losses so far, for the plot.
-              curves.write_plot(runs.folders[i], title=runs.names[i] or os.path.basename(
-                  os.path.abspath(workdir)))
+              mirror.sync()
+              curves.write_plot(runs.folders[i],
+                                title=runs.names[i] or os.path.basename(workdir))
 
       if done % config.checkpoint_every_steps == 0 or is_last:
         _check_finite(done, metrics, manager, runs)  # Never save a NaN state.
@@ -420,6 +444,10 @@ def _train(config, workdir: str):
             multihost_utils.sync_global_devices(f'sweep summary {done}')
           if first:
             _write_sweep_summary(workdir, runs, done, losses, progress)
+        for run_writer in run_writers:
+          run_writer.flush()
+        mirror.sync()
+        last_sync = time.time()
 
       if stop:
         message = (f'Stopped by {signals.received or "another process"} after step {done} '
@@ -448,7 +476,7 @@ def _write_sweep_summary(workdir: str, runs: Runs, step: int, metrics, progress)
         'step': step, 'losses': runs.values(metrics, i),
         'final': evaluate.latest_scores(folder), 'best': evaluate.best_scores(folder)})
   summary = sweeps.summary(per_run)
-  checkpoints.write_text_atomically(os.path.join(workdir, sweeps.SUMMARY_FILE),
+  storage.write_text_atomically(storage.join(workdir, sweeps.SUMMARY_FILE),
                                     json.dumps(summary, indent=2))
   for line in sweeps.summary_table(summary):
     progress.line(line)

@@ -17,15 +17,20 @@ slower (one run each on 2 cores: CycleGAN 128 px 1.84 -> 1.87 s, CUT 1.38 ->
 
 import os
 
+from cyclegan_jax import deterministic_ops
 from cyclegan_jax import xla_cpu_options
 
 UNROLLING_OFF = '--xla_backend_extra_options=xla_cpu_disable_loop_unrolling'
 
 
 def set_defaults(environ=os.environ) -> None:
-  """main.py's XLA:CPU option, then UNROLLING_OFF, into environ['XLA_FLAGS']
-  (before JAX starts its backend; child processes inherit them)."""
+  """main.py's XLA:CPU option and the deterministic-ops flag its training
+  sets (config.deterministic's default), then UNROLLING_OFF, into
+  environ['XLA_FLAGS'] (before JAX starts its backend; child processes
+  inherit them). With the same flags, programs compiled in this process and
+  in main.py's share the persistent compilation cache."""
   xla_cpu_options.set_defaults(environ)
+  deterministic_ops.set_flag(True, environ)
   flags = environ.get('XLA_FLAGS', '')
   if 'xla_backend_extra_options' not in flags:
     environ['XLA_FLAGS'] = f'{flags} {UNROLLING_OFF}'.strip()
