@@ -19,6 +19,7 @@ folder whose files are copied to the remote folder at each `sync()`.
 
 import builtins
 import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -65,8 +66,20 @@ def join(*parts) -> str:
   return os.path.join(*map(os.fspath, parts))
 
 
+def _check_scheme(path: str) -> None:
+  """A one-line error for object storage this installation cannot reach."""
+  if path.startswith('gs://'):
+    if importlib.util.find_spec('gcsfs') is None:
+      raise ImportError(f'{path}: gs:// paths need the optional extra "gcs" (gcsfs is '
+                        'missing): pip install -e ".[gcs]"')
+  elif is_remote(path):
+    raise ValueError(f'{path}: expected a local path or gs://bucket/path (Google Cloud Storage)')
+
+
 def Path(path) -> epath.Path:  # pylint: disable=invalid-name
-  return epath.Path(os.fspath(path))
+  path = os.fspath(path)
+  _check_scheme(path)
+  return epath.Path(path)
 
 
 def exists(path) -> bool:
@@ -106,6 +119,7 @@ def files_under(folder) -> list[str]:
   if not is_remote(folder):
     return sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder)
                   for name in names)
+  _check_scheme(folder)
   filesystem, root = fsspec.core.url_to_fs(folder)
   scheme = folder.split('://', 1)[0]
   return sorted(f'{scheme}://{name}' for name in filesystem.find(root))

@@ -2,13 +2,13 @@
 paths alike, the trainer's lock on GCS, and training, resuming and scoring a
 gs:// workdir end to end, against a local GCS emulator (tests/gcs.py)."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 
-from google.api_core import exceptions
 import jax
 import numpy as np
 import pytest
@@ -25,6 +25,9 @@ from cyclegan_jax import workdir_lock
 from tests.gcs import bucket, gcs_server  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The `gcs` extra (google-cloud-storage, gcsfs); without it these tests skip.
+exceptions = pytest.importorskip('google.api_core.exceptions', reason='the gcs extra')
+pytest.importorskip('gcsfs', reason='the gcs extra')
 
 
 @pytest.fixture(params=['local', 'gs'])
@@ -64,6 +67,18 @@ def test_files_are_written_read_listed_copied_and_moved_alike(root, tmp_path):
                   f'storage.write_text_atomically("{root}/moved/d.txt", "x")'], cwd=REPO,
                  check=True)
   assert 'd.txt' in storage.listdir(storage.join(root, 'moved'))
+
+
+def test_other_schemes_and_a_missing_extra_are_one_line(monkeypatch):
+  with pytest.raises(ValueError, match=r'^s3://b/w: expected a local path or gs://bucket/path '
+                                       r'\(Google Cloud Storage\)$'):
+    storage.exists('s3://b/w')
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *args: None if name == 'gcsfs' else real(name, *args))
+  with pytest.raises(ImportError, match=r'^gs://b/w: gs:// paths need the optional extra "gcs" '
+                                        r'\(gcsfs is missing\): pip install -e "\.\[gcs\]"$'):
+    storage.files_under('gs://b/w')
 
 
 def test_a_mirror_copies_up_what_changed_and_grows_a_kept_file(bucket):
