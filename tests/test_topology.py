@@ -144,3 +144,34 @@ def test_a_workdir_moves_between_device_and_process_counts(kind, data, tmp_path,
   directions = ['AtoB'] if kind in ('pix2pix', 'cut') else ['AtoB', 'BtoA']
   assert [d for d in written if d not in ('step', 'protocol')] == directions
   assert all(np.isfinite(written[d]['fid']) and written[d] == scores[d] for d in directions)
+
+
+SWEEP = '''
+import sys
+from cyclegan_jax import train
+from tests.test_topology import config_for
+config = config_for('cyclegan', sys.argv[1], 2)
+config.train.batch_size = 2
+config.sweep.seed = (0, 1)
+train.train_and_evaluate(config, sys.argv[2])
+'''
+
+
+def test_a_sweep_resumes_on_another_device_count(data, tmp_path, capsys):
+  """Two seeds on 4 devices (each run on 2), resumed on 1 device (both runs
+  on it): each run's pools are re-laid for its one device."""
+  workdir = tmp_path / 'sweep'
+  result = subprocess.run([sys.executable, '-c', SWEEP, data['unpaired'], str(workdir)],
+                          cwd=REPO, env=xla_flags.with_cpu_devices(4), capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-4000:]
+  config = config_for('cyclegan', data['unpaired'], 4)
+  config.train.batch_size = 2
+  config.sweep.seed = (0, 1)
+  state = train.train_and_evaluate(config, str(workdir))
+  assert np.asarray(state.step).tolist() == [4, 4]
+  assert state.pool_fake_a.images.shape[:2] == (2, 1)  # (runs, devices).
+  err = capsys.readouterr().err
+  assert ('The checkpoint was trained on 2 device(s) per run, now on 1: parameters and '
+          'optimiser state resharded; the 16 images stored in 8 history pools dealt in turn '
+          'to 4 pools of 50, 16 kept (docs/training.md).') in err, err[-3000:]
