@@ -8,6 +8,9 @@ Each file takes and returns NHWC float32 images in [-1, 1] with a dynamic
 batch, height and width; height and width must be a multiple of the
 generator's downsampling factor (models.generator_multiple), which a JSON file
 beside the .onnx states with everything else a caller needs.
+
+The workdir and the output folder may be on Cloud Storage (gs://...): the
+files are written through storage, each object whole.
 """
 
 import contextlib
@@ -20,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cyclegan_jax import checkpoints
 from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import inference
 from cyclegan_jax import models
+from cyclegan_jax import storage
 from cyclegan_jax import tiling
 
 INPUT_NAME = 'image'
@@ -176,9 +179,7 @@ def _convert(program, other_inputs, generator, channels: int, batch: str, path: 
                                    image_output)
   _drop_unused_initializers(model.graph)
   onnx.checker.check_model(model)
-  with open(path + '.tmp', 'wb') as f:
-    f.write(model.SerializeToString())
-  os.replace(path + '.tmp', path)
+  storage.write_bytes_atomically(path, model.SerializeToString())
   return model, out_channels
 
 
@@ -230,13 +231,14 @@ def export_tile_programs(generator, params, path_prefix: str, channels: int) -> 
 
 
 def _check_output_dir(output_dir: str) -> None:
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+  if storage.exists(output_dir) and not storage.isdir(output_dir):
     raise FileExistsError(f'--output={output_dir} is a file; expected a folder (it is '
                           'created if missing)')
   try:
-    os.makedirs(output_dir, exist_ok=True)
+    storage.makedirs(output_dir)
   except OSError as e:
     raise OSError(f'--output={output_dir}: cannot create this folder ({e.strerror or e})') from e
+  storage.check_writable(output_dir, f'--output={output_dir}')
 
 
 def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
@@ -264,7 +266,7 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
                                            os.path.join(output_dir, g.direction), g.in_channels)
     info = {
         'file': os.path.basename(path), 'direction': g.direction, 'network': g.network,
-        'step': restored.step, 'workdir': os.path.abspath(workdir), **spec,
+        'step': restored.step, 'workdir': storage.absolute(workdir), **spec,
         'norm': config.model.norm,
         'batch_statistics': config.model.norm == 'batch',
         'dropout_at_test': False,
@@ -272,8 +274,8 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
         'exporter': f'jax2onnx {_version("jax2onnx")}',
         'config': config.to_dict(),
     }
-    checkpoints.write_text_atomically(os.path.join(output_dir, f'{g.direction}.json'),
-                                      json.dumps(info, indent=2, default=str))
+    storage.write_text_atomically(os.path.join(output_dir, f'{g.direction}.json'),
+                                  json.dumps(info, indent=2, default=str))
     written.append(path)
     if tiles:
       written += [os.path.join(output_dir, spec['tiles'][key]) for key in ('file',

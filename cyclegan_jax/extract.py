@@ -7,11 +7,10 @@ values), its slice of the checkpoint (weights, optimiser state, pools, step and
 key: everything the run would resume from in the sweep) and a copy of its
 folder W/runs/<name>/ (samples, evaluation, TensorBoard events). Training W2
 with that config resumes the run alone and continues it as the sweep would
-have, on the devices the run had in the sweep.
+have, on the devices the run had in the sweep. W and W2 may be on Cloud
+Storage (gs://...), either or both.
 """
 
-import os
-import shutil
 
 import jax
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from cyclegan_jax import checkpoints
 from cyclegan_jax import configuration
 from cyclegan_jax import inference
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 
 
@@ -31,16 +31,16 @@ def extract_run(workdir: str, run: str | None, output: str, step: int | None = N
                      'ordinary workdir already')
   config = inference.load_config(workdir, run)  # Refuses a missing or unknown --run.
   found = sweeps.find(configuration.load(workdir), str(run))
-  output = os.path.abspath(output)
-  if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+  output = storage.absolute(output)
+  if storage.exists(output) and (not storage.isdir(output) or storage.listdir(output)):
     raise ValueError(f'--output={output}: exists and is not an empty folder; extract writes '
                      'a new workdir')
   step, state = checkpoints.load_state(workdir, step)
   one_run = jax.tree.map(lambda x: np.asarray(x)[found.index], state)
   checkpoints.prepare_workdir(output)
-  folder = os.path.join(os.path.abspath(workdir), found.folder)
-  if os.path.isdir(folder):  # Samples, evaluation, TensorBoard events.
-    shutil.copytree(folder, output, dirs_exist_ok=True)
+  folder = storage.join(storage.absolute(workdir), found.folder)
+  if storage.isdir(folder):  # Samples, evaluation, TensorBoard events.
+    storage.copytree(folder, output)
   manager = checkpoints.create_manager(output, config.keep_checkpoints)
   checkpoints.save(manager, one_run, step)
   checkpoints.wait_until_finished(manager)

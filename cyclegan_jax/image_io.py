@@ -11,12 +11,20 @@ The value rule: a pixel type's range (low, high) maps linearly onto
 [-1, 1]: config.data.value_range when set, else the full range of the type
 (uint8 0-255, uint16 0-65535, int16 -32768-32767; float32 0-1). Translations
 are mapped back through the same range and rounded to the input's type.
+
+Paths may be on Cloud Storage (gs://...): a remote file is read whole into
+memory and decoded there; a remote output is encoded in memory and created
+whole by its upload (storage.write_bytes_atomically).
 """
 
+import builtins
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from cyclegan_jax import storage
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 TIFF_EXTENSIONS = ('.tif', '.tiff')
@@ -42,9 +50,10 @@ def _png_bit_depth(data: bytes) -> int:
   return data[24] if len(data) > 24 and data.startswith(_PNG_SIGNATURE) else 0
 
 
-def _read_tiff(path: str) -> np.ndarray:
+def _read_tiff(file) -> np.ndarray:
+  """The first image of a TIFF (a local path, or a file object)."""
   import tifffile  # pylint: disable=import-outside-toplevel
-  with tifffile.TiffFile(path) as tiff:
+  with tifffile.TiffFile(file) as tiff:
     series = tiff.series[0]
     axes, image = series.axes, series.asarray()
   if axes in ('YX', 'YXS'):
@@ -80,12 +89,17 @@ def read(path: str) -> np.ndarray:
   """An image file -> (H, W, C) array of its own pixel type (uint8, uint16,
   int16 or float32). BadImageError, naming the file, for anything that does
   not decode completely (a truncated file included) or has another type."""
+  remote = storage.is_remote(path)
   try:
     if path.lower().endswith(TIFF_EXTENSIONS):
-      image = _read_tiff(path)
+      image = _read_tiff(io.BytesIO(storage.read_bytes(path)) if remote else path)
     else:
-      with open(path, 'rb') as f:  # Read once: the PNG header picks the decoder.
-        data = f.read()
+      # Read once: the PNG header picks the decoder.
+      if remote:
+        data = storage.read_bytes(path)
+      else:
+        with builtins.open(path, 'rb') as f:
+          data = f.read()
       if _png_bit_depth(data) == 16:
         import imagecodecs  # pylint: disable=import-outside-toplevel
         image = imagecodecs.png_decode(data)
@@ -191,16 +205,33 @@ def write(path: str, image: np.ndarray) -> None:
     raise ValueError(f'{path}: PNG cannot hold {image.shape[-1]}-channel {image.dtype} '
                      'pixels; write TIFF instead (--output_format=tiff)')
   image = np.ascontiguousarray(image[..., 0] if image.shape[-1] == 1 else image)
+  if storage.is_remote(path):  # Encoded here, uploaded whole.
+    encoded = io.BytesIO()
+    _encode(encoded, image, path)
+    storage.write_bytes_atomically(path, encoded.getvalue())
+  else:
+    _encode(path, image, path)
+
+
+def _encode(file, image: np.ndarray, path: str) -> None:
+  """Writes `image` ((H, W) or (H, W, C), contiguous) to `file` (a local path
+  or a file object) in the format `path`'s extension names."""
   if path.lower().endswith(TIFF_EXTENSIONS):
     import tifffile  # pylint: disable=import-outside-toplevel
-    tifffile.imwrite(path, image, photometric='rgb' if image.ndim == 3 and
+    tifffile.imwrite(file, image, photometric='rgb' if image.ndim == 3 and
                      image.shape[-1] == 3 else 'minisblack')
   elif image.dtype == np.uint16:
     import imagecodecs  # pylint: disable=import-outside-toplevel
-    with open(path, 'wb') as f:
-      f.write(imagecodecs.png_encode(image))
-  else:
-    Image.fromarray(image).save(path)
+    if isinstance(file, str):
+      with builtins.open(file, 'wb') as f:
+        f.write(imagecodecs.png_encode(image))
+    else:
+      file.write(imagecodecs.png_encode(image))
+  elif isinstance(file, str):
+    Image.fromarray(image).save(file)
+  else:  # A file object has no name to take the format from.
+    Image.fromarray(image).save(file, format=Image.registered_extensions().get(
+        os.path.splitext(path)[1].lower(), 'PNG'))
 
 
 def for_viewing(images: np.ndarray) -> np.ndarray:

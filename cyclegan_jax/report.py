@@ -11,12 +11,14 @@ std; the FID and KID curves of all of them overlaid; a row of translations
 of the same test images from each; the software that wrote the report.
 
 Scores of different protocols are never averaged together, and the tables
-say when their protocols differ.
+say when their protocols differ. Workdirs and the output folder may be on
+Cloud Storage (gs://...): everything is read and written through storage.
 """
 
 import dataclasses
 import html
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ from cyclegan_jax import curves
 from cyclegan_jax import evaluate
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
+from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 from cyclegan_jax.data import input_pipeline
 
@@ -61,14 +64,14 @@ def open_entries(workdirs: list[str]) -> list[Entry]:
     raise ValueError('--workdirs: expected one or more workdirs, separated by commas')
   entries = []
   for workdir in workdirs:
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    workdir = storage.absolute(os.path.expanduser(workdir))
+    if not storage.isfile(storage.join(workdir, 'config.json')):
       raise FileNotFoundError(f'{workdir}: not a workdir (no config.json)')
     config = configuration.load(workdir)
     name = os.path.basename(workdir)
     runs = sweeps.runs(config)
     for run in runs or [None]:
-      folder = workdir if run is None else os.path.join(workdir, run.folder)
+      folder = workdir if run is None else storage.join(workdir, run.folder)
       history = curves.eval_history(folder)
       if not history:
         raise ValueError(
@@ -245,7 +248,9 @@ def overlay_plot(entries: list[Entry]) -> Figure:
 
 
 def _save(image: np.ndarray, path: str) -> None:
-  Image.fromarray(image_io.for_viewing(image)).save(path)
+  png = io.BytesIO()
+  Image.fromarray(image_io.for_viewing(image)).save(png, format='PNG')
+  storage.write_bytes_atomically(path, png.getvalue())
 
 
 def sample_rows(entries: list[Entry], image_dir: str) -> dict:
@@ -268,13 +273,13 @@ def sample_rows(entries: list[Entry], image_dir: str) -> dict:
         names = []
         for i, image in enumerate(inputs):
           names.append(f'{direction}_input{len(known)}_{i}.png')
-          _save(input_pipeline.to_uint8(image), os.path.join(image_dir, names[-1]))
+          _save(input_pipeline.to_uint8(image), storage.join(image_dir, names[-1]))
         label = 'test input' if len(known) == 1 else f'test input ({entry.label})'
         direction_rows.append((label, names))
       names = []
       for i, image in enumerate(fake):
         names.append(f'{direction}_run{k}_{i}.png')
-        _save(image, os.path.join(image_dir, names[-1]))
+        _save(image, storage.join(image_dir, names[-1]))
       direction_rows.append((f'{entry.label} (step {restored.step})', names))
   return rows
 
@@ -336,16 +341,19 @@ def write_report(workdirs: list[str], output: str) -> str:
     raise ValueError('--output: expected a folder for the report')
   entries = open_entries(workdirs)
   summary = summarise(entries)
-  image_dir = os.path.join(os.path.abspath(output), 'images')
-  os.makedirs(image_dir, exist_ok=True)
-  overlay_plot(entries).savefig(os.path.join(image_dir, 'curves.png'), dpi=100)
+  output = storage.absolute(output)
+  storage.check_writable(output, f'--output={output}')
+  image_dir = storage.join(output, 'images')
+  storage.makedirs(image_dir)
+  plot = io.BytesIO()
+  overlay_plot(entries).savefig(plot, dpi=100, format='png')
+  storage.write_bytes_atomically(storage.join(image_dir, 'curves.png'), plot.getvalue())
   samples = sample_rows(entries, image_dir)
   title = 'Report: ' + ', '.join(e.label for e in entries)
-  with open(os.path.join(output, 'report.md'), 'w', encoding='utf-8') as f:
-    f.write(f'# {title}\n\n' + markdown(summary))
-  with open(os.path.join(output, 'report.json'), 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=2, default=str)
-  path = os.path.join(os.path.abspath(output), 'index.html')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(page(summary, samples, title))
+  storage.write_text_atomically(storage.join(output, 'report.md'),
+                                f'# {title}\n\n' + markdown(summary))
+  storage.write_text_atomically(storage.join(output, 'report.json'),
+                                json.dumps(summary, indent=2, default=str))
+  path = storage.join(output, 'index.html')
+  storage.write_text_atomically(path, page(summary, samples, title))
   return path

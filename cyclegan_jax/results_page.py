@@ -7,12 +7,13 @@ pix2pix's input / output / target of its test pairs.
 writes `<workdir>/results/<step>/index.html` and its PNGs under `images/`,
 with the test transform of the stored config (resize to crop_size, no flip),
 and, when the workdir was evaluated, its plot of FID, KID and the losses
-over steps (eval/curves.png).
+over steps (eval/curves.png). The workdir may be on Cloud Storage
+(gs://...): the page and its images are written there (through storage).
 """
 
 import html
+import io
 import os
-import shutil
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,7 @@ from PIL import Image
 from cyclegan_jax import curves
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
+from cyclegan_jax import storage
 from cyclegan_jax.data import input_pipeline
 
 
@@ -28,7 +30,9 @@ def image_cell(page_dir: str, name: str, image) -> str:
   whatever the channels); returns its table cell."""
   if image.dtype != np.uint8:
     image = input_pipeline.to_uint8(image)
-  Image.fromarray(image_io.for_viewing(image)).save(os.path.join(page_dir, 'images', name))
+  png = io.BytesIO()
+  Image.fromarray(image_io.for_viewing(image)).save(png, format='PNG')
+  storage.write_bytes_atomically(storage.join(page_dir, 'images', name), png.getvalue())
   return f'<td><img src="images/{name}"></td>'
 
 
@@ -53,22 +57,23 @@ def write_results_page(workdir: str, num_test: int = 50, step: int | None = None
   restored = inference.restore(workdir, inference.ALL, step, run=run)
   workdir = inference.output_folder(workdir, run)
   step = restored.step
-  page_dir = os.path.join(os.path.abspath(workdir), 'results', str(step))
-  os.makedirs(os.path.join(page_dir, 'images'), exist_ok=True)
+  workdir = storage.absolute(workdir)
+  page_dir = storage.join(workdir, 'results', str(step))
+  storage.makedirs(storage.join(page_dir, 'images'))
+  storage.check_writable(page_dir, page_dir)
   tables = restored.family.results_tables(restored.config, restored.params, restored.modules,
                                           num_test)
   sections = [section(page_dir, table) for table in tables]
-  plot = os.path.join(os.path.abspath(workdir), 'eval', curves.PLOT_FILE)
-  if os.path.isfile(plot):  # Evaluated during training (or by --mode=evaluate).
-    shutil.copyfile(plot, os.path.join(page_dir, 'images', curves.PLOT_FILE))
+  plot = storage.join(workdir, 'eval', curves.PLOT_FILE)
+  if storage.isfile(plot):  # Evaluated during training (or by --mode=evaluate).
+    storage.copy(plot, storage.join(page_dir, 'images', curves.PLOT_FILE))
     sections.append(f'<h2>FID, KID and losses over training</h2>\n'
                     f'<img src="images/{curves.PLOT_FILE}" alt="FID, KID and losses over steps">')
 
-  title = html.escape(f'{os.path.basename(os.path.abspath(workdir))}, step {step}')
+  title = html.escape(f'{os.path.basename(workdir)}, step {step}')
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
           '<style>td, th { padding: 2px 6px; font: 13px sans-serif; }</style></head>\n'
           f'<body><h1>{title}</h1>\n' + '\n'.join(sections) + '\n</body></html>\n')
-  path = os.path.join(page_dir, 'index.html')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(page)
+  path = storage.join(page_dir, 'index.html')
+  storage.write_text_atomically(path, page)
   return path

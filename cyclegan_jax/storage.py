@@ -21,8 +21,10 @@ import builtins
 import contextlib
 import importlib.util
 import os
+import pathlib
 import shutil
 import tempfile
+import uuid
 
 from etils import epath
 import fsspec
@@ -49,6 +51,8 @@ def use_emulator_if_set(environ=os.environ) -> None:
 
 
 use_emulator_if_set()
+
+COPY_BLOCK_BYTES = 16 << 20
 
 
 def is_remote(path) -> bool:
@@ -125,6 +129,56 @@ def files_under(folder) -> list[str]:
   return sorted(f'{scheme}://{name}' for name in filesystem.find(root))
 
 
+def write_problem(folder) -> str | None:
+  """Why nothing can be written in the remote `folder` (a missing bucket, no
+  permission: one line), or None when a probe object can be written there.
+  The probe is then removed (a store that lets this process create objects
+  but not delete them keeps it: a dot-file, which listings of images skip)."""
+  folder = absolute(folder)
+  _check_scheme(folder)
+  probe = join(folder, f'.write_test_{uuid.uuid4().hex}')
+  try:
+    write_bytes_atomically(probe, b'')
+  except FileNotFoundError:  # Its text: the upload's URL.
+    return f'no such bucket: {"/".join(folder.split("/")[:3])}'
+  except Exception as e:  # pylint: disable=broad-except  # OSError, or a store's own errors.
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+  with contextlib.suppress(Exception):
+    remove(probe)
+  return None
+
+
+def check_writable(folder, name: str) -> None:
+  """Before any work, a remote `folder` is written to once (write_problem),
+  so that a missing bucket or one this process may not write to is one line
+  naming `name` rather than the store's own error (a URL, or two lines). A
+  local folder's makedirs says so itself."""
+  if not is_remote(folder):
+    return
+  problem = write_problem(folder)
+  if problem:
+    raise OSError(f'{name}: cannot write to this folder ({problem}); expected a folder in a '
+                  'bucket this process can write to')
+
+
+def same_path(a, b) -> bool:
+  """Whether two paths name the same file or folder: local ones after
+  resolving links, `..` and repeated or trailing slashes; remote ones as the
+  store names objects: repeated and trailing slashes and `.` dropped, `..`
+  kept (an object name may hold it); a local path is never a remote one."""
+  a, b = os.fspath(a), os.fspath(b)
+  if is_remote(a) or is_remote(b):
+    return _object_name(a) == _object_name(b)
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _object_name(path: str) -> str:
+  if not is_remote(path):
+    return path
+  scheme, rest = path.split('://', 1)
+  return f'{scheme}://{pathlib.PurePosixPath(rest)}'
+
+
 def open(path, mode: str = 'r'):  # pylint: disable=redefined-builtin
   return Path(path).open(mode)
 
@@ -163,11 +217,19 @@ def rmtree(path) -> None:
 
 
 def copy(source, target) -> None:
-  """Copies one file (either side local or remote)."""
+  """Copies one file (either side local or remote), streamed in blocks: a
+  large file never sits whole in memory. A local target appears by a rename
+  when complete; an object when its upload is finalised."""
+  source, target = os.fspath(source), os.fspath(target)
   if not is_remote(source) and not is_remote(target):
     shutil.copyfile(source, target)
+  elif is_remote(target):
+    with Path(source).open('rb') as reader, Path(target).open('wb') as writer:
+      shutil.copyfileobj(reader, writer, COPY_BLOCK_BYTES)
   else:
-    write_bytes_atomically(target, read_bytes(source))
+    with Path(source).open('rb') as reader, builtins.open(target + '.tmp', 'wb') as writer:
+      shutil.copyfileobj(reader, writer, COPY_BLOCK_BYTES)
+    os.replace(target + '.tmp', target)
 
 
 def copytree(source, target) -> None:
@@ -206,8 +268,7 @@ def local_file(path):
     return
   with tempfile.TemporaryDirectory(prefix='cyclegan_jax_') as folder:
     local = os.path.join(folder, os.path.basename(os.fspath(path)))
-    with builtins.open(local, 'wb') as f:
-      f.write(read_bytes(path))
+    copy(path, local)
     yield local
 
 
@@ -243,8 +304,7 @@ class Mirror:
     self.local = self._folder.name
     for name in keep:
       if exists(join(self.remote, name)):
-        with builtins.open(os.path.join(self.local, name), 'wb') as f:
-          f.write(read_bytes(join(self.remote, name)))
+        copy(join(self.remote, name), os.path.join(self.local, name))
         self._copied[name] = self._stamp(name)
 
   def _stamp(self, relative: str):

@@ -4,6 +4,12 @@ tifffile decodes, 8/16-bit or float, 1 or more channels) through tifffile's
 zarr view, which decodes only the tiles or strips a window touches; and
 TIFF written tile by tile as the tiles arrive. Other formats are decoded
 whole (their decoders offer no windows) and then read a window at a time.
+
+On Cloud Storage (gs://...), a TIFF is read from a local temporary copy (the
+zarr view needs a file it can seek in) and a tiled TIFF is written to a local
+temporary file, uploaded whole when complete (storage.local_file and
+local_output); other images go through image_io, which reads and writes
+remote files in memory.
 """
 
 import contextlib
@@ -12,6 +18,7 @@ import os
 import numpy as np
 
 from cyclegan_jax import image_io
+from cyclegan_jax import storage
 
 # A TIFF stored in chunks this large or larger (one strip or tile holding
 # most of the image) cannot be read a window at a time without decoding it
@@ -48,7 +55,13 @@ class _TiffWindows(ImageWindows):
     import tifffile  # pylint: disable=import-outside-toplevel
     import zarr  # pylint: disable=import-outside-toplevel
     super().__init__(path)
-    self._tiff = tifffile.TiffFile(path)
+    # A remote TIFF: a local copy, kept until close().
+    self._local = contextlib.ExitStack()
+    try:
+      self._tiff = tifffile.TiffFile(self._local.enter_context(storage.local_file(path)))
+    except BaseException:
+      self._local.close()
+      raise
     try:
       series = self._tiff.series[0]
       self._axes = series.axes
@@ -57,7 +70,7 @@ class _TiffWindows(ImageWindows):
                          '2-D image, gray or with channels')
       self._zarr = zarr.open(series.aszarr(), mode='r')
     except Exception:
-      self._tiff.close()
+      self.close()
       raise
     shape = series.shape
     planar = self._axes[0] != 'Y'
@@ -90,7 +103,10 @@ class _TiffWindows(ImageWindows):
     return self._window(y0, y1, x0, x1)
 
   def close(self):
-    self._tiff.close()
+    try:
+      self._tiff.close()
+    finally:
+      self._local.close()
 
 
 def open_image(path: str) -> ImageWindows:
@@ -113,18 +129,22 @@ def open_image(path: str) -> ImageWindows:
 
 
 @contextlib.contextmanager
-def removed_on_error(path: str):
+def removed_on_error(path: str, name: str | None = None):
   """Deletes `path` if the block fails (a full disk, a bad tile, Ctrl-C), so
   that no partial output is left that looks finished; an OSError is raised
-  again naming the file."""
+  again naming the file (`name`: the file to name instead, e.g. the remote
+  object a local `path` is written for). A remote `path` has nothing to
+  delete: an object is created whole by its upload, or not at all."""
   try:
     yield
   except BaseException as e:
-    with contextlib.suppress(OSError):
-      os.remove(path)
+    if not storage.is_remote(path):
+      with contextlib.suppress(OSError):
+        os.remove(path)
     if isinstance(e, OSError):
-      raise OSError(f'{path}: cannot be written ({e.strerror or e}); the partial file was '
-                    'removed') from e
+      name = name or path
+      left = 'nothing was uploaded' if storage.is_remote(name) else 'the partial file was removed'
+      raise OSError(f'{name}: cannot be written ({e.strerror or e}); {left}') from e
     raise
 
 
@@ -139,8 +159,9 @@ def write_tiff_tiles(path: str, height: int, width: int, channels: int, dtype, t
   shape = (height, width, channels) if channels > 1 else (height, width)
   squeeze = (lambda t: t[..., 0]) if channels == 1 else (lambda t: t)
   tile = tuple(-(-side // 16) * 16 for side in tile)
-  with removed_on_error(path):
-    with tifffile.TiffWriter(path, bigtiff=height * width * channels * dtype.itemsize > 2**31
+  # A remote output: written locally, then uploaded whole (only if complete).
+  with storage.local_output(path) as local, removed_on_error(local, path):
+    with tifffile.TiffWriter(local, bigtiff=height * width * channels * dtype.itemsize > 2**31
                              ) as writer:
       writer.write((np.ascontiguousarray(squeeze(t)) for t in tiles), shape=shape,
                    dtype=dtype, tile=tile,

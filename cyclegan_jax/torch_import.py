@@ -28,6 +28,8 @@ Dropout layers hold nothing); config.model.dropout and dropout_at_test decide
 what translate does (pix2pix configs: dropout on at test time, as the official
 test.py keeps it, with masks from a fixed key, so the outputs are like the
 official ones only in distribution).
+
+The workdir, and the `.pth` files too, may be on Cloud Storage (gs://...).
 """
 
 import json
@@ -44,6 +46,7 @@ from cyclegan_jax import checkpoints
 from cyclegan_jax import families
 from cyclegan_jax import models
 from cyclegan_jax import state as state_lib
+from cyclegan_jax import storage
 
 # Norm buffers. Batch norms' running statistics are not used (see above);
 # InstanceNorm2d(track_running_stats=True), which PyTorch < 0.4 saved for
@@ -177,12 +180,13 @@ def _torch():
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A `.pth` state dict as float32 NumPy arrays, without `module.` prefixes
   (nn.DataParallel) and without norms' running statistics."""
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise FileNotFoundError(f'{path}: no such file; expected a generator state dict saved by '
                             'pytorch-CycleGAN-and-pix2pix (e.g. latest_net_G_A.pth)')
   torch = _torch()
   try:
-    loaded = torch.load(path, map_location='cpu', weights_only=True)
+    with storage.local_file(path) as local:  # torch.load reads a local copy of a gs:// file.
+      loaded = torch.load(local, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except  # Pickle, zip, truncation...
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     raise ValueError(f'{path}: cannot read this file as a PyTorch state dict ({reason})') from None
@@ -257,7 +261,7 @@ def load_generator_params(path: str, model_config, network: str | None = None):
 
 def _refuse_existing_checkpoints(workdir: str) -> None:
   directory = checkpoints.checkpoint_dir(workdir)
-  if os.path.isdir(directory) and os.listdir(directory):
+  if storage.isdir(directory) and storage.listdir(directory):
     raise FileExistsError(f'{workdir} already holds checkpoints ({directory}); import into a '
                           'new --workdir (importing never overwrites checkpoints)')
 
@@ -299,7 +303,7 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   if single and path_b:
     raise ValueError(f'--torch_checkpoint_b={path_b}: a {family.KIND} model has one generator '
                      '(latest_net_G.pth); pass it as --torch_checkpoint only')
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(workdir)
   _refuse_existing_checkpoints(workdir)
   # Every file is read and checked before anything is written.
   if not (single or path_b) and config.model.input_nc != config.model.output_nc:
@@ -323,19 +327,19 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   if single:
     state = state.replace(**{networks[0]: getattr(state, networks[0]).replace(
         params=put(params_ab))})
-    sources = {networks[0]: os.path.abspath(path_a)}
+    sources = {networks[0]: storage.absolute(path_a)}
   else:
     state = state.replace(gen_ab=state.gen_ab.replace(params=put(params_ab)),
                           gen_ba=state.gen_ba.replace(params=put(params_ba)))
-    sources = {'gen_ab': os.path.abspath(path_a),
-               'gen_ba': os.path.abspath(path_b) if path_b else 'copy of gen_ab'}
+    sources = {'gen_ab': storage.absolute(path_a),
+               'gen_ba': storage.absolute(path_b) if path_b else 'copy of gen_ab'}
 
   checkpoints.save_config(config, workdir)
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   checkpoints.save(manager, state)
   checkpoints.wait_until_finished(manager)
-  checkpoints.write_text_atomically(os.path.join(workdir, 'torch_import.json'),
-                                    json.dumps(sources, indent=2))
+  storage.write_text_atomically(storage.join(workdir, 'torch_import.json'),
+                                json.dumps(sources, indent=2))
 
   count = f'{models.count_params(params_ab):,} parameters'
   if single:

@@ -1,6 +1,10 @@
 """Translate a folder of images with a trained generator, at each image's
 size: whole, or in tiles (tiling.py) when asked or when the image does not
-fit in memory whole, read and written a window at a time (tiled_io.py)."""
+fit in memory whole, read and written a window at a time (tiled_io.py).
+
+The input folder and the output folder may be on Cloud Storage
+(gs://bucket/path): images are read and written through storage (image_io,
+tiled_io), each output object created whole by its upload."""
 
 import collections
 import os
@@ -14,6 +18,7 @@ from cyclegan_jax import generation
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
 from cyclegan_jax import memory
+from cyclegan_jax import storage
 from cyclegan_jax import tiled_io
 from cyclegan_jax import tiling
 from cyclegan_jax.data import input_pipeline
@@ -40,9 +45,18 @@ def output_names(files: list[str], extensions: list[str] | None = None) -> list[
 def _check_output_dir(output_dir: str, input_dir: str) -> None:
   """Refuses an output folder that is the input folder or cannot be written,
   before any work is done."""
-  if os.path.realpath(output_dir) == os.path.realpath(input_dir):
+  if storage.same_path(output_dir, input_dir):
     raise ValueError(f'--output={output_dir} is the input folder {input_dir}; choose another '
                      'folder, so that translations cannot overwrite or mix with the inputs')
+  if storage.is_remote(output_dir):
+    if storage.isfile(output_dir):
+      raise FileExistsError(f'--output={output_dir} is a file; expected a folder (it is '
+                            'created if missing)')
+    problem = storage.write_problem(output_dir)
+    if problem:
+      raise OSError(f'--output={output_dir}: cannot create this folder or write in it '
+                    f'({problem})')
+    return
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise FileExistsError(f'--output={output_dir} is a file; expected a folder (it is '
                           'created if missing)')

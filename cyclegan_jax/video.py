@@ -5,6 +5,11 @@ Frames are read and written by imageio's FFMPEG plugin (the ffmpeg binary
 that imageio-ffmpeg ships), so any container ffmpeg decodes can be read.
 Written: .mkv as FFV1 (lossless, RGB), .mp4/.mov/.m4v/.avi as H.264 (yuv420p,
 imageio quality 8 of 10: small files that every player opens, but lossy).
+
+The input and the output may be on Cloud Storage (gs://bucket/path): ffmpeg
+reads a local temporary copy of a remote input and writes a local temporary
+file, uploaded whole once every frame is written (storage.local_file and
+local_output).
 """
 
 import contextlib
@@ -20,6 +25,7 @@ from cyclegan_jax import image_io
 from cyclegan_jax import inference
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax import storage
 from cyclegan_jax import tiling
 
 VIDEO_EXTENSIONS = ('.mp4', '.mov', '.m4v', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv',
@@ -50,9 +56,13 @@ def _output_codec(output_path: str, input_path: str) -> tuple[str, str, int | No
   if extension not in OUTPUT_CODECS:
     raise ValueError(f'--output={output_path}: expected a video file name ending in '
                      f'{", ".join(OUTPUT_CODECS)} (.mkv: lossless)')
+  if storage.is_remote(output_path):
+    _check_remote_output(output_path, input_path)
+    return OUTPUT_CODECS[extension]
   if os.path.isdir(output_path):
     raise IsADirectoryError(f'--output={output_path} is a folder; expected a video file name')
-  if os.path.exists(output_path) and os.path.samefile(output_path, input_path):
+  if (not storage.is_remote(input_path) and os.path.exists(output_path)
+      and os.path.samefile(output_path, input_path)):
     raise ValueError(f'--output={output_path} is the input video; choose another file name')
   parent = os.path.dirname(os.path.abspath(output_path))
   if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
@@ -60,20 +70,36 @@ def _output_codec(output_path: str, input_path: str) -> tuple[str, str, int | No
   return OUTPUT_CODECS[extension]
 
 
-def _open(iio, path: str):
+def _check_remote_output(output_path: str, input_path: str) -> None:
+  """_output_codec's refusals for an output on object storage: a folder, the
+  input itself, a place this process cannot write to (a probe object)."""
+  if storage.isdir(output_path):
+    raise IsADirectoryError(f'--output={output_path} is a folder; expected a video file name')
+  if storage.same_path(output_path, input_path):
+    raise ValueError(f'--output={output_path} is the input video; choose another file name')
+  parent = os.path.dirname(storage.absolute(output_path))
+  problem = storage.write_problem(parent)
+  if problem:
+    raise OSError(f'--output={output_path}: cannot write in {parent} ({problem})')
+
+
+def _open(iio, path: str, files: contextlib.ExitStack):
   """A frame reader of `path` and its (fps, width, height), or a ValueError
-  naming a file ffmpeg cannot decode."""
-  if not os.path.isfile(path):
+  naming a file ffmpeg cannot decode. A remote `path` is read from a local
+  copy, which `files` holds."""
+  remote = storage.is_remote(path)
+  if not (storage.isfile(path) if remote else os.path.isfile(path)):
     raise FileNotFoundError(f'--input={path}: no such file')
+  local = files.enter_context(storage.local_file(path)) if remote else path
   try:
-    reader = iio.get_reader(path, format='FFMPEG')
+    reader = iio.get_reader(local, format='FFMPEG')
     meta = reader.get_meta_data()
     width, height = meta['size']
     return reader, float(meta['fps']), width, height, meta.get('duration')
   except (OSError, RuntimeError, KeyError, ValueError, IndexError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f'--input={path}: cannot decode this video '
-                     f'({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})'
-                     ) from None
+                     f'({reason.replace(local, path)})') from None
 
 
 def _batches(reader, size: int, path: str):
@@ -118,66 +144,70 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   if out_channels not in (1, 3):
     raise ValueError(f'this generator outputs {out_channels} channels; a video holds 1 '
                      '(gray) or 3 (RGB)')
-  reader, fps, width, height, duration = _open(iio, input_path)
-  try:
-    if pixel_format == 'yuv420p' and (width % 2 or height % 2):
-      raise ValueError(f'--output={output_path}: H.264 needs an even width and height, and '
-                       f'{input_path} is {width}x{height}; write a .mkv (lossless FFV1) '
-                       'instead')
-    restored = inference.restore(workdir, direction, step, config, run)
-    step, params = restored.step, restored.generator.params
-    generator, channels = restored.generator.module, restored.generator.in_channels
-    value_range = config.data.value_range
-    if tile is not None:
-      tiling.check_tile(generator, tile)
-    if config.model.norm == 'batch' or (
-        models.has_dropout_layers(generator) and generator.dropout_at_test):
-      batch_size = 1  # Its translation of a frame would depend on the batch.
-    partial = os.path.join(os.path.dirname(os.path.abspath(output_path)),
-                           '.partial.' + os.path.basename(output_path))
-    writer = iio.get_writer(partial, format='FFMPEG', fps=fps, codec=codec, quality=quality,
-                            pixelformat=pixel_format, macro_block_size=1,
-                            ffmpeg_log_level='error')
-    total = round(duration * fps) if duration else None
-    frames, chunk = 0, batch_size
+  with contextlib.ExitStack() as files:  # A remote input's local copy; a remote output.
+    reader, fps, width, height, duration = _open(iio, input_path, files)
     try:
-      with tqdm.tqdm(total=total, desc=f'{direction} (step {step})', unit='frame') as progress:
-        for batch in _batches(reader, batch_size, input_path):
-          batch = image_io.to_channels(batch, channels, input_path)
-          try:
-            if tile is None:
-              outputs, chunk = _translate_fitting(generator, params, batch, value_range, chunk)
-            else:
+      if pixel_format == 'yuv420p' and (width % 2 or height % 2):
+        raise ValueError(f'--output={output_path}: H.264 needs an even width and height, and '
+                         f'{input_path} is {width}x{height}; write a .mkv (lossless FFV1) '
+                         'instead')
+      restored = inference.restore(workdir, direction, step, config, run)
+      step, params = restored.step, restored.generator.params
+      generator, channels = restored.generator.module, restored.generator.in_channels
+      value_range = config.data.value_range
+      if tile is not None:
+        tiling.check_tile(generator, tile)
+      if config.model.norm == 'batch' or (
+          models.has_dropout_layers(generator) and generator.dropout_at_test):
+        batch_size = 1  # Its translation of a frame would depend on the batch.
+      # A remote output: a local file, uploaded whole when the stack closes
+      # without an error.
+      local_output = files.enter_context(storage.local_output(output_path))
+      partial = os.path.join(os.path.dirname(os.path.abspath(local_output)),
+                             '.partial.' + os.path.basename(local_output))
+      writer = iio.get_writer(partial, format='FFMPEG', fps=fps, codec=codec, quality=quality,
+                              pixelformat=pixel_format, macro_block_size=1,
+                              ffmpeg_log_level='error')
+      total = round(duration * fps) if duration else None
+      frames, chunk = 0, batch_size
+      try:
+        with tqdm.tqdm(total=total, desc=f'{direction} (step {step})', unit='frame') as progress:
+          for batch in _batches(reader, batch_size, input_path):
+            batch = image_io.to_channels(batch, channels, input_path)
+            try:
+              if tile is None:
+                outputs, chunk = _translate_fitting(generator, params, batch, value_range, chunk)
+              else:
+                outputs = [tiling.translate_image_tiled(generator, params, frame, tile,
+                                                        value_range, tile_stats)
+                           for frame in batch]
+            except memory.InsufficientMemoryError as e:
+              if tile is not None:
+                raise memory.InsufficientMemoryError(f'{input_path}: {e}') from None
+              tile = tiling.fitting_tile(generator, params, height, width, channels,
+                                         f'translating {width}x{height} frames in tiles')
+              logging.warning('%s: a %dx%d frame does not fit in memory whole; translating '
+                              'each in %d-pixel tiles (%s statistics)', input_path, width,
+                              height, tile, tile_stats)
               outputs = [tiling.translate_image_tiled(generator, params, frame, tile,
                                                       value_range, tile_stats)
                          for frame in batch]
-          except memory.InsufficientMemoryError as e:
-            if tile is not None:
-              raise memory.InsufficientMemoryError(f'{input_path}: {e}') from None
-            tile = tiling.fitting_tile(generator, params, height, width, channels,
-                                       f'translating {width}x{height} frames in tiles')
-            logging.warning('%s: a %dx%d frame does not fit in memory whole; translating '
-                            'each in %d-pixel tiles (%s statistics)', input_path, width,
-                            height, tile, tile_stats)
-            outputs = [tiling.translate_image_tiled(generator, params, frame, tile,
-                                                    value_range, tile_stats)
-                       for frame in batch]
-          for output in outputs:
-            writer.append_data(np.repeat(output, 3, axis=-1) if out_channels == 1 else output)
-          frames += len(batch)
-          progress.update(len(batch))
-      if not frames:
-        raise ValueError(f'--input={input_path}: no frame could be read from this video')
-      writer.close()
-      os.replace(partial, output_path)
-    except BaseException:
-      with contextlib.suppress(Exception):  # ffmpeg may be what failed.
+            for output in outputs:
+              writer.append_data(np.repeat(output, 3, axis=-1) if out_channels == 1 else output)
+            frames += len(batch)
+            progress.update(len(batch))
+        if not frames:
+          raise ValueError(f'--input={input_path}: no frame could be read from this video')
         writer.close()
-      if os.path.exists(partial):
-        os.remove(partial)
-      raise
-  finally:
-    reader.close()
+        os.replace(partial, local_output)
+      except BaseException:
+        with contextlib.suppress(Exception):  # ffmpeg may be what failed.
+          writer.close()
+        if os.path.exists(partial):
+          os.remove(partial)
+        raise
+    finally:
+      reader.close()
   return frames
 
 

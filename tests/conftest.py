@@ -7,6 +7,8 @@ import pytest
 
 from tests import synthetic
 from tests import xla_flags
+# The local GCS emulator and a fresh bucket on it, for the tests of gs:// paths.
+from tests.gcs import bucket, gcs_server  # pylint: disable=unused-import
 
 # The XLA:CPU option main.py sets, here too, before JAX starts its backend
 # (tests that run main.py in a subprocess compare its results with runs in

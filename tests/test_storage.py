@@ -22,7 +22,6 @@ from cyclegan_jax import inception_weights
 from cyclegan_jax import storage
 from cyclegan_jax import train
 from cyclegan_jax import workdir_lock
-from tests.gcs import bucket, gcs_server  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The `gcs` extra (google-cloud-storage, gcsfs); without it these tests skip.

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from cyclegan_jax import image_io
+from cyclegan_jax import storage
 from cyclegan_jax.data import quickstart_data
 
 IMAGE_EXTENSIONS = image_io.IMAGE_EXTENSIONS
@@ -47,16 +48,41 @@ def _with_skip_hint(error: BadImageError) -> BadImageError:
                        'config.data.skip_bad_images=True to skip such files')
 
 
+def _is_image_name(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
 def list_images(folder: str) -> list[str]:
-  """Sorted image files directly inside `folder`."""
+  """Sorted image files directly inside `folder` (a local folder, or one on
+  Cloud Storage: gs://bucket/path)."""
+  if storage.is_remote(folder):
+    return _list_remote_images(folder)
   if not os.path.isdir(folder):
     problem = 'not a folder' if os.path.exists(folder) else 'no such folder'
     raise FileNotFoundError(f'{folder}: {problem}; expected a folder of images '
                             f'({"/".join(IMAGE_EXTENSIONS)})')
   with os.scandir(folder) as entries:  # is_file(): a sub-folder named x.png is no image.
     files = sorted(entry.path for entry in entries
-                   if entry.name.lower().endswith(IMAGE_EXTENSIONS)
-                   and not entry.name.startswith('.') and entry.is_file())
+                   if _is_image_name(entry.name) and entry.is_file())
+  return _found(files, folder)
+
+
+def _list_remote_images(folder: str) -> list[str]:
+  """list_images of a remote folder: the objects directly under its prefix
+  (one listing), named as `folder` is spelled."""
+  if not storage.isdir(folder):
+    problem = 'not a folder' if storage.exists(folder) else 'no such folder'
+    raise FileNotFoundError(f'{folder}: {problem}; expected a folder of images '
+                            f'({"/".join(IMAGE_EXTENSIONS)})')
+  root = storage.absolute(folder) + '/'
+  # Deeper objects (a/x.png/b) are in sub-folders, as a sub-folder named x.png is.
+  names = [path[len(root):] for path in storage.files_under(folder) if path.startswith(root)]
+  files = sorted(storage.join(folder.rstrip('/'), name) for name in names
+                 if '/' not in name and _is_image_name(name))
+  return _found(files, folder)
+
+
+def _found(files: list[str], folder: str) -> list[str]:
   if not files:
     raise FileNotFoundError(f'{folder}: no images found; expected files ending in '
                             f'{", ".join(IMAGE_EXTENSIONS)}')
