@@ -135,10 +135,17 @@ def init_weights(net: nn.Module) -> nn.Module:
 
 class ImagePool:
   """Official `util/image_pool.py`: while not full, store and return; then
-  with p=0.5 return a stored image and store the new one in its place."""
+  with p=0.5 return a stored image and store the new one in its place.
 
-  def __init__(self, pool_size: int):
+  `draw()` makes the choice for a full pool: the index of the stored image to
+  return (and replace), or None to return the new image. By default the
+  official draws from Python's `random`, in the official order; a test can
+  replay another pool's choices instead."""
+
+  def __init__(self, pool_size: int, draw=None):
     self.pool_size, self.images = pool_size, []
+    self.draw = draw or (lambda: random.randint(0, self.pool_size - 1)
+                         if random.uniform(0, 1) > 0.5 else None)
 
   def query(self, images):
     if self.pool_size == 0:
@@ -149,8 +156,7 @@ class ImagePool:
       if len(self.images) < self.pool_size:
         self.images.append(image)
         returned.append(image)
-      elif random.uniform(0, 1) > 0.5:
-        index = random.randint(0, self.pool_size - 1)
+      elif (index := self.draw()) is not None:
         returned.append(self.images[index].clone())
         self.images[index] = image
       else:

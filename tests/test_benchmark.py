@@ -9,6 +9,7 @@ import pytest
 
 from configs import tiny
 from cyclegan_jax import benchmark
+from cyclegan_jax import deterministic_ops
 from cyclegan_jax import xla_cpu_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,9 +62,11 @@ def test_cli_prints_one_json_line():
   # Adam moments and pools alone) and the process's peak.
   assert result['xla_memory_bytes'] > 4e6 and result['process_peak_rss_bytes'] > 1e8
   assert result['remat'] is False
-  # The entry point's default XLA:CPU option, reported with the numbers.
+  # The entry point's default XLA:CPU option and the deterministic-ops flag
+  # of config.deterministic's default, reported with the numbers.
   defaults = {}
   xla_cpu_options.set_defaults(defaults)
+  deterministic_ops.set_flag(True, defaults)
   assert result['xla_flags'] == defaults.get('XLA_FLAGS', '')
 
 
