@@ -20,9 +20,13 @@ def check_global_batch(batch_size: int, num_devices: int) -> None:
                      f'{num_devices} devices; use a multiple of {num_devices}')
 
 
+SWEEP_STEP_FORMS = ('auto', 'vmap', 'loop')  # config.train.sweep_step
+
+
 def validate(config, num_devices: int, process_count: int = 1) -> None:
   """Raises ValueError naming the first field with an impossible value (of a
   sweep: of its definition, then of each run's config on its devices)."""
+  one_of(config, 'train.sweep_step', SWEEP_STEP_FORMS)
   if sweeps.is_sweep(config):
     sweeps.check(config)
     num_runs = len(sweeps.runs(config))

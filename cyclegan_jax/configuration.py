@@ -113,6 +113,10 @@ def defaults(tfds_name: str = 'cycle_gan/horse2zebra') -> ml_collections.ConfigD
   config.train.beta2 = 0.999
   config.train.gan_mode = 'lsgan'  # lsgan | vanilla | wgangp
   config.train.lambda_gp = 10.0  # Gradient-penalty weight, wgangp only.
+  # How a sweep's runs on one device execute (docs/sweeps.md): 'vmap' (one
+  # batched program, the accelerators' form), 'loop' (one after the other,
+  # each run the program it is alone) or 'auto' (loop on CPU, else vmap).
+  config.train.sweep_step = 'auto'
 
   config.log_every_steps = 100
   config.sample_every_steps = 1000

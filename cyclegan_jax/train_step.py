@@ -63,19 +63,28 @@ def make_sweep_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps
     return state, metrics
 
   step = jax.shard_map(
-      _over_runs(run_step, mesh), mesh=mesh,
+      _over_runs(run_step, sweep_step_form(config, mesh)), mesh=mesh,
       in_specs=(specs, P('runs', 'data'), value_specs), out_specs=(specs, P('runs')))
   state_shardings = state_lib.sweep_shardings(mesh, abstract_state)
   return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P('runs'))),
                  donate_argnums=0)
 
 
-def _over_runs(run_step, mesh):
-  """run_step over the runs a device holds: vmapped on accelerators (one
-  batched program for all, which is what fills a GPU at batch 1); on CPU,
-  where a batch-1 step already fills the cores, one run after the other,
-  each the very program it runs alone (so it rounds as it does alone)."""
-  if mesh.devices.flat[0].platform != 'cpu':
+def sweep_step_form(config, mesh: jax.sharding.Mesh) -> str:
+  """How the runs a device holds execute: config.train.sweep_step, where
+  'auto' is 'loop' on CPU and 'vmap' elsewhere."""
+  form = config.train.sweep_step
+  if form == 'auto':
+    return 'loop' if mesh.devices.flat[0].platform == 'cpu' else 'vmap'
+  return form
+
+
+def _over_runs(run_step, form: str):
+  """run_step over the runs a device holds. 'vmap': one batched program for
+  all, which is what fills an accelerator at batch 1. 'loop': one run after
+  the other, each the very program it runs alone (so it rounds as it does
+  alone), the CPU's form, where a batch-1 step already fills the cores."""
+  if form == 'vmap':
     return jax.vmap(run_step)
 
   def one_after_the_other(*args):

@@ -70,6 +70,8 @@ def _tiny(image_folder, **overrides):
     ('train.batch_size', 0, 'config.train.batch_size=0: expected an integer >= 1'),
     ('train.batch_size', 6, 'config.train.batch_size=6 is not divisible by the 4 devices'),
     ('train.pool_size', -1, 'config.train.pool_size=-1: expected an integer >= 0'),
+    ('train.sweep_step', 'pmap', "config.train.sweep_step='pmap': expected one of auto, vmap, "
+                                 'loop'),
     ('checkpoint_every_steps', 0, 'config.checkpoint_every_steps=0: expected an integer >= 1'),
     ('num_samples', 0, 'config.num_samples=0: expected an integer >= 1'),
 ])
