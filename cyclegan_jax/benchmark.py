@@ -21,6 +21,14 @@ program for all runs, docs/sweeps.md) on the same noise, alternating with the
 single run: `runs_images_per_second` counts every run's images, and
 `runs_speedup` divides it by the single run's `images_per_second`.
 
+`--loop` (train) also times the training loop's way of running the step:
+`--steps` steps queued one after the other as train.py queues them (each
+step's batch a host array sent to the devices two steps ahead, the metrics
+summed on the device, nothing fetched until the end), against the same
+number of steps each waited for, alternating, three times:
+`loop_seconds_per_step` and `step_alone_seconds_per_step` are the medians,
+`loop_over_step` their ratio (about 1: the loop adds nothing to the step).
+
 `--task=data` times the real input pipeline instead, on the configured data
 (config.data.image_dir or builtin): R runs (`--runs`, a sweep's runs sharing
 one store of decoded images, config.data.decoded_cache_mb) each building
@@ -50,6 +58,7 @@ from cyclegan_jax import generation
 from cyclegan_jax import memory
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import sweeps
+from cyclegan_jax import train
 from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import xla_cpu_options
 
@@ -65,6 +74,9 @@ flags.DEFINE_enum('task', 'train', TASKS,
                   'pipeline on the configured images (pairs per second).')
 flags.DEFINE_integer('runs', 1, 'train: also time a sweep of this many seeds in one program, '
                      'alternating with one run. data: this many runs reading the same images.')
+flags.DEFINE_bool('loop', False, 'train: also time --steps steps queued as the training loop '
+                  'queues them (batches sent ahead, metrics kept on the device), against as '
+                  'many steps each waited for.')
 flags.DEFINE_string('compare', '', 'torch: also time the official PyTorch step (or '
                     'generator), alternating with ours; needs the torch extra. onnx (with '
                     '--task=translate): also time the generator exported to ONNX, run by ONNX '
@@ -157,6 +169,24 @@ def _our_train_step(config):
     nonlocal state  # Donated to the step: each step takes the one before's state.
     state, _ = jax.block_until_ready(compiled(state, batch))
 
+  # As train.py runs steps: host batches (a few, in turn) sent to the devices
+  # ahead of their step, metrics summed on the device, one wait at the end.
+  host_batches = [{key: rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(
+      np.float32) for key in ('A', 'B')} for _ in range(4)]
+  put = lambda host: {key: jax.make_array_from_process_local_data(sharding, x)
+                      for key, x in host.items()}
+
+  def run_loop(count: int) -> None:
+    nonlocal state
+    device_batches = train.prefetched(
+        (host_batches[i % len(host_batches)] for i in range(count)), put)
+    sums = None
+    for _ in range(count):
+      state, metrics = compiled(state, next(device_batches))
+      sums = metrics if sums is None else train.add_metrics(sums, metrics)
+    jax.block_until_ready((state, sums))
+
+  run.loop = run_loop
   return run, compiled, compile_seconds
 
 
@@ -279,6 +309,9 @@ class _Sweep:
     self.run, self.compile_seconds = run, compile_seconds
 
 
+LOOP_REPEATS = 3  # --loop: alternations of the loop and the steps alone.
+
+
 def _time(run) -> float:
   start = time.perf_counter()
   run()
@@ -286,13 +319,16 @@ def _time(run) -> float:
 
 
 def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
-                  compare: str = '', num_runs: int = 1) -> dict:
+                  compare: str = '', num_runs: int = 1, loop: bool = False) -> dict:
   """Compiles and times our train step (or translation); with compare='torch'
   the official PyTorch one too, with num_runs > 1 a sweep of that many seeds,
   alternating, at the same size, batch and precision. task='data' times the
   input pipeline (run_data_benchmark). Returns the JSON-ready results."""
   if task == 'data':
     return run_data_benchmark(config, steps, warmup, num_runs)
+  if loop and (task != 'train' or steps < 1):
+    raise ValueError(f'--loop times training steps: it needs --task=train and --steps >= 1, '
+                     f'got --task={task} --steps={steps}')
   if num_runs < 1 or (num_runs > 1 and (task != 'train' or compare)):
     raise ValueError(f'--runs={num_runs}: expected 1, or more with --task=train and no '
                      '--compare')
@@ -327,6 +363,10 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       their_times.append(their_seconds)
   median = float(np.median(times)) if times else None
   p90 = float(np.percentile(times, 90)) if times else None
+  loop_times, alone_times = [], []
+  for _ in range(LOOP_REPEATS if loop else 0):
+    alone_times.append(sum(_time(ours) for _ in range(steps)) / steps)
+    loop_times.append(_time(lambda: ours.loop(steps)) / steps)
 
   num_devices, batch_size = jax.device_count(), config.train.batch_size
   dtype = config.model.dtype
@@ -361,6 +401,11 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'warmup': warmup,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
+  if loop:
+    result['loop_seconds_per_step'] = float(np.median(loop_times))
+    result['step_alone_seconds_per_step'] = float(np.median(alone_times))
+    result['loop_over_step'] = result['loop_seconds_per_step'] / result[
+        'step_alone_seconds_per_step']
   if num_runs > 1:
     result['runs'] = num_runs
     result['runs_compile_seconds'] = theirs.compile_seconds
@@ -408,7 +453,7 @@ def main(argv):
   deterministic_ops.set_flag(FLAGS.config.deterministic)  # As training runs.
   try:
     result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.task, FLAGS.compare,
-                           FLAGS.runs)
+                           FLAGS.runs, FLAGS.loop)
   except ImportError as e:
     if FLAGS.compare == 'onnx':
       sys.exit(f'benchmark: error: {e}')

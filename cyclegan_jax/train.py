@@ -1,5 +1,6 @@
 """train_and_evaluate(config, workdir): the training loop. Reads no flags."""
 
+import collections
 import io
 import json
 import os
@@ -13,6 +14,7 @@ from clu import metric_writers
 from clu import periodic_actions
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -39,6 +41,9 @@ PROFILE_FIRST_STEP = 10  # Past compilation and the first warm-up steps.
 # events up (whole files: objects cannot be appended to), as TensorFlow's
 # writers flush every 120 s.
 MIRROR_SECONDS = 120
+# Batches sent to the devices ahead of the step that uses them, so that the
+# transfer of the next batch overlaps the running step.
+PREFETCH_BATCHES = 2
 
 
 def training_image_size(config, batches) -> tuple[int, int]:
@@ -87,6 +92,20 @@ class Runs:
   def __len__(self) -> int:
     return len(self.configs)
 
+  def params(self, state, i: int, names) -> dict:
+    """{network: run i's parameters} of the networks `names`, on the devices:
+    a sweep's run sliced from its row on a device of this process that holds
+    it (the parameters are whole on each device of the row), never the whole
+    state through the host."""
+    if not self.sweep:
+      return {name: getattr(state, name).params for name in names}
+    return {name: jax.tree.map(lambda x: _run_row(x, i), getattr(state, name).params)
+            for name in names}
+
+  def step(self, state) -> int:
+    """The step count (every run of a sweep is at the same step)."""
+    return int(np.asarray(_run_row(state.step, self.local[0]) if self.sweep else state.step))
+
   def states(self, state) -> dict:
     """{run: its state} of this process's runs (a sweep's on the host, each
     assembled from the shards of its row of devices)."""
@@ -108,6 +127,17 @@ class Runs:
     return f'{self.names[i]}: ' if self.sweep else ''
 
 
+def _run_row(x: jax.Array, i: int) -> jax.Array:
+  """Row i of a global array sharded over runs first and whole on each of a
+  row's devices (parameters, the step), sliced on a device of this process."""
+  for shard in x.addressable_shards:
+    start, stop, _ = shard.index[0].indices(x.shape[0])
+    if start <= i < stop:
+      assert shard.data.shape[1:] == x.shape[1:], 'sharded beyond the runs axis'
+      return shard.data[i - start]
+  raise ValueError(f'run {i} is not held by process {jax.process_index()}')
+
+
 def _run_slice(x: jax.Array, i: int) -> np.ndarray:
   """Row i of a global array sharded over runs first, from this process's shards."""
   out = np.empty(x.shape[1:], x.dtype)
@@ -118,11 +148,11 @@ def _run_slice(x: jax.Array, i: int) -> np.ndarray:
   return out
 
 
-def sample_grid(generators, state, samples, config) -> np.ndarray:
+def sample_grid(generators, params, samples, config) -> np.ndarray:
   """The family's rows (CycleGAN: real | translated | reconstructed, for the A
   then the B images; pix2pix: input | output | target), one image per
   forward pass, as 8-bit RGB for viewing whatever the models' channels."""
-  rows = families.of_state(state).sample_rows(generators, state, samples, config)
+  rows = families.get(config).sample_rows(generators, params, samples, config)
   return input_pipeline.to_uint8(np.concatenate(rows, axis=0))
 
 
@@ -148,8 +178,9 @@ class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or infinite; the state of that step was not saved."""
 
 
-def _check_finite(done: int, metrics, manager, runs: Runs) -> None:
-  values = runs.on_host(metrics)
+def _check_finite(done: int, values, manager, runs: Runs) -> None:
+  """Raises NonFiniteLossError if a loss in `values` (on the host: the sums
+  or means of the steps since the last check) is not finite."""
   bad = [(i, k, runs.values(values, i)[k]) for i in range(len(runs)) for k in values
          if not np.isfinite(runs.values(values, i)[k])]
   if bad:
@@ -161,6 +192,36 @@ def _check_finite(done: int, metrics, manager, runs: Runs) -> None:
         'stopped without '
         f'saving this state. The newest checkpoint is step {manager.latest_step()}: lower '
         'config.train.lr, or check the data, then run again (it resumes from there)')
+
+
+# The running sum of the steps' metrics, on the device: the loop fetches it
+# only when it logs (or checks it before a checkpoint), so nothing waits for
+# a step to finish before the next is queued.
+add_metrics = jax.jit(lambda total, metrics: jax.tree.map(jnp.add, total, metrics))
+
+
+def prefetched(host_batches, to_device, ahead: int = PREFETCH_BATCHES):
+  """to_device(batch) of each host batch, `ahead` batches before the step
+  that takes it. An error in making a batch is raised at that batch's own
+  turn, as it would be without prefetching."""
+  queue = collections.deque()
+
+  def send():
+    try:
+      queue.append(to_device(next(host_batches)))
+    except StopIteration:  # The last step's batch is on its way.
+      pass
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      queue.append(error)
+
+  for _ in range(ahead):
+    send()
+  while True:
+    send()
+    item = queue.popleft()
+    if isinstance(item, Exception):
+      raise item
+    yield item
 
 
 def _runs_that_fit(compiled, runs, mesh) -> int | None:
@@ -291,9 +352,9 @@ def _train(config, workdir: str, mirror: storage.Mirror):
                f'{run.index}: {run.name}' for run in runs.sweep))
   else:
     state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
-  one_run = next(iter(runs.states(state).values()))
-  counts = '; '.join(f'{name}: {models.count_params(getattr(one_run, name).params):,} parameters'
-                     for name in state_lib.network_names(one_run))
+  one_run = runs.params(state, runs.local[0], state_lib.network_names(state))
+  counts = '; '.join(f'{name}: {models.count_params(params):,} parameters'
+                     for name, params in one_run.items())
   logging.info('%s', counts)
   if first:
     print(counts + (' (each run)' if runs.sweep else ''), flush=True)
@@ -305,7 +366,7 @@ def _train(config, workdir: str, mirror: storage.Mirror):
     return state
 
   state = checkpoints.restore_latest(manager, workdir, state, relay)
-  start_step = int(next(iter(runs.states(state).values())).step)
+  start_step = runs.step(state)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')
 
@@ -341,42 +402,43 @@ def _train(config, workdir: str, mirror: storage.Mirror):
   evaluator = evaluate.Evaluator(config, generators) if config.eval.every_steps > 0 else None
 
   iterators = [b.iterate(start_step, config.data.num_workers) for b in run_batches]
+
+  def to_device(item):  # (step, each local run's host batch) -> the global batch.
+    step, per_run = item
+    local = per_run[0]
+    if local['A'].shape[1:3] != image_size or local['B'].shape[1:3] != image_size:
+      raise ValueError(f'step {step}: images of {local["A"].shape[1:3]}/'
+                       f'{local["B"].shape[1:3]} after preprocessing, but training started '
+                       f'with {image_size}; config.data.preprocess='
+                       f'{config.data.preprocess!r} needs images of one size')
+    if runs.sweep:  # Each device's block: its runs' rows.
+      return {k: jax.make_array_from_callback(
+          (len(runs), *v.shape), batch_sharding,
+          lambda index, k=k: np.stack([per_run[local_index[i]][k][index[1]]
+                                       for i in range(*index[0].indices(len(runs)))]))
+              for k, v in local.items()}
+    return {k: jax.make_array_from_process_local_data(batch_sharding, v)
+            for k, v in local.items()}
+
+  host_batches = ((step, [next(data) for data in iterators])
+                  for step in range(start_step, total_steps))
+  device_batches = prefetched(host_batches, to_device)
   compiled_step = None
-  buffered_metrics = []
-  previous = None  # (step count, metrics) of the step before, checked while this one runs.
+  metric_sums, summed_steps = None, 0  # On the device, since the last log.
   last_log = (start_step, time.time())
   with _StopSignals() as signals, console.Progress(start_step, total_steps, first) as progress:
     for step in range(start_step, total_steps):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        per_run = [next(data) for data in iterators]
-        local = per_run[0]
-        if local['A'].shape[1:3] != image_size or local['B'].shape[1:3] != image_size:
-          raise ValueError(f'step {step}: images of {local["A"].shape[1:3]}/'
-                           f'{local["B"].shape[1:3]} after preprocessing, but training started '
-                           f'with {image_size}; config.data.preprocess='
-                           f'{config.data.preprocess!r} needs images of one size')
-        if runs.sweep:  # Each device's block: its runs' rows.
-          batch = {k: jax.make_array_from_callback(
-              (len(runs), *v.shape), batch_sharding,
-              lambda index, k=k: np.stack([per_run[local_index[i]][k][index[1]]
-                                           for i in range(*index[0].indices(len(runs)))]))
-                   for k, v in local.items()}
-        else:
-          batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                   for k, v in local.items()}
+        batch = next(device_batches)
         if compiled_step is None:  # Compiled once, and refused if it cannot fit.
           compiled_step = train_step.lower(state, batch, *step_args).compile()
           fit = _runs_that_fit(compiled_step, runs, mesh) if runs.sweep else None
           memory.check_fits(compiled_step,
                             *_step_memory_message(config, image_size, runs, fit))
         state, metrics = compiled_step(state, batch, *step_args)
-        buffered_metrics.append(metrics)
+        metric_sums = metrics if metric_sums is None else add_metrics(metric_sums, metrics)
+        summed_steps += 1
       done = step + 1
-      # A NaN stops training at once. Checking the previous step's losses
-      # while this step runs keeps the device busy.
-      if previous is not None:
-        _check_finite(*previous, manager, runs)
-      previous = (done, metrics)
       for hook in hooks:
         hook(done)
       progress.update(done)
@@ -384,15 +446,17 @@ def _train(config, workdir: str, mirror: storage.Mirror):
       is_last = done == total_steps or stop
 
       if done % config.log_every_steps == 0 or is_last:
-        mean = jax.tree.map(lambda *x: np.mean(np.stack(x), axis=0),
-                            *runs.on_host(buffered_metrics))
+        # A NaN stops training at the first log (or checkpoint) after it.
+        mean = {k: v / summed_steps for k, v in runs.on_host(metric_sums).items()}
+        _check_finite(done, mean, manager, runs)
+        metric_sums, summed_steps = None, 0
         elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
         for i, run_writer in enumerate(run_writers):
           summary = runs.values(mean, i)
           summary['steps_per_sec'] = elapsed_steps / elapsed_time
           run_writer.write_scalars(done, summary)
           progress.line(runs.label(i) + console.metrics_line(done, total_steps, summary))
-        buffered_metrics, last_log = [], (done, time.time())
+        last_log = (done, time.time())
         if time.time() - last_sync >= MIRROR_SECONDS:
           for run_writer in run_writers:
             run_writer.flush()
@@ -401,8 +465,8 @@ def _train(config, workdir: str, mirror: storage.Mirror):
 
       if done % config.sample_every_steps == 0 or is_last:
         with report_progress.timed('sample'):
-          for i, run_state in runs.states(state).items():
-            grid = sample_grid(generators, run_state, samples, config)
+          for i in runs.local:
+            grid = sample_grid(generators, runs.params(state, i, generators), samples, config)
             run_writers[i].write_images(done, {'samples': grid[None]})
             if jax.process_index() == runs.owners[i]:
               path = storage.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
@@ -417,9 +481,8 @@ def _train(config, workdir: str, mirror: storage.Mirror):
       # Not after a stop signal: a preemption's grace period goes to the checkpoint.
       if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
         with report_progress.timed('eval'):
-          for i, run_state in runs.states(state).items():
-            results = evaluator({name: getattr(run_state, name).params
-                                 for name in evaluator.networks})
+          for i in runs.local:
+            results = evaluator(runs.params(state, i, evaluator.networks))
             run_writers[i].write_scalars(done, evaluate.scalars(results))
             if jax.process_index() == runs.owners[i]:
               evaluate.write_json(runs.folders[i], {'step': done, **results})
@@ -434,7 +497,8 @@ def _train(config, workdir: str, mirror: storage.Mirror):
                                 title=runs.names[i] or os.path.basename(workdir))
 
       if done % config.checkpoint_every_steps == 0 or is_last:
-        _check_finite(done, metrics, manager, runs)  # Never save a NaN state.
+        if metric_sums is not None:  # Never save a NaN state (logged steps are checked).
+          _check_finite(done, runs.on_host(metric_sums), manager, runs)
         with report_progress.timed('checkpoint'):
           checkpoints.save(manager, state, done)
         progress.line(f'step {done}: checkpoint {checkpoints.step_dir(workdir, done)}')

@@ -157,6 +157,18 @@ def test_runs_times_a_sweep_side_by_side_with_one_run():
     benchmark.run_benchmark(config, steps=1, warmup=0, task='translate', num_runs=2)
 
 
+def test_loop_times_queued_steps_beside_the_step_alone():
+  """--loop: steps queued as train.py queues them (its prefetching and its
+  metric sums on the device), against as many steps each waited for."""
+  result = benchmark.run_benchmark(tiny.get_config(), steps=3, warmup=1, loop=True)
+  assert KEYS <= set(result)
+  assert result['loop_seconds_per_step'] > 0 and result['step_alone_seconds_per_step'] > 0
+  assert result['loop_over_step'] == pytest.approx(
+      result['loop_seconds_per_step'] / result['step_alone_seconds_per_step'])
+  with pytest.raises(ValueError, match='--loop times training steps'):
+    benchmark.run_benchmark(tiny.get_config(), steps=1, warmup=0, task='translate', loop=True)
+
+
 def test_data_task_times_the_input_pipeline_of_several_runs(tmp_path):
   from tests import synthetic  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()

@@ -200,3 +200,52 @@ def test_fid_during_training(image_folder, tmp_path):
   assert best['AtoB'] == {'step': 2, 'fid': stored['AtoB']['fid']}
   assert f'best FID so far: AtoB {stored["AtoB"]["fid"]:.4f} at step 2' in result.stdout
   assert 'eval/AtoB/fid' in (workdir / 'train.log').read_text()  # The clu log of the scalars.
+
+
+def test_metrics_are_fetched_only_to_log_or_before_a_checkpoint(image_folder, tmp_path,
+                                                                monkeypatch):
+  """Nothing waits for a step before the next is queued: the metrics stay on
+  the device (summed there) until a log step, or a checkpoint between logs."""
+  config = tiny.get_config()
+  config.data.image_dir = image_folder
+  config.train.num_steps = 6
+  config.log_every_steps = 3
+  config.checkpoint_every_steps = 2  # Steps 2 and 4 fall between logs; 6 on one.
+  config.sample_every_steps = 100
+  fetched, on_host = [], train.Runs.on_host
+  steps = []
+
+  def counting(self, metrics):
+    fetched.append(metrics)
+    return on_host(self, metrics)
+
+  add_metrics = train.add_metrics
+
+  def adding(total, metrics):
+    steps.append(metrics)
+    return add_metrics(total, metrics)
+
+  monkeypatch.setattr(train.Runs, 'on_host', counting)
+  monkeypatch.setattr(train, 'add_metrics', adding)
+  train.train_and_evaluate(config, str(tmp_path))
+  # Logs at 3 and 6; checkpoints at 2 and 4 check the steps since the last
+  # log (at 6 the log has just checked them).
+  assert len(fetched) == 4
+  # add_metrics saw steps 2, 3 (summed onto step 1), 5, 6 (onto step 4).
+  assert len(steps) == 4
+
+
+def test_prefetched_batches_go_ahead_and_errors_wait_their_turn():
+  sent = []
+
+  def to_device(item):
+    sent.append(item)
+    if item == 3:
+      raise ValueError('step 3: a bad batch')
+    return item * 10
+
+  batches = train.prefetched(iter(range(5)), to_device, ahead=2)
+  assert next(batches) == 0 and sent == [0, 1, 2]  # Two batches ahead of step 0's.
+  assert next(batches) == 10 and next(batches) == 20
+  with pytest.raises(ValueError, match='step 3: a bad batch'):
+    next(batches)

@@ -82,10 +82,10 @@ def local_step(state: State, batch, *, config, schedule):
 open_training_data = common.open_unpaired_training_data
 
 
-def sample_rows(generators, state: State, samples, config) -> list:
+def sample_rows(generators, params, samples, config) -> list:
   del config
   fake = common.one_by_one(
-      lambda x: generation.generate(generators['gen'], state.gen.params, x), samples['A'])
+      lambda x: generation.generate(generators['gen'], params['gen'], x), samples['A'])
   return [common.grid_row(*images) for images in zip(samples['A'], fake)]
 
 

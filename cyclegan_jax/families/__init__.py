@@ -29,7 +29,8 @@ is made, for a plug-in):
                        per-device program of one train step (train_step.py
                        runs it under shard_map and jit)
   open_training_data(config, shard, channels) -> (batches, sample images, description)
-  sample_rows(generators, state, samples, config) -> the sample grid's rows
+  sample_rows(generators, params, samples, config) -> the sample grid's rows, from
+                       {network: its params} of each network in `generators`
   directions(config) -> ((direction, generator network), ...) it translates
   network_for(config, direction or None) -> (network, direction): a ValueError
                        naming a direction it does not translate

@@ -243,14 +243,14 @@ def local_step(state: State, batch, *, config, schedule):
 open_training_data = common.open_unpaired_training_data
 
 
-def sample_rows(generators, state: State, samples, config) -> list:
+def sample_rows(generators, params, samples, config) -> list:
   """Rows of real A | G(A), then real B | G(B) (what the identity NCE term
   keeps close to B), as the reference's real_A, fake_B, real_B, idt_B."""
   del config
   rows = []
   for domain in 'AB':
     fake = common.one_by_one(
-        lambda x: generation.generate(generators['gen'], state.gen.params, x), samples[domain])
+        lambda x: generation.generate(generators['gen'], params['gen'], x), samples[domain])
     rows += [common.grid_row(*images) for images in zip(samples[domain], fake)]
   return rows
 

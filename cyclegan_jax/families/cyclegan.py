@@ -195,14 +195,14 @@ def local_step(state: State, batch, *, config, schedule):
 open_training_data = common.open_unpaired_training_data
 
 
-def sample_rows(generators, state: State, samples, config) -> list:
+def sample_rows(generators, params, samples, config) -> list:
   """Rows of real | translated | reconstructed, for the A then the B images."""
   del config
   rows = []
   for _, there, back, domain, _ in DIRECTIONS:
     fake, rec = common.one_by_one(
         lambda x, t=there, b=back: generation.translate_and_back(
-            generators[t], generators[b], getattr(state, t).params, getattr(state, b).params,
+            generators[t], generators[b], params[t], params[b],
             x), samples[domain])
     rows += [common.grid_row(*images) for images in zip(samples[domain], fake, rec)]
   return rows

@@ -140,11 +140,11 @@ def open_training_data(config, shard, channels):
   return batches, samples, f'{len(sources["train"])} training pairs'
 
 
-def sample_rows(generators, state: State, samples, config) -> list:
+def sample_rows(generators, params, samples, config) -> list:
   """Rows of input | output | target."""
   inputs, targets = paired_data.input_and_target(samples, config.data.direction)
   outputs = common.one_by_one(
-      lambda x: generation.generate(generators['gen'], state.gen.params, x), inputs)
+      lambda x: generation.generate(generators['gen'], params['gen'], x), inputs)
   return [common.grid_row(*images) for images in zip(inputs, outputs, targets)]
 
 
