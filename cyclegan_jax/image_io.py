@@ -234,6 +234,15 @@ def _encode(file, image: np.ndarray, path: str) -> None:
         os.path.splitext(path)[1].lower(), 'PNG'))
 
 
+def write_png_atomically(path: str, image: np.ndarray) -> None:
+  """An 8-bit gray or RGB image as a PNG that appears whole or not at all
+  (storage.write_bytes_atomically: a local rename, an object's upload), for
+  the views (sample grids, pages) a killed process must not leave half written."""
+  png = io.BytesIO()
+  Image.fromarray(image).save(png, format='PNG')
+  storage.write_bytes_atomically(path, png.getvalue())
+
+
 def for_viewing(images: np.ndarray) -> np.ndarray:
   """[-1, 1] floats of any channel count -> 3 channels, so that sample grids
   and results pages show every model in RGB: gray repeated, the first three

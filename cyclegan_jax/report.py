@@ -27,7 +27,6 @@ import statistics
 from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from cyclegan_jax import configuration
 from cyclegan_jax import curves
@@ -248,9 +247,7 @@ def overlay_plot(entries: list[Entry]) -> Figure:
 
 
 def _save(image: np.ndarray, path: str) -> None:
-  png = io.BytesIO()
-  Image.fromarray(image_io.for_viewing(image)).save(png, format='PNG')
-  storage.write_bytes_atomically(path, png.getvalue())
+  image_io.write_png_atomically(path, image_io.for_viewing(image))
 
 
 def sample_rows(entries: list[Entry], image_dir: str) -> dict:

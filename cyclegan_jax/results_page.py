@@ -12,11 +12,9 @@ over steps (eval/curves.png). The workdir may be on Cloud Storage
 """
 
 import html
-import io
 import os
 
 import numpy as np
-from PIL import Image
 
 from cyclegan_jax import curves
 from cyclegan_jax import image_io
@@ -30,9 +28,8 @@ def image_cell(page_dir: str, name: str, image) -> str:
   whatever the channels); returns its table cell."""
   if image.dtype != np.uint8:
     image = input_pipeline.to_uint8(image)
-  png = io.BytesIO()
-  Image.fromarray(image_io.for_viewing(image)).save(png, format='PNG')
-  storage.write_bytes_atomically(storage.join(page_dir, 'images', name), png.getvalue())
+  image_io.write_png_atomically(storage.join(page_dir, 'images', name),
+                                image_io.for_viewing(image))
   return f'<td><img src="images/{name}"></td>'
 
 

@@ -1,7 +1,6 @@
 """train_and_evaluate(config, workdir): the training loop. Reads no flags."""
 
 import collections
-import io
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import config_checks
@@ -26,6 +24,7 @@ from cyclegan_jax import deterministic_ops
 from cyclegan_jax import curves
 from cyclegan_jax import evaluate
 from cyclegan_jax import families
+from cyclegan_jax import image_io
 from cyclegan_jax import memory
 from cyclegan_jax import models
 from cyclegan_jax.data import input_pipeline
@@ -471,9 +470,7 @@ def _train(config, workdir: str, mirror: storage.Mirror):
             if jax.process_index() == runs.owners[i]:
               path = storage.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
               storage.makedirs(os.path.dirname(path))
-              png = io.BytesIO()
-              Image.fromarray(grid).save(png, format='PNG')
-              storage.write_bytes_atomically(path, png.getvalue())
+              image_io.write_png_atomically(path, grid)
               progress.line(f'step {done}: {runs.label(i)}samples {path}')
               if not first:
                 logging.info('step %d: %ssamples %s', done, runs.label(i), path)
