@@ -148,33 +148,31 @@ def _our_train_step(config):
   config_checks.check_global_batch(batch_size, num_devices)
   crop = config.data.crop_size
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
-  mesh = jax.make_mesh((num_devices,), ('data',))
-  state = state_lib.create_sharded_state(config, (crop, crop), mesh, schedule)
-  train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
+  mesh = jax.make_mesh((1, num_devices), ('runs', 'data'))  # One run, as train.py holds it.
+  state = state_lib.create_sharded_state([config], (crop, crop), mesh, schedule)
+  train_step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
+  values = train_step_lib.sweep_values(config, mesh)
 
-  sharding = jax.NamedSharding(mesh, jax.P('data'))
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   rng = np.random.default_rng(config.seed)
   local_batch = batch_size // jax.process_count()
-  batch = {}
   channels = families.get(config).domain_channels(config)
-  for key in ('A', 'B'):
-    images = rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(np.float32)
-    batch[key] = (jax.device_put(images, sharding) if jax.process_count() == 1 else
-                  jax.make_array_from_process_local_data(sharding, images))
+  put = lambda host: {key: jax.make_array_from_process_local_data(
+      sharding, x[None], (1, batch_size, *x.shape[1:])) for key, x in host.items()}
+  batch = put({key: rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(
+      np.float32) for key in ('A', 'B')})
   start = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
+  compiled = train_step.lower(state, batch, values).compile()
   compile_seconds = time.perf_counter() - start
 
   def run():
     nonlocal state  # Donated to the step: each step takes the one before's state.
-    state, _ = jax.block_until_ready(compiled(state, batch))
+    state, _ = jax.block_until_ready(compiled(state, batch, values))
 
   # As train.py runs steps: host batches (a few, in turn) sent to the devices
   # ahead of their step, metrics summed on the device, one wait at the end.
   host_batches = [{key: rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(
       np.float32) for key in ('A', 'B')} for _ in range(4)]
-  put = lambda host: {key: jax.make_array_from_process_local_data(sharding, x)
-                      for key, x in host.items()}
 
   def run_loop(count: int) -> None:
     nonlocal state
@@ -182,7 +180,7 @@ def _our_train_step(config):
         (host_batches[i % len(host_batches)] for i in range(count)), put)
     sums = None
     for _ in range(count):
-      state, metrics = compiled(state, next(device_batches))
+      state, metrics = compiled(state, next(device_batches), values)
       sums = metrics if sums is None else train.add_metrics(sums, metrics)
     jax.block_until_ready((state, sums))
 
@@ -210,9 +208,9 @@ def _sweep_train_step(config, num_runs: int):
   config_checks.check_global_batch(config.train.batch_size, mesh.shape['data'])
   crop = config.data.crop_size
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
-  state = state_lib.create_sharded_sweep_state(
+  state = state_lib.create_sharded_state(
       [sweeps.run_config(config, run) for run in runs], (crop, crop), mesh, schedule)
-  train_step = train_step_lib.make_sweep_train_step(config, mesh, state, steps_per_epoch=1000)
+  train_step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   values = train_step_lib.sweep_values(config, mesh)
   batch = _noise_batch(config, (num_runs, config.train.batch_size),
                        jax.NamedSharding(mesh, jax.P('runs', 'data')),

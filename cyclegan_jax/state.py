@@ -51,40 +51,26 @@ def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule
   return families.get(config).create_state(config, image_shape, num_devices, tx)
 
 
+# The state training holds: every leaf of a family's State with a leading
+# `runs` axis (one run: 1), sharded over the `runs` mesh axis, the family's
+# own partition over `data` after it (docs/sweeps.md).
+
 def partition_specs(state):
-  """The state's PartitionSpecs over the `data` mesh axis (its family's)."""
-  return families.of_state(state).partition_specs(state)
+  """The PartitionSpecs of a state with a runs axis: `runs` first, then the
+  family's own (the pools also over `data`)."""
+  own = families.of_state(state).partition_specs(state)
+  return jax.tree.map(lambda spec: jax.P('runs', *spec), own)
 
 
 def shardings(mesh: jax.sharding.Mesh, state):
   return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(state))
 
 
-def create_sharded_state(config, image_shape, mesh, schedule):
-  """Creates the state directly in its shardings, on every host alike."""
-  init = lambda: create_state(config, image_shape, mesh.size, schedule)
-  abstract = jax.eval_shape(init)
-  return jax.jit(init, out_shardings=shardings(mesh, abstract))()
-
-
-# A sweep's state: every leaf of a family's State with a leading runs axis,
-# sharded over the `runs` mesh axis (docs/sweeps.md).
-
-def sweep_partition_specs(state):
-  """The PartitionSpecs of a sweep's state: the runs axis first, then the
-  family's own (the pools also over `data`)."""
-  return jax.tree.map(lambda spec: jax.P('runs', *spec), partition_specs(state))
-
-
-def sweep_shardings(mesh: jax.sharding.Mesh, state):
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), sweep_partition_specs(state))
-
-
-def create_sharded_sweep_state(run_configs, image_shape, mesh, schedule):
+def create_sharded_state(run_configs, image_shape, mesh, schedule):
   """The runs' fresh states stacked on a leading axis, each the state its
   run would start from alone on mesh.shape['data'] devices: the initial
   weights and keys come from each run's seed (vmapped), directly in their
-  shardings."""
+  shardings, on every host alike."""
   config = run_configs[0]
   seeds = jnp.array([c.seed for c in run_configs], jnp.int32)
 
@@ -95,7 +81,27 @@ def create_sharded_sweep_state(run_configs, image_shape, mesh, schedule):
     return jax.vmap(one)(seeds)
 
   abstract = jax.eval_shape(init, seeds)
-  return jax.jit(init, out_shardings=sweep_shardings(mesh, abstract))(seeds)
+  return jax.jit(init, out_shardings=shardings(mesh, abstract))(seeds)
+
+
+def _resharded(fn, mesh, state, specs):
+  out = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+  return jax.jit(fn, out_shardings=out)(state)
+
+
+def without_runs_axis(state, mesh: jax.sharding.Mesh):
+  """A state of one run without its runs axis (a copy on the devices, in the
+  family's own shardings): how a plain run's checkpoints hold it."""
+  one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+  specs = families.of_state(state).partition_specs(one)
+  return _resharded(lambda s: jax.tree.map(lambda x: x[0], s), mesh, state, specs)
+
+
+def with_runs_axis(state, mesh: jax.sharding.Mesh):
+  """without_runs_axis undone: the runs axis (of 1) put back."""
+  specs = jax.tree.map(lambda spec: jax.P('runs', *spec),
+                       families.of_state(state).partition_specs(state))
+  return _resharded(lambda s: jax.tree.map(lambda x: x[None], s), mesh, state, specs)
 
 
 def relay_per_device(restored, state):

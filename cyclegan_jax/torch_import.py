@@ -319,9 +319,9 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   # workdir fine-tunes the imported generators from step 0); the schedule is
   # not stored, so any will do.
   image_shape = (config.data.crop_size, config.data.crop_size)
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
-  state = state_lib.create_sharded_state(config, image_shape, mesh,
-                                         optax.constant_schedule(config.train.lr))
+  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
+  state = state_lib.without_runs_axis(state_lib.create_sharded_state(
+      [config], image_shape, mesh, optax.constant_schedule(config.train.lr)), mesh)
   replicated = jax.NamedSharding(mesh, jax.P())
   put = lambda params: jax.device_put(params, replicated)
   if single:

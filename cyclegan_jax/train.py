@@ -63,67 +63,123 @@ def open_training_data(config, shard_of=None):
 
 
 class Runs:
-  """What one program trains: one run (outputs in the workdir), or a sweep's
-  runs (outputs in W/runs/<name>/, state and metrics with a leading runs axis).
+  """What one program trains: R runs (one, or a sweep's) on a (`runs`,
+  `data`) mesh, the state, batches and metrics with a leading runs axis.
 
-  Each run of a sweep trains on the devices of one mesh row, in one process:
-  that process reads its data and writes its samples and evaluations."""
+  One run writes its outputs to the workdir, and its checkpoints hold its
+  state without the runs axis (as they always have); a sweep's runs write to
+  W/runs/<name>/ (docs/sweeps.md), each trained on the devices of one mesh
+  row, in one process: that process reads its data and writes its samples
+  and evaluations."""
 
   def __init__(self, config, workdir: str):
     self.sweep = sweeps.runs(config)
     self.configs = [sweeps.run_config(config, run) for run in self.sweep] or [config]
     self.names = [run.name for run in self.sweep] or ['']
     self.folders = [os.path.join(workdir, run.folder) for run in self.sweep] or [workdir]
-    self.owners = [0] * len(self.configs)
+    self.mesh = jax.make_mesh(sweeps.mesh_shape(len(self), jax.device_count()), ('runs', 'data'))
+    self.place(self.mesh)
 
   def place(self, mesh) -> None:
-    """Notes which process holds each run: that of its mesh row's devices."""
+    """Notes which processes hold each run (those of its mesh row's devices)
+    and which writes its outputs (that of the row's first device)."""
     per_row = len(self) // mesh.shape['runs']
-    self.owners = [mesh.devices[i // per_row, 0].process_index for i in range(len(self))]
-
-  @property
-  def local(self) -> list[int]:
-    """The runs this process holds (a single run: every process holds it)."""
-    if not self.sweep:
-      return [0]
-    return [i for i, owner in enumerate(self.owners) if owner == jax.process_index()]
+    rows = [mesh.devices[i // per_row] for i in range(len(self))]
+    self.owners = [row[0].process_index for row in rows]
+    self.local = [i for i, row in enumerate(rows)
+                  if any(d.process_index == jax.process_index() for d in row)]
 
   def __len__(self) -> int:
     return len(self.configs)
 
+  @property
+  def data_shard(self):
+    """open_training_data's shard_of: a sweep's runs each read all of a
+    batch in one process; one run's batch is shared by every process."""
+    return (0, 1) if self.sweep else None
+
+  def batches_of_runs(self, batches, config) -> list:
+    """This process's runs' training batches: a sweep's decoded once for
+    all, each run with its own order, crops and flips."""
+    if not self.sweep:
+      return [batches]
+    return batches.for_seeds([self.configs[i].seed for i in self.local],
+                             config.data.decoded_cache_mb)
+
+  def describe(self) -> list[str]:
+    """Lines on how a sweep's runs share the devices (none for one run)."""
+    if not self.sweep:
+      return []
+    return [f'Sweep of {len(self)} runs, {self.mesh.shape["runs"]} at a time side by side, each '
+            f'on {self.mesh.shape["data"]} device(s): ' + '; '.join(
+                f'{run.index}: {run.name}' for run in self.sweep)]
+
   def params(self, state, i: int, names) -> dict:
     """{network: run i's parameters} of the networks `names`, on the devices:
-    a sweep's run sliced from its row on a device of this process that holds
-    it (the parameters are whole on each device of the row), never the whole
+    sliced from the run's row on a device of this process that holds it
+    (the parameters are whole on each device of the row), never the whole
     state through the host."""
-    if not self.sweep:
-      return {name: getattr(state, name).params for name in names}
     return {name: jax.tree.map(lambda x: _run_row(x, i), getattr(state, name).params)
             for name in names}
 
   def step(self, state) -> int:
     """The step count (every run of a sweep is at the same step)."""
-    return int(np.asarray(_run_row(state.step, self.local[0]) if self.sweep else state.step))
+    return int(np.asarray(_run_row(state.step, self.local[0])))
 
   def states(self, state) -> dict:
-    """{run: its state} of this process's runs (a sweep's on the host, each
-    assembled from the shards of its row of devices)."""
-    if not self.sweep:
-      return {0: state}
+    """{run: its state on the host} of this process's runs, each assembled
+    from the shards of its row of devices."""
     return {i: jax.tree.map(lambda x, i=i: _run_slice(x, i), state) for i in self.local}
 
+  def batch(self, per_run: list, image_size) -> dict:
+    """The global batch, {domain: (runs, batch, H, W, C) array}, from this
+    process's runs' host batches (`per_run`, in the order of `local`; of one
+    run over several processes, this process's share of its batch)."""
+    sharding = jax.NamedSharding(self.mesh, jax.P('runs', 'data'))
+    batch = {}
+    for k, v in per_run[0].items():
+      global_shape = (len(self), self.configs[0].train.batch_size, *v.shape[1:])
+      batch[k] = jax.make_array_from_process_local_data(
+          sharding, np.stack([b[k] for b in per_run]), global_shape)
+    return batch
+
   def on_host(self, metrics):
-    """Metrics (a sweep's: of every run, gathered from every process) as numpy."""
-    if self.sweep and jax.process_count() > 1:
+    """Metrics ({name: (runs,) array}, of every run, gathered from every
+    process) as numpy."""
+    if jax.process_count() > 1:
       return multihost_utils.process_allgather(metrics, tiled=True)
     return jax.device_get(metrics)
 
   def values(self, metrics: dict, i: int) -> dict:
     """Run i's metrics (on_host), as floats."""
-    return {k: float(np.asarray(v)[i] if self.sweep else v) for k, v in metrics.items()}
+    return {k: float(np.asarray(v)[i]) for k, v in metrics.items()}
 
   def label(self, i: int) -> str:
     return f'{self.names[i]}: ' if self.sweep else ''
+
+  def saved(self, state):
+    """The state as checkpoints hold it: one run's without the runs axis, a
+    sweep's as it is."""
+    return state if self.sweep else state_lib.without_runs_axis(state, self.mesh)
+
+  def restore(self, manager, workdir: str, state, relay):
+    """checkpoints.restore_latest into `state` (as `saved` holds it)."""
+    target = self.saved(state)
+    restored = checkpoints.restore_latest(manager, workdir, target, relay)
+    if restored is target:
+      return state
+    return restored if self.sweep else state_lib.with_runs_axis(restored, self.mesh)
+
+  def write_summary(self, workdir: str, step: int, metrics, progress) -> None:
+    """A sweep's W/sweep.json and table in the log, at a checkpoint (every
+    process calls it: the losses are gathered from all); nothing for one run."""
+    if not self.sweep:
+      return
+    losses = self.on_host(metrics)
+    if jax.process_count() > 1:  # Every run's eval/ is written.
+      multihost_utils.sync_global_devices(f'sweep summary {step}')
+    if jax.process_index() == 0:
+      _write_sweep_summary(workdir, self, step, losses, progress)
 
 
 def _run_row(x: jax.Array, i: int) -> jax.Array:
@@ -314,49 +370,28 @@ def train_and_evaluate(config, workdir: str):
 
 
 def _train(config, workdir: str, mirror: storage.Mirror):
-  """train_and_evaluate's loop, run while this process holds the workdir."""
-  num_devices = jax.device_count()
+  """train_and_evaluate's loop, run while this process holds the workdir:
+  setup, restore, then the steps, each followed by the hooks that are due
+  (log, samples, evaluation, checkpoint: _Hooks)."""
   logging.info('XLA_FLAGS=%r', os.environ.get('XLA_FLAGS', ''))
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None and checkpoints.has_config(workdir):
     config_checks.check_resumable(configuration.load(workdir), config, workdir)
   checkpoints.save_config(config, workdir)
-  generators = families.get(config).create_generators(config.model)
   runs = Runs(config, workdir)
-  if runs.sweep:
-    mesh = jax.make_mesh(sweeps.mesh_shape(len(runs), num_devices), ('runs', 'data'))
-    runs.place(mesh)
-  else:
-    mesh = jax.make_mesh((num_devices,), ('data',))
+  status = lambda text: console.status(text, jax.process_index() == 0)
 
-  # A sweep's process reads all of its runs' data (each run trains within one
-  # process), decoded once for all, each run with its own order, crops and flips.
   batches, samples, data_description = open_training_data(
-      runs.configs[runs.local[0]], (0, 1) if runs.sweep else None)
-  run_batches = (batches.for_seeds([runs.configs[i].seed for i in runs.local],
-                                   config.data.decoded_cache_mb)
-                 if runs.sweep else [batches])
+      runs.configs[runs.local[0]], runs.data_shard)
   image_size = training_image_size(config, batches)
   schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
-  first = jax.process_index() == 0
-  status = lambda text: console.status(text, first)
   status(f'Data: {data_description}, {batches.steps_per_epoch} steps per epoch, {total_steps} '
          'steps in all.')
-
-  if runs.sweep:
-    state = state_lib.create_sharded_sweep_state(runs.configs, image_size, mesh, schedule)
-    status(f'Sweep of {len(runs)} runs, {mesh.shape["runs"]} at a time side by side, each on '
-           f'{mesh.shape["data"]} device(s): ' + '; '.join(
-               f'{run.index}: {run.name}' for run in runs.sweep))
-  else:
-    state = state_lib.create_sharded_state(config, image_size, mesh, schedule)
-  one_run = runs.params(state, runs.local[0], state_lib.network_names(state))
-  counts = '; '.join(f'{name}: {models.count_params(params):,} parameters'
-                     for name, params in one_run.items())
-  logging.info('%s', counts)
-  if first:
-    print(counts + (' (each run)' if runs.sweep else ''), flush=True)
+  for line in runs.describe():
+    status(line)
+  state = state_lib.create_sharded_state(runs.configs, image_size, runs.mesh, schedule)
+  _print_parameter_counts(runs, state)
 
   def relay(restored, state):  # A checkpoint written on another device count.
     state, line = state_lib.relay_per_device(restored, state)
@@ -364,165 +399,204 @@ def _train(config, workdir: str, mirror: storage.Mirror):
       status(line)
     return state
 
-  state = checkpoints.restore_latest(manager, workdir, state, relay)
+  state = runs.restore(manager, workdir, state, relay)
   start_step = runs.step(state)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')
-
-  if runs.sweep:  # The swept hyperparameters are the step's third argument.
-    train_step = train_step_lib.make_sweep_train_step(config, mesh, state,
-                                                      batches.steps_per_epoch)
-    step_args = (train_step_lib.sweep_values(config, mesh),)
-    batch_sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
-    local_index = {run: k for k, run in enumerate(runs.local)}
-  else:
-    train_step = train_step_lib.make_train_step(config, mesh, state, schedule)
-    step_args = ()
-    batch_sharding = jax.NamedSharding(mesh, jax.P('data'))
-
-  local = lambda folder: os.path.join(mirror.local, os.path.relpath(folder, workdir))
-  writer = metric_writers.create_default_writer(
-      mirror.local, just_logging=jax.process_index() != 0)
-  # A sweep's runs each write their own scalars and images (TensorBoard overlays them).
-  # Each by the process that holds the run.
-  run_writers = [metric_writers.create_default_writer(
-      local(folder), just_logging=owner != jax.process_index())
-                 for folder, owner in zip(runs.folders, runs.owners)] if runs.sweep else [writer]
-  last_sync = time.time()
-  report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  hooks = [report_progress] if jax.process_index() == 0 else []
-  if config.profile_steps > 0 and jax.process_index() == 0:
-    hooks.append(periodic_actions.Profile(
-        logdir=mirror.local, num_profile_steps=config.profile_steps, profile_duration_ms=None,
-        first_profile=PROFILE_FIRST_STEP, every_secs=None))
-
-  # FID/KID during training: the Inception weights and the real test images'
-  # features are loaded once, before the first step, so a bad path fails now.
-  evaluator = evaluate.Evaluator(config, generators) if config.eval.every_steps > 0 else None
-
-  iterators = [b.iterate(start_step, config.data.num_workers) for b in run_batches]
+  train_step = train_step_lib.make_train_step(config, runs.mesh, state, batches.steps_per_epoch)
+  values = train_step_lib.sweep_values(config, runs.mesh)  # {} for one run.
+  hooks = _Hooks(config, workdir, mirror, runs, manager, samples, total_steps)
 
   def to_device(item):  # (step, each local run's host batch) -> the global batch.
     step, per_run = item
-    local = per_run[0]
-    if local['A'].shape[1:3] != image_size or local['B'].shape[1:3] != image_size:
-      raise ValueError(f'step {step}: images of {local["A"].shape[1:3]}/'
-                       f'{local["B"].shape[1:3]} after preprocessing, but training started '
-                       f'with {image_size}; config.data.preprocess='
-                       f'{config.data.preprocess!r} needs images of one size')
-    if runs.sweep:  # Each device's block: its runs' rows.
-      return {k: jax.make_array_from_callback(
-          (len(runs), *v.shape), batch_sharding,
-          lambda index, k=k: np.stack([per_run[local_index[i]][k][index[1]]
-                                       for i in range(*index[0].indices(len(runs)))]))
-              for k, v in local.items()}
-    return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-            for k, v in local.items()}
+    _check_image_size(step, per_run[0], image_size, config)
+    return runs.batch(per_run, image_size)
 
-  host_batches = ((step, [next(data) for data in iterators])
-                  for step in range(start_step, total_steps))
-  device_batches = prefetched(host_batches, to_device)
+  iterators = [b.iterate(start_step, config.data.num_workers)
+               for b in runs.batches_of_runs(batches, config)]
+  device_batches = prefetched(((step, [next(data) for data in iterators])
+                               for step in range(start_step, total_steps)), to_device)
   compiled_step = None
-  metric_sums, summed_steps = None, 0  # On the device, since the last log.
-  last_log = (start_step, time.time())
-  with _StopSignals() as signals, console.Progress(start_step, total_steps, first) as progress:
+  with _StopSignals() as signals, console.Progress(start_step, total_steps,
+                                                   jax.process_index() == 0) as progress:
+    hooks.start(start_step, progress)
     for step in range(start_step, total_steps):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(device_batches)
         if compiled_step is None:  # Compiled once, and refused if it cannot fit.
-          compiled_step = train_step.lower(state, batch, *step_args).compile()
-          fit = _runs_that_fit(compiled_step, runs, mesh) if runs.sweep else None
-          memory.check_fits(compiled_step,
-                            *_step_memory_message(config, image_size, runs, fit))
-        state, metrics = compiled_step(state, batch, *step_args)
-        metric_sums = metrics if metric_sums is None else add_metrics(metric_sums, metrics)
-        summed_steps += 1
+          compiled_step = _compile(train_step, (state, batch, values), config, image_size, runs)
+        state, metrics = compiled_step(state, batch, values)
+        hooks.add(metrics)
       done = step + 1
-      for hook in hooks:
-        hook(done)
-      progress.update(done)
+      hooks.stepped(done)
       stop = signals.stop_now(done, config.log_every_steps)
-      is_last = done == total_steps or stop
-
-      if done % config.log_every_steps == 0 or is_last:
-        # A NaN stops training at the first log (or checkpoint) after it.
-        mean = {k: v / summed_steps for k, v in runs.on_host(metric_sums).items()}
-        _check_finite(done, mean, manager, runs)
-        metric_sums, summed_steps = None, 0
-        elapsed_steps, elapsed_time = done - last_log[0], time.time() - last_log[1]
-        for i, run_writer in enumerate(run_writers):
-          summary = runs.values(mean, i)
-          summary['steps_per_sec'] = elapsed_steps / elapsed_time
-          run_writer.write_scalars(done, summary)
-          progress.line(runs.label(i) + console.metrics_line(done, total_steps, summary))
-        last_log = (done, time.time())
-        if time.time() - last_sync >= MIRROR_SECONDS:
-          for run_writer in run_writers:
-            run_writer.flush()
-          mirror.sync()
-          last_sync = time.time()
-
-      if done % config.sample_every_steps == 0 or is_last:
-        with report_progress.timed('sample'):
-          for i in runs.local:
-            grid = sample_grid(generators, runs.params(state, i, generators), samples, config)
-            run_writers[i].write_images(done, {'samples': grid[None]})
-            if jax.process_index() == runs.owners[i]:
-              path = storage.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
-              storage.makedirs(os.path.dirname(path))
-              image_io.write_png_atomically(path, grid)
-              progress.line(f'step {done}: {runs.label(i)}samples {path}')
-              if not first:
-                logging.info('step %d: %ssamples %s', done, runs.label(i), path)
-
+      due = lambda every, done=done, stop=stop: done % every == 0 or done == total_steps or stop
+      if due(config.log_every_steps):
+        hooks.log(done)
+      if due(config.sample_every_steps):
+        hooks.samples(state, done)
       # Not after a stop signal: a preemption's grace period goes to the checkpoint.
-      if evaluator and not stop and (done % config.eval.every_steps == 0 or is_last):
-        with report_progress.timed('eval'):
-          for i in runs.local:
-            results = evaluator(runs.params(state, i, evaluator.networks))
-            run_writers[i].write_scalars(done, evaluate.scalars(results))
-            if jax.process_index() == runs.owners[i]:
-              evaluate.write_json(runs.folders[i], {'step': done, **results})
-              best = record_best(runs.folders[i], done, results)
-              for line in evaluate.summary_lines(done, results):
-                progress.bar.write(runs.label(i) + line)
-              progress.bar.write(runs.label(i) + 'best FID so far: ' + ', '.join(
-                  f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
-              run_writers[i].flush()  # The losses so far, for the plot.
-              mirror.sync()
-              curves.write_plot(runs.folders[i],
-                                title=runs.names[i] or os.path.basename(workdir))
-
-      if done % config.checkpoint_every_steps == 0 or is_last:
-        if metric_sums is not None:  # Never save a NaN state (logged steps are checked).
-          _check_finite(done, runs.on_host(metric_sums), manager, runs)
-        with report_progress.timed('checkpoint'):
-          checkpoints.save(manager, state, done)
-        progress.line(f'step {done}: checkpoint {checkpoints.step_dir(workdir, done)}')
-        if runs.sweep:
-          losses = runs.on_host(metrics)  # A collective: every process gathers.
-          if jax.process_count() > 1:  # Every run's eval/ is written.
-            multihost_utils.sync_global_devices(f'sweep summary {done}')
-          if first:
-            _write_sweep_summary(workdir, runs, done, losses, progress)
-        for run_writer in run_writers:
-          run_writer.flush()
-        mirror.sync()
-        last_sync = time.time()
-
+      if hooks.evaluator and not stop and due(config.eval.every_steps):
+        hooks.evaluate(state, done)
+      if due(config.checkpoint_every_steps):
+        hooks.checkpoint(state, metrics, done)
       if stop:
-        message = (f'Stopped by {signals.received or "another process"} after step {done} '
-                   f'and saved a checkpoint there; run the same command to resume.')
-        progress.close()
-        logging.warning(message)
-        print(message, flush=True)
+        hooks.stopped(done, signals.received)
         break
+  hooks.close()
+  return runs.saved(state)
 
-  checkpoints.wait_until_finished(manager)
-  writer.flush()
-  for run_writer in run_writers:
-    run_writer.flush()
-  return state
+
+def _print_parameter_counts(runs: Runs, state) -> None:
+  one_run = runs.params(state, runs.local[0], state_lib.network_names(state))
+  counts = '; '.join(f'{name}: {models.count_params(params):,} parameters'
+                     for name, params in one_run.items())
+  logging.info('%s', counts)
+  if jax.process_index() == 0:
+    print(counts + (' (each run)' if runs.sweep else ''), flush=True)
+
+
+def _check_image_size(step: int, batch: dict, image_size, config) -> None:
+  if batch['A'].shape[1:3] != image_size or batch['B'].shape[1:3] != image_size:
+    raise ValueError(f'step {step}: images of {batch["A"].shape[1:3]}/'
+                     f'{batch["B"].shape[1:3]} after preprocessing, but training started '
+                     f'with {image_size}; config.data.preprocess='
+                     f'{config.data.preprocess!r} needs images of one size')
+
+
+def _compile(train_step, args, config, image_size, runs: Runs):
+  """The step compiled for `args`, refused in one line if it cannot fit."""
+  compiled = train_step.lower(*args).compile()
+  fit = _runs_that_fit(compiled, runs, runs.mesh)
+  memory.check_fits(compiled, *_step_memory_message(config, image_size, runs, fit))
+  return compiled
+
+
+class _Hooks:
+  """What the loop does after a step when it is due: log the losses,
+  write sample grids, evaluate, save a checkpoint; and the writers, progress
+  and profiling they share."""
+
+  def __init__(self, config, workdir, mirror, runs: Runs, manager, samples, total_steps):
+    self.config, self.workdir, self.mirror, self.runs = config, workdir, mirror, runs
+    self.manager, self.samples_images, self.total_steps = manager, samples, total_steps
+    self.first = jax.process_index() == 0
+    self.generators = families.get(config).create_generators(config.model)
+    self.writer = metric_writers.create_default_writer(mirror.local, just_logging=not self.first)
+    # A sweep's runs each write their own scalars and images (TensorBoard
+    # overlays them), each by the process that holds the run.
+    local = lambda folder: os.path.join(mirror.local, os.path.relpath(folder, workdir))
+    self.run_writers = [
+        self.writer if folder == workdir else metric_writers.create_default_writer(
+            local(folder), just_logging=owner != jax.process_index())
+        for folder, owner in zip(runs.folders, runs.owners)]
+    self.report_progress = periodic_actions.ReportProgress(num_train_steps=total_steps,
+                                                           writer=self.writer)
+    self.periodic = [self.report_progress] if self.first else []
+    if config.profile_steps > 0 and self.first:
+      self.periodic.append(periodic_actions.Profile(
+          logdir=mirror.local, num_profile_steps=config.profile_steps, profile_duration_ms=None,
+          first_profile=PROFILE_FIRST_STEP, every_secs=None))
+    # FID/KID during training: the Inception weights and the real test images'
+    # features are loaded once, before the first step, so a bad path fails now.
+    self.evaluator = (evaluate.Evaluator(config, self.generators)
+                      if config.eval.every_steps > 0 else None)
+    self.metric_sums, self.summed_steps = None, 0  # On the device, since the last log.
+    self.last_sync = time.time()
+
+  def start(self, start_step: int, progress) -> None:
+    self.progress, self.last_log = progress, (start_step, time.time())
+
+  def add(self, metrics) -> None:
+    """Adds a step's metrics to the sums kept on the device."""
+    self.metric_sums = metrics if self.metric_sums is None else add_metrics(self.metric_sums,
+                                                                            metrics)
+    self.summed_steps += 1
+
+  def stepped(self, done: int) -> None:
+    for action in self.periodic:
+      action(done)
+    self.progress.update(done)
+
+  def log(self, done: int) -> None:
+    """The mean losses since the last log, per run; a NaN stops training here."""
+    runs = self.runs
+    mean = {k: v / self.summed_steps for k, v in runs.on_host(self.metric_sums).items()}
+    _check_finite(done, mean, self.manager, runs)
+    self.metric_sums, self.summed_steps = None, 0
+    steps_per_sec = (done - self.last_log[0]) / (time.time() - self.last_log[1])
+    for i, run_writer in enumerate(self.run_writers):
+      summary = {**runs.values(mean, i), 'steps_per_sec': steps_per_sec}
+      run_writer.write_scalars(done, summary)
+      self.progress.line(runs.label(i) + console.metrics_line(done, self.total_steps, summary))
+    self.last_log = (done, time.time())
+    if time.time() - self.last_sync >= MIRROR_SECONDS:
+      self._sync()
+
+  def samples(self, state, done: int) -> None:
+    """Each local run's sample grid, to TensorBoard and W/samples/."""
+    runs = self.runs
+    with self.report_progress.timed('sample'):
+      for i in runs.local:
+        grid = sample_grid(self.generators, runs.params(state, i, self.generators),
+                           self.samples_images, self.config)
+        self.run_writers[i].write_images(done, {'samples': grid[None]})
+        if jax.process_index() == runs.owners[i]:
+          path = storage.join(runs.folders[i], 'samples', f'step_{done:08d}.png')
+          storage.makedirs(os.path.dirname(path))
+          image_io.write_png_atomically(path, grid)
+          self.progress.line(f'step {done}: {runs.label(i)}samples {path}')
+          if not self.first:
+            logging.info('step %d: %ssamples %s', done, runs.label(i), path)
+
+  def evaluate(self, state, done: int) -> None:
+    """FID/KID of each local run, its eval/ files, best so far and plot."""
+    runs = self.runs
+    with self.report_progress.timed('eval'):
+      for i in runs.local:
+        results = self.evaluator(runs.params(state, i, self.evaluator.networks))
+        self.run_writers[i].write_scalars(done, evaluate.scalars(results))
+        if jax.process_index() == runs.owners[i]:
+          evaluate.write_json(runs.folders[i], {'step': done, **results})
+          best = record_best(runs.folders[i], done, results)
+          for line in evaluate.summary_lines(done, results):
+            self.progress.bar.write(runs.label(i) + line)
+          self.progress.bar.write(runs.label(i) + 'best FID so far: ' + ', '.join(
+              f'{d} {b["fid"]:.4f} at step {b["step"]}' for d, b in best.items()))
+          self.run_writers[i].flush()  # The losses so far, for the plot.
+          self.mirror.sync()
+          curves.write_plot(runs.folders[i],
+                            title=runs.names[i] or os.path.basename(self.workdir))
+
+  def checkpoint(self, state, metrics, done: int) -> None:
+    """Saves the state, never a NaN one (the steps since the last log are
+    checked first), and a sweep's summary."""
+    if self.metric_sums is not None:
+      _check_finite(done, self.runs.on_host(self.metric_sums), self.manager, self.runs)
+    with self.report_progress.timed('checkpoint'):
+      checkpoints.save(self.manager, self.runs.saved(state), done)
+    self.progress.line(f'step {done}: checkpoint {checkpoints.step_dir(self.workdir, done)}')
+    self.runs.write_summary(self.workdir, done, metrics, self.progress)
+    self._sync()
+
+  def stopped(self, done: int, signal_name) -> None:
+    message = (f'Stopped by {signal_name or "another process"} after step {done} '
+               f'and saved a checkpoint there; run the same command to resume.')
+    self.progress.close()
+    logging.warning(message)
+    print(message, flush=True)
+
+  def _sync(self) -> None:
+    """Flushes the writers and copies a gs:// workdir's local files up."""
+    for run_writer in self.run_writers:
+      run_writer.flush()
+    self.mirror.sync()
+    self.last_sync = time.time()
+
+  def close(self) -> None:
+    checkpoints.wait_until_finished(self.manager)
+    for run_writer in self.run_writers:
+      run_writer.flush()
 
 
 def _write_sweep_summary(workdir: str, runs: Runs, step: int, metrics, progress) -> None:

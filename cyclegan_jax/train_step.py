@@ -3,8 +3,6 @@ family's per-device program (families/<kind>.py: `local_step`, each read top
 to bottom against its paper) under shard_map, under jit.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
@@ -14,38 +12,20 @@ from cyclegan_jax import state as state_lib
 from cyclegan_jax import sweeps
 
 
-def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, schedule):
-  """Returns jit(shard_map(local_step)): (state, batch) -> (state, metrics).
-
-  `batch` is {'A': images, 'B': images}, global arrays sharded over `data`.
-  The state is donated so its buffers are reused.
-  """
-  specs = state_lib.partition_specs(abstract_state)
-  local_step = families.of_state(abstract_state).local_step
-  step = jax.shard_map(
-      functools.partial(local_step, config=config, schedule=schedule),
-      mesh=mesh, in_specs=(specs, P('data')), out_specs=(specs, P()))
-  # The new state in exactly the shardings the state came in (shard_map would
-  # spell them P(None, ...), which the jit cache does not match with P()), so
-  # that step 2 runs the program compiled for step 1.
-  state_shardings = state_lib.shardings(mesh, abstract_state)
-  return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P())),
-                 donate_argnums=0)
-
-
-def make_sweep_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_epoch: int):
-  """Returns jit(shard_map(vmap(local_step))): (state, batch, values) ->
-  (state, metrics), every run of a sweep in one program (docs/sweeps.md).
+def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_epoch: int):
+  """Returns jit(shard_map(local_step over runs)): (state, batch, values) ->
+  (state, metrics), every run of training (one, or a sweep's) in one program.
 
   The state and batch have a leading runs axis, sharded over the `runs` mesh
   axis; each run's step is its family's `local_step`, data-parallel over
-  `data` as alone. `values` ({field: (runs,) array}) are the swept
-  hyperparameters: inside the step the config, learning-rate schedule and
-  optimisers a run reads are built from them (traced), so one program serves
-  every run. Metrics come back per run: {name: (runs,) array}.
+  `data`. `values` ({field: (runs,) array}, sweep_values; {} for one run) are
+  the swept hyperparameters: inside the step the config, learning-rate
+  schedule and optimisers a run reads are built from them (traced), so one
+  program serves every run (docs/sweeps.md). Metrics come back per run:
+  {name: (runs,) array}. The state is donated so its buffers are reused.
   """
   family = families.of_state(abstract_state)
-  specs = state_lib.sweep_partition_specs(abstract_state)
+  specs = state_lib.partition_specs(abstract_state)
   value_specs = {name: P('runs') for name in sweeps.traced_fields(config)}
 
   def run_step(state, batch, values):
@@ -65,17 +45,21 @@ def make_sweep_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps
   step = jax.shard_map(
       _over_runs(run_step, sweep_step_form(config, mesh)), mesh=mesh,
       in_specs=(specs, P('runs', 'data'), value_specs), out_specs=(specs, P('runs')))
-  state_shardings = state_lib.sweep_shardings(mesh, abstract_state)
+  # The new state in exactly the shardings the state came in, so that step 2
+  # runs the program compiled for step 1.
+  state_shardings = state_lib.shardings(mesh, abstract_state)
   return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P('runs'))),
                  donate_argnums=0)
 
 
 def sweep_step_form(config, mesh: jax.sharding.Mesh) -> str:
   """How the runs a device holds execute: config.train.sweep_step, where
-  'auto' is 'loop' on CPU and 'vmap' elsewhere."""
+  'auto' is 'loop' on CPU or with one run per device (the very program of a
+  run alone), and 'vmap' elsewhere."""
   form = config.train.sweep_step
   if form == 'auto':
-    return 'loop' if mesh.devices.flat[0].platform == 'cpu' else 'vmap'
+    one_per_device = len(sweeps.runs(config)) <= mesh.shape['runs']
+    return 'loop' if one_per_device or mesh.devices.flat[0].platform == 'cpu' else 'vmap'
   return form
 
 

@@ -105,14 +105,17 @@ def _reference_step(config, state, batch, num_devices):
 
 def _first_step(config, batch):
   """(initial state, state after one step, metrics) of the real train step."""
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
   schedule = optax.constant_schedule(config.train.lr)
-  state = state_lib.create_sharded_state(config, (32, 32, 3), mesh, schedule)
-  initial = jax.tree.map(np.asarray, state)  # The step donates `state`.
-  step = train_step_lib.make_train_step(config, mesh, state, schedule)
-  sharding = jax.NamedSharding(mesh, jax.P('data'))
-  new_state, metrics = step(state, {k: jax.device_put(v, sharding) for k, v in batch.items()})
-  return initial, new_state, {k: float(v) for k, v in metrics.items()}
+  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule)
+  one_run = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)
+  initial = one_run(state)  # The step donates `state`.
+  # Its learning rate at the first step is config.train.lr, as that of `schedule`.
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+  new_state, metrics = step(state, {k: jax.device_put(v[None], sharding)
+                                    for k, v in batch.items()}, {})
+  return initial, one_run(new_state), {k: float(v) for k, v in one_run(metrics).items()}
 
 
 def _check_against_reference(config, batch, num_devices, tolerance):

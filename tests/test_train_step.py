@@ -16,22 +16,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_steps(config, num_steps=2):
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  """(state without its runs axis, metrics of the last step) after
+  `num_steps` steps of one run on every device."""
+  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1)
-  state = state_lib.create_sharded_state(config, (32, 32, 3), mesh, schedule)
-  step = train_step_lib.make_train_step(config, mesh, state, schedule)
-  sharding = jax.NamedSharding(mesh, jax.P('data'))
+  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule)
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1)
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   rng = np.random.default_rng(0)
   expected_shardings = [x.sharding for x in jax.tree.leaves(state)]
   for _ in range(num_steps):
-    batch = {d: jax.device_put(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32), sharding)
-             for d in 'AB'}
-    state, metrics = step(state, batch)
+    batch = {d: jax.device_put(rng.uniform(-1, 1, (1, 2, 32, 32, 3)).astype(np.float32),
+                               sharding) for d in 'AB'}
+    state, metrics = step(state, batch, {})
     # The new state comes back in the shardings it went in with, so the next
     # step reuses the compiled program instead of compiling a second one.
     assert [x.sharding for x in jax.tree.leaves(state)] == expected_shardings
   assert step._cache_size() == 1  # pylint: disable=protected-access
-  return state, jax.device_get(metrics)
+  return (state_lib.without_runs_axis(state, mesh),
+          jax.tree.map(lambda x: x[0], jax.device_get(metrics)))
 
 
 @pytest.mark.parametrize('gan_mode,pool_size,lambda_identity', [
@@ -188,28 +191,30 @@ def test_one_and_three_steps_agree_with_the_official_step(pool_size):
   config.train.update(pool_size=pool_size, batch_size=1, num_steps=1000)  # lr constant.
   official = torch_reference.CycleGAN(ngf=8, ndf=8, n_blocks=2, pool_size=pool_size)
 
-  mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1])
+  mesh = jax.make_mesh((1, 1), ('runs', 'data'), devices=jax.devices()[:1])
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1)
-  state = state_lib.create_sharded_state(config, (32, 32, 3), mesh, schedule)
+  state = state_lib.without_runs_axis(
+      state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule), mesh)
   replicated = jax.NamedSharding(mesh, jax.P())
-  state = state.replace(**{
+  state = state_lib.with_runs_axis(state.replace(**{
       ours: getattr(state, ours).replace(params=jax.device_put(
           _official_params(getattr(official, name), getattr(state, ours).params), replicated))
-      for name, ours in OFFICIAL_NETWORKS.items()})
-  step = train_step_lib.make_train_step(config, mesh, state, schedule)
-  sharding = jax.NamedSharding(mesh, jax.P('data'))
+      for name, ours in OFFICIAL_NETWORKS.items()}), mesh)
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1)
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+  one_run = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)
 
   rng = np.random.default_rng(0)
   choices = set()  # Of full pools: a stored image returned (True) or the new one.
   for done in (1, 2, 3):
     a, b = (rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32) for _ in 'AB')
-    pools = {d: np.asarray(getattr(state, f'pool_fake_{d}').images) if pool_size else None
+    pools = {d: one_run(getattr(state, f'pool_fake_{d}').images) if pool_size else None
              for d in 'ab'}
-    state, metrics = step(state, {'A': jax.device_put(a, sharding),
-                                  'B': jax.device_put(b, sharding)})
+    state, metrics = step(state, {'A': jax.device_put(a[None], sharding),
+                                  'B': jax.device_put(b[None], sharding)}, {})
     if pool_size:
       for official_pool, d in ((official.pool_A, 'a'), (official.pool_B, 'b')):
-        before, after = pools[d][0], np.asarray(getattr(state, f'pool_fake_{d}').images)[0]
+        before, after = pools[d][0], one_run(getattr(state, f'pool_fake_{d}').images)[0]
         changed = [i for i in range(pool_size) if not np.array_equal(before[i], after[i])]
         official_pool.draw = lambda changed=changed: changed[0] if changed else None
         if done > pool_size:
@@ -217,7 +222,7 @@ def test_one_and_three_steps_agree_with_the_official_step(pool_size):
     to_torch = lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     official_losses = official.optimize_parameters(to_torch(a), to_torch(b))
 
-    metrics = jax.device_get(metrics)
+    metrics = one_run(metrics)
     for name, value in official_losses.items():
       np.testing.assert_allclose(metrics[OFFICIAL_LOSSES[name]], value.item(), rtol=1e-4,
                                  err_msg=f'step {done}: {name}')
@@ -225,7 +230,7 @@ def test_one_and_three_steps_agree_with_the_official_step(pool_size):
       for name, ours in OFFICIAL_NETWORKS.items():
         expected = flax.traverse_util.flatten_dict(
             _official_params(getattr(official, name), getattr(state, ours).params))
-        got = flax.traverse_util.flatten_dict(jax.device_get(getattr(state, ours).params))
+        got = flax.traverse_util.flatten_dict(one_run(getattr(state, ours).params))
         diffs = np.concatenate([np.abs(value - expected[path]).ravel()
                                 for path, value in got.items()
                                 if not _cancelled_by_norm(ours, path)])
@@ -251,9 +256,9 @@ def _sweep_steps(kind: str, form: str, num_steps: int = 3):
   config.sweep.train.lr = (2e-4,)
   mesh = jax.make_mesh((1, 1), ('runs', 'data'), devices=jax.devices()[:1])
   schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
-  state = state_lib.create_sharded_sweep_state(
+  state = state_lib.create_sharded_state(
       [sweeps.run_config(config, run) for run in sweeps.runs(config)], (32, 32), mesh, schedule)
-  step = train_step_lib.make_sweep_train_step(config, mesh, state, steps_per_epoch=1000)
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   values = train_step_lib.sweep_values(config, mesh)
   sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   rng = np.random.default_rng(0)
