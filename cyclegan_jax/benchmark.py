@@ -147,9 +147,8 @@ def _our_train_step(config):
   num_devices, batch_size = jax.device_count(), config.train.batch_size
   config_checks.check_global_batch(batch_size, num_devices)
   crop = config.data.crop_size
-  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   mesh = jax.make_mesh((1, num_devices), ('runs', 'data'))  # One run, as train.py holds it.
-  state = state_lib.create_sharded_state([config], (crop, crop), mesh, schedule)
+  state = state_lib.create_sharded_state([config], (crop, crop), mesh, steps_per_epoch=1000)
   train_step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   values = train_step_lib.sweep_values(config, mesh)
 
@@ -207,9 +206,8 @@ def _sweep_train_step(config, num_runs: int):
   mesh = jax.make_mesh(sweeps.mesh_shape(num_runs, jax.device_count()), ('runs', 'data'))
   config_checks.check_global_batch(config.train.batch_size, mesh.shape['data'])
   crop = config.data.crop_size
-  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   state = state_lib.create_sharded_state(
-      [sweeps.run_config(config, run) for run in runs], (crop, crop), mesh, schedule)
+      [sweeps.run_config(config, run) for run in runs], (crop, crop), mesh, steps_per_epoch=1000)
   train_step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   values = train_step_lib.sweep_values(config, mesh)
   batch = _noise_batch(config, (num_runs, config.train.batch_size),

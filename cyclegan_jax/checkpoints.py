@@ -19,6 +19,7 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
@@ -31,7 +32,11 @@ DAMAGED_DIR = 'checkpoints_damaged'
 # what an array means, bumps it, and comes with a converter or a refusal in
 # _check_format (and renewed fixtures: tests/fixtures/make_fixtures.py).
 # Checkpoints from before formats were recorded are format 1.
-FORMAT = 1
+#   1: each network's optimiser state is optax.adam's own.
+#   2: it is wrapped by optax.inject_hyperparams (the base learning rate and
+#      Adam's betas in the state); format 1 is read as the wrapped state.
+FORMAT = 2
+READS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -131,8 +136,8 @@ def _first_line(error: Exception) -> str:
 def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
   """Refuses, in one line, a checkpoint of a format this code cannot read."""
   custom = manager.metadata(step).custom_metadata or {}
-  found = int(custom.get('format', 1))
-  if found == FORMAT:
+  found = _format(manager, step)
+  if found in READS:
     return
   by = custom.get('written_by', 'another version')
   where = storage.join(str(manager.directory), str(step))
@@ -141,6 +146,33 @@ def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
   raise CheckpointError(f'{where}: checkpoint format {found} (written by {by}), but '
                         f'cyclegan_jax {_version()} reads format {FORMAT}; {advice}, or use '
                         'another --workdir')
+
+
+def _format(manager: ocp.CheckpointManager, step: int) -> int:
+  return int((manager.metadata(step).custom_metadata or {}).get('format', 1))
+
+
+def _is_optimizer_state(x) -> bool:
+  return isinstance(x, optax.InjectStatefulHyperparamsState)
+
+
+def _as_format_1(state):
+  """`state` as format 1 held it: each optimiser state without its wrapper."""
+  return jax.tree.map(lambda x: x.inner_state if _is_optimizer_state(x) else x, state,
+                      is_leaf=_is_optimizer_state)
+
+
+def _from_format_1(restored, target):
+  """A state restored as _as_format_1(target) holds, with `target`'s
+  optimiser wrappers around it: the hyperparameters (never saved in format
+  1) from `target`, the count of updates from Adam's own."""
+  def wrap(new, old):
+    if not _is_optimizer_state(new):
+      return old
+    counts = [x for path, x in jax.tree_util.tree_leaves_with_path(old)
+              if _key_path(path).endswith('count')]
+    return new._replace(count=counts[0], inner_state=old)
+  return jax.tree.map(wrap, target, restored, is_leaf=_is_optimizer_state)
 
 
 def _check_readable(directory: str) -> None:
@@ -199,6 +231,12 @@ def _whole_state_request(target, relay):
   and `relay(restored, target)` lays them out for this one; any other
   difference of names or shapes is refused in one line."""
   def request(manager, step):
+    if _format(manager, step) == 1:
+      args, finish = _request(manager, step, _as_format_1(target))
+      return args, lambda restored: _from_format_1(finish(restored), target)
+    return _request(manager, step, target)
+
+  def _request(manager, step, target):
     saved = {_key_path(p): tuple(m.shape) for p, m in
              jax.tree_util.tree_flatten_with_path(_saved_metadata(manager, step))[0]}
     wanted = {_key_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}

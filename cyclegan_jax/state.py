@@ -28,27 +28,61 @@ def schedule_steps(train_config, steps_per_epoch: int) -> tuple[int, int]:
           train_config.n_epochs_decay * steps_per_epoch)
 
 
-def learning_rate_schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
-  """Constant, then linear to zero.
+def learning_rate_schedule(train_config, steps_per_epoch: int, lr=None) -> optax.Schedule:
+  """Constant at `lr` (default train_config.lr), then linear to zero.
 
   The official code multiplies the rate by 1 - max(0, e - n_epochs) /
   (n_epochs_decay + 1) once per epoch e; this decays the same line per step.
   """
   constant, decay = schedule_steps(train_config, steps_per_epoch)
-  lr = train_config.lr
+  lr = train_config.lr if lr is None else lr
   return optax.join_schedules(
       [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, max(decay, 1))], [constant])
 
 
-def create_optimizer(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  return optax.adam(schedule, b1=train_config.beta1, b2=train_config.beta2)
+# The optimiser's hyperparameters held in its state (optax.inject_hyperparams),
+# by the config.train fields they come from: a sweep's runs differ in these
+# arrays, never in their program, and any optax wrapper keeps them.
+HYPERPARAMETERS = {'learning_rate': 'lr', 'b1': 'beta1', 'b2': 'beta2'}
 
 
-def create_state(config, image_shape, num_devices: int, schedule: optax.Schedule):
+def create_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Adam on the learning-rate schedule, its base rate and betas state."""
+  def adam(learning_rate, b1, b2):
+    schedule = learning_rate_schedule(train_config, steps_per_epoch, learning_rate)
+    return optax.adam(schedule, b1=b1, b2=b2)
+  return optax.inject_hyperparams(adam)(
+      **{name: train_config[field] for name, field in HYPERPARAMETERS.items()})
+
+
+def create_state(config, image_shape, num_devices: int, steps_per_epoch: int):
   """A fresh state of config.model.kind; `image_shape` is (H, W) of training
   images (or (H, W, C): channels come from config.model.input_nc/output_nc)."""
-  tx = create_optimizer(config.train, schedule)
+  tx = create_optimizer(config.train, steps_per_epoch)
   return families.get(config).create_state(config, image_shape, num_devices, tx)
+
+
+def _is_optimizer_state(x) -> bool:
+  return isinstance(x, optax.InjectStatefulHyperparamsState)
+
+
+def with_hyperparameters(state, values: dict):
+  """`state` with every optimiser's hyperparameters {name: value} set."""
+  def put(opt_state):
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, **{
+        name: jnp.asarray(value, opt_state.hyperparams[name].dtype)
+        for name, value in values.items()}})
+  return jax.tree.map(lambda x: put(x) if _is_optimizer_state(x) else x, state,
+                      is_leaf=_is_optimizer_state)
+
+
+def hyperparameters_of(fresh, state):
+  """`state` with the optimisers' hyperparameters of `fresh` (a state just
+  created from the config): a resumed run takes config.train.lr and the
+  betas as the config says now, as it always has."""
+  return jax.tree.map(
+      lambda new, old: old._replace(hyperparams=new.hyperparams) if _is_optimizer_state(new)
+      else old, fresh, state, is_leaf=_is_optimizer_state)
 
 
 # The state training holds: every leaf of a family's State with a leading
@@ -66,22 +100,26 @@ def shardings(mesh: jax.sharding.Mesh, state):
   return jax.tree.map(lambda spec: NamedSharding(mesh, spec), partition_specs(state))
 
 
-def create_sharded_state(run_configs, image_shape, mesh, schedule):
+def create_sharded_state(run_configs, image_shape, mesh, steps_per_epoch: int):
   """The runs' fresh states stacked on a leading axis, each the state its
   run would start from alone on mesh.shape['data'] devices: the initial
-  weights and keys come from each run's seed (vmapped), directly in their
-  shardings, on every host alike."""
+  weights and keys come from each run's seed, the optimisers'
+  hyperparameters from its config (vmapped), directly in their shardings,
+  on every host alike."""
   config = run_configs[0]
   seeds = jnp.array([c.seed for c in run_configs], jnp.int32)
+  values = {name: jnp.array([c.train[field] for c in run_configs], jnp.float32)
+            for name, field in HYPERPARAMETERS.items()}
 
-  def init(seeds):
-    def one(seed):
+  def init(seeds, values):
+    def one(seed, values):
       with_seed = sweeps.with_values(config, {'seed': seed})
-      return create_state(with_seed, image_shape, mesh.shape['data'], schedule)
-    return jax.vmap(one)(seeds)
+      state = create_state(with_seed, image_shape, mesh.shape['data'], steps_per_epoch)
+      return with_hyperparameters(state, values)
+    return jax.vmap(one)(seeds, values)
 
-  abstract = jax.eval_shape(init, seeds)
-  return jax.jit(init, out_shardings=shardings(mesh, abstract))(seeds)
+  abstract = jax.eval_shape(init, seeds, values)
+  return jax.jit(init, out_shardings=shardings(mesh, abstract))(seeds, values)
 
 
 def _resharded(fn, mesh, state, specs):

@@ -40,7 +40,6 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from cyclegan_jax import checkpoints
 from cyclegan_jax import families
@@ -321,7 +320,7 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   image_shape = (config.data.crop_size, config.data.crop_size)
   mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
   state = state_lib.without_runs_axis(state_lib.create_sharded_state(
-      [config], image_shape, mesh, optax.constant_schedule(config.train.lr)), mesh)
+      [config], image_shape, mesh, steps_per_epoch=1), mesh)
   replicated = jax.NamedSharding(mesh, jax.P())
   put = lambda params: jax.device_put(params, replicated)
   if single:

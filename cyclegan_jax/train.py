@@ -168,6 +168,7 @@ class Runs:
     restored = checkpoints.restore_latest(manager, workdir, target, relay)
     if restored is target:
       return state
+    restored = state_lib.hyperparameters_of(target, restored)
     return restored if self.sweep else state_lib.with_runs_axis(restored, self.mesh)
 
   def write_summary(self, workdir: str, step: int, metrics, progress) -> None:
@@ -384,13 +385,13 @@ def _train(config, workdir: str, mirror: storage.Mirror):
   batches, samples, data_description = open_training_data(
       runs.configs[runs.local[0]], runs.data_shard)
   image_size = training_image_size(config, batches)
-  schedule = state_lib.learning_rate_schedule(config.train, batches.steps_per_epoch)
   total_steps = sum(state_lib.schedule_steps(config.train, batches.steps_per_epoch))
   status(f'Data: {data_description}, {batches.steps_per_epoch} steps per epoch, {total_steps} '
          'steps in all.')
   for line in runs.describe():
     status(line)
-  state = state_lib.create_sharded_state(runs.configs, image_size, runs.mesh, schedule)
+  state = state_lib.create_sharded_state(runs.configs, image_size, runs.mesh,
+                                         batches.steps_per_epoch)
   _print_parameter_counts(runs, state)
 
   def relay(restored, state):  # A checkpoint written on another device count.

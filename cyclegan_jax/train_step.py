@@ -19,10 +19,11 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_e
   The state and batch have a leading runs axis, sharded over the `runs` mesh
   axis; each run's step is its family's `local_step`, data-parallel over
   `data`. `values` ({field: (runs,) array}, sweep_values; {} for one run) are
-  the swept hyperparameters: inside the step the config, learning-rate
-  schedule and optimisers a run reads are built from them (traced), so one
-  program serves every run (docs/sweeps.md). Metrics come back per run:
-  {name: (runs,) array}. The state is donated so its buffers are reused.
+  the swept hyperparameters: inside the step the config and learning-rate
+  schedule a run reads are built from them (traced), so one program serves
+  every run; the optimisers hold theirs in their state
+  (state.HYPERPARAMETERS). Metrics come back per run: {name: (runs,) array}
+  (docs/sweeps.md). The state is donated so its buffers are reused.
   """
   family = families.of_state(abstract_state)
   specs = state_lib.partition_specs(abstract_state)
@@ -31,16 +32,7 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_e
   def run_step(state, batch, values):
     run_config = sweeps.with_values(config, values)
     schedule = state_lib.learning_rate_schedule(run_config.train, steps_per_epoch)
-    tx = state_lib.create_optimizer(run_config.train, schedule)
-    # The optimisers are static fields of the TrainStates: this run's (its
-    # learning rate and Adam betas) for the update, the state's own after.
-    static = {name: getattr(state, name).tx for name in family.NETWORKS}
-    state = state.replace(**{name: getattr(state, name).replace(tx=tx)
-                             for name in family.NETWORKS})
-    state, metrics = family.local_step(state, batch, config=run_config, schedule=schedule)
-    state = state.replace(**{name: getattr(state, name).replace(tx=static[name])
-                             for name in family.NETWORKS})
-    return state, metrics
+    return family.local_step(state, batch, config=run_config, schedule=schedule)
 
   step = jax.shard_map(
       _over_runs(run_step, sweep_step_form(config, mesh)), mesh=mesh,

@@ -56,7 +56,7 @@ def test_configs_and_states_find_their_family():
     families.get(pix2pix)
   for config in (tiny.get_config(), tiny_pix2pix.get_config(), tiny_cut.get_config()):
     abstract = jax.eval_shape(lambda c=config: state_lib.create_state(
-        c, (32, 32), 1, state_lib.learning_rate_schedule(c.train, 10)))
+        c, (32, 32), 1, steps_per_epoch=10))
     family = families.of_state(abstract)
     assert family is families.get(config)
     assert state_lib.network_names(abstract) == family.NETWORKS

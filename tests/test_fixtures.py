@@ -18,6 +18,9 @@ from tests import synthetic
 from tests.fixtures import make_fixtures
 
 KINDS = ('cyclegan', 'pix2pix')
+# Format 1: optax.adam's own optimiser state; 2: wrapped by
+# optax.inject_hyperparams (read from 1 by checkpoints._from_format_1).
+FORMATS = (1, 2)
 
 
 @pytest.fixture(scope='module')
@@ -44,28 +47,38 @@ def _set_format(workdir, step, custom):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('fmt', FORMATS)
 @pytest.mark.parametrize('kind', KINDS)
-def test_a_fixture_workdir_resumes_and_continues(kind, data, tmp_path):
-  workdir = _copy(kind, tmp_path)
+def test_a_fixture_workdir_resumes_and_continues(kind, fmt, data, tmp_path):
+  workdir = _copy(kind, tmp_path, fmt)
   config = make_fixtures.fixture_config(kind)
   config.data.image_dir = data[kind]
   networks = ('gen_ab', 'gen_ba', 'disc_a', 'disc_b') if kind == 'cyclegan' else ('gen', 'disc')
   _, stored = checkpoints.load_params(workdir, networks)
+  _, whole = checkpoints.load_state(workdir)
   state = train.train_and_evaluate(config, workdir)  # num_steps 2: restores, trains nothing.
   assert int(state.step) == 2
   for name in networks:
     for saved, restored in zip(jax.tree.leaves(stored[name]),
                                jax.tree.leaves(getattr(state, name).params)):
       np.testing.assert_array_equal(np.asarray(saved), np.asarray(restored))
+    # Adam's moments and counts as saved; the hyperparameters the config's.
+    opt_state = getattr(state, name).opt_state
+    saved_adam = whole[name]['opt_state'] if fmt == 1 else whole[name]['opt_state']['inner_state']
+    for saved, restored in zip(jax.tree.leaves(saved_adam), jax.tree.leaves(opt_state.inner_state)):
+      np.testing.assert_array_equal(np.asarray(saved), np.asarray(restored))
+    assert int(opt_state.count) == 2
+    assert float(opt_state.hyperparams['learning_rate']) == np.float32(config.train.lr)
   config.train.num_steps = 4
   state = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 4
   assert os.listdir(checkpoints.checkpoint_dir(workdir)) == ['4']  # keep_checkpoints 1.
 
 
+@pytest.mark.parametrize('fmt', FORMATS)
 @pytest.mark.parametrize('kind', KINDS)
-def test_a_fixture_workdir_translates_as_when_it_was_written(kind, tmp_path):
-  workdir = _copy(kind, tmp_path)
+def test_a_fixture_workdir_translates_as_when_it_was_written(kind, fmt, tmp_path):
+  workdir = _copy(kind, tmp_path, fmt)
   inputs = tmp_path / 'inputs'
   inputs.mkdir()
   shutil.copy(make_fixtures.INPUT, inputs)

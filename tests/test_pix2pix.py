@@ -106,11 +106,9 @@ def _reference_step(config, state, batch, num_devices):
 def _first_step(config, batch):
   """(initial state, state after one step, metrics) of the real train step."""
   mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
-  schedule = optax.constant_schedule(config.train.lr)
-  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule)
+  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=1000)
   one_run = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)
   initial = one_run(state)  # The step donates `state`.
-  # Its learning rate at the first step is config.train.lr, as that of `schedule`.
   step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   new_state, metrics = step(state, {k: jax.device_put(v[None], sharding)

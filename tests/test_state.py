@@ -27,8 +27,7 @@ def test_schedule_from_num_steps_halves():
 
 def test_state_holds_four_networks_two_pools_per_device():
   config = tiny.get_config()
-  schedule = state_lib.learning_rate_schedule(config.train, 1)
-  state = state_lib.create_state(config, (32, 32, 3), num_devices=2, schedule=schedule)
+  state = state_lib.create_state(config, (32, 32, 3), num_devices=2, steps_per_epoch=1)
   assert int(state.step) == 0
   assert state.pool_fake_a.images.shape == (2, 50, 32, 32, 3)
   assert state.pool_fake_b.num_stored.shape == (2,)

@@ -19,8 +19,7 @@ def _run_steps(config, num_steps=2):
   """(state without its runs axis, metrics of the last step) after
   `num_steps` steps of one run on every device."""
   mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
-  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1)
-  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule)
+  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=1)
   step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1)
   sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   rng = np.random.default_rng(0)
@@ -192,9 +191,8 @@ def test_one_and_three_steps_agree_with_the_official_step(pool_size):
   official = torch_reference.CycleGAN(ngf=8, ndf=8, n_blocks=2, pool_size=pool_size)
 
   mesh = jax.make_mesh((1, 1), ('runs', 'data'), devices=jax.devices()[:1])
-  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1)
   state = state_lib.without_runs_axis(
-      state_lib.create_sharded_state([config], (32, 32, 3), mesh, schedule), mesh)
+      state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=1), mesh)
   replicated = jax.NamedSharding(mesh, jax.P())
   state = state_lib.with_runs_axis(state.replace(**{
       ours: getattr(state, ours).replace(params=jax.device_put(
@@ -255,9 +253,9 @@ def _sweep_steps(kind: str, form: str, num_steps: int = 3):
   config.sweep.seed = (0, 1)
   config.sweep.train.lr = (2e-4,)
   mesh = jax.make_mesh((1, 1), ('runs', 'data'), devices=jax.devices()[:1])
-  schedule = state_lib.learning_rate_schedule(config.train, steps_per_epoch=1000)
   state = state_lib.create_sharded_state(
-      [sweeps.run_config(config, run) for run in sweeps.runs(config)], (32, 32), mesh, schedule)
+      [sweeps.run_config(config, run) for run in sweeps.runs(config)], (32, 32), mesh,
+      steps_per_epoch=1000)
   step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
   values = train_step_lib.sweep_values(config, mesh)
   sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
@@ -305,3 +303,35 @@ def test_the_vmapped_sweep_step_agrees_with_the_loop_and_reruns_exactly(kind):
                                                    jax.tree.leaves(vmapped)))
   assert jax.tree.map(np.array_equal, again_metrics, vmapped_metrics) == jax.tree.map(
       lambda _: True, vmapped_metrics)
+
+
+def test_the_optimisers_hyperparameters_are_state_each_runs_own_under_a_wrapper(monkeypatch):
+  """A sweep's learning rates live in each optimiser's state
+  (optax.inject_hyperparams), so with an optimiser wrapped around it (here
+  gradient clipping first, optax.chain) each run still updates with its
+  own: learning rate 0 leaves the weights as they were, 2e-4 moves them."""
+  import optax  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import sweeps  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.train.update(batch_size=1, num_steps=1000)
+  config.sweep.train.lr = (0.0, 2e-4)
+  adam = state_lib.create_optimizer
+  monkeypatch.setattr(state_lib, 'create_optimizer', lambda *args: optax.chain(
+      optax.clip_by_global_norm(1.0), adam(*args)))
+  mesh = jax.make_mesh((1, 1), ('runs', 'data'), devices=jax.devices()[:1])
+  state = state_lib.create_sharded_state(
+      [sweeps.run_config(config, run) for run in sweeps.runs(config)], (32, 32), mesh,
+      steps_per_epoch=1000)
+  np.testing.assert_array_equal(
+      np.asarray(state.gen_ab.opt_state[1].hyperparams['learning_rate']),
+      np.float32([0.0, 2e-4]))
+  before = np.asarray(state.gen_ab.params['Conv_0']['kernel'])
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+  rng = np.random.default_rng(0)
+  batch = {d: jax.device_put(rng.uniform(-1, 1, (2, 1, 32, 32, 3)).astype(np.float32), sharding)
+           for d in 'AB'}
+  state, _ = step(state, batch, train_step_lib.sweep_values(config, mesh))
+  after = np.asarray(state.gen_ab.params['Conv_0']['kernel'])
+  np.testing.assert_array_equal(after[0], before[0])
+  assert np.abs(after[1] - before[1]).max() > 1e-5
