@@ -107,16 +107,19 @@ def _write_error(manager: ocp.CheckpointManager, error: Exception) -> OSError:
       'command again to resume from there')
 
 
-def save(manager: ocp.CheckpointManager, state, step: int | None = None) -> None:
+def save(manager: ocp.CheckpointManager, state, step: int | None = None,
+         fmt: int = FORMAT) -> None:
   """Saves asynchronously: the arrays are copied off the devices before this
   returns, so the caller may donate `state` to the next step right away.
+  `fmt`: the format `state` is in (another only for a state read as stored,
+  e.g. a run extracted from a sweep).
 
   Orbax writes into a temporary folder and renames it when complete, so a
   failed or killed save never looks like a checkpoint."""
   step = int(state.step) if step is None else step  # A sweep's state has a step per run.
   try:
     manager.save(step, args=ocp.args.StandardSave(state),
-                 custom_metadata={'format': FORMAT, 'written_by': f'cyclegan_jax {_version()}'})
+                 custom_metadata={'format': fmt, 'written_by': f'cyclegan_jax {_version()}'})
   except Exception as e:  # pylint: disable=broad-except  # Also an earlier async save's.
     raise _write_error(manager, e) from e
 
@@ -144,8 +147,8 @@ def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
   advice = ('upgrade cyclegan_jax to read it' if found > FORMAT else
             'no converter from it exists; read it with the version that wrote it')
   raise CheckpointError(f'{where}: checkpoint format {found} (written by {by}), but '
-                        f'cyclegan_jax {_version()} reads format {FORMAT}; {advice}, or use '
-                        'another --workdir')
+                        f'cyclegan_jax {_version()} reads formats {", ".join(map(str, READS))}; '
+                        f'{advice}, or use another --workdir')
 
 
 def _format(manager: ocp.CheckpointManager, step: int) -> int:
@@ -171,7 +174,8 @@ def _from_format_1(restored, target):
       return old
     counts = [x for path, x in jax.tree_util.tree_leaves_with_path(old)
               if _key_path(path).endswith('count')]
-    return new._replace(count=counts[0], inner_state=old)
+    # A copy: one buffer twice in a state could not be donated to the step.
+    return new._replace(count=jax.numpy.array(counts[0], copy=True), inner_state=old)
   return jax.tree.map(wrap, target, restored, is_leaf=_is_optimizer_state)
 
 
@@ -434,6 +438,11 @@ def load_state(workdir: str, step: int | None = None):
   if found is None:
     raise FileNotFoundError(f'{checkpoint_dir(workdir)}: no checkpoint')
   return found, restored
+
+
+def stored_format(workdir: str, step: int) -> int:
+  """The format of the checkpoint at `step` (1 if it records none)."""
+  return _format(_reading_manager(workdir), step)
 
 
 def load_params(workdir: str, networks: tuple[str, ...], step: int | None = None):

@@ -42,7 +42,7 @@ def extract_run(workdir: str, run: str | None, output: str, step: int | None = N
   if storage.isdir(folder):  # Samples, evaluation, TensorBoard events.
     storage.copytree(folder, output)
   manager = checkpoints.create_manager(output, config.keep_checkpoints)
-  checkpoints.save(manager, one_run, step)
+  checkpoints.save(manager, one_run, step, checkpoints.stored_format(workdir, step))
   checkpoints.wait_until_finished(manager)
   checkpoints.save_config(config, output)
   overrides = ' '.join(f'--config.{name}={value}' for name, value in found.values.items())

@@ -51,7 +51,7 @@ def create_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransf
   def adam(learning_rate, b1, b2):
     schedule = learning_rate_schedule(train_config, steps_per_epoch, learning_rate)
     return optax.adam(schedule, b1=b1, b2=b2)
-  return optax.inject_hyperparams(adam)(
+  return optax.inject_hyperparams(adam, hyperparam_dtype=jnp.float32)(
       **{name: train_config[field] for name, field in HYPERPARAMETERS.items()})
 
 
@@ -122,24 +122,37 @@ def create_sharded_state(run_configs, image_shape, mesh, steps_per_epoch: int):
   return jax.jit(init, out_shardings=shardings(mesh, abstract))(seeds, values)
 
 
-def _resharded(fn, mesh, state, specs):
-  out = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
-  return jax.jit(fn, out_shardings=out)(state)
+# The jitted re-layouts of a state, by (mesh, tree structure, direction):
+# compiled once, the state donated (a unit axis added or dropped aliases the
+# buffers, so no second copy of the state is made).
+_RELAYOUTS = {}
+
+
+def _relayout(state, mesh: jax.sharding.Mesh, drop: bool):
+  key = (mesh, jax.tree.structure(state), drop)
+  if key not in _RELAYOUTS:
+    family = families.of_state(state)
+    if drop:
+      one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+      specs, fn = family.partition_specs(one), lambda s: jax.tree.map(lambda x: x[0], s)
+    else:
+      specs = jax.tree.map(lambda spec: jax.P('runs', *spec), family.partition_specs(state))
+      fn = lambda s: jax.tree.map(lambda x: x[None], s)
+    out = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+    _RELAYOUTS[key] = jax.jit(fn, out_shardings=out, donate_argnums=0)
+  return _RELAYOUTS[key](state)
 
 
 def without_runs_axis(state, mesh: jax.sharding.Mesh):
-  """A state of one run without its runs axis (a copy on the devices, in the
-  family's own shardings): how a plain run's checkpoints hold it."""
-  one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
-  specs = families.of_state(state).partition_specs(one)
-  return _resharded(lambda s: jax.tree.map(lambda x: x[0], s), mesh, state, specs)
+  """A state of one run without its runs axis, in the family's own
+  shardings: how a plain run's checkpoints hold it. `state` is donated."""
+  return _relayout(state, mesh, drop=True)
 
 
 def with_runs_axis(state, mesh: jax.sharding.Mesh):
-  """without_runs_axis undone: the runs axis (of 1) put back."""
-  specs = jax.tree.map(lambda spec: jax.P('runs', *spec),
-                       families.of_state(state).partition_specs(state))
-  return _resharded(lambda s: jax.tree.map(lambda x: x[None], s), mesh, state, specs)
+  """without_runs_axis undone: the runs axis (of 1) put back. `state` is
+  donated."""
+  return _relayout(state, mesh, drop=False)
 
 
 def relay_per_device(restored, state):

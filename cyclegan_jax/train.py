@@ -158,18 +158,30 @@ class Runs:
     return f'{self.names[i]}: ' if self.sweep else ''
 
   def saved(self, state):
-    """The state as checkpoints hold it: one run's without the runs axis, a
-    sweep's as it is."""
+    """The state as checkpoints hold it: one run's without the runs axis
+    (`state` donated), a sweep's as it is."""
     return state if self.sweep else state_lib.without_runs_axis(state, self.mesh)
 
+  def trained(self, saved):
+    """`saved` undone: the state as training holds it (`saved` donated)."""
+    return saved if self.sweep else state_lib.with_runs_axis(saved, self.mesh)
+
+  def save(self, manager, state, step: int):
+    """Saves a checkpoint of `state` (donated); returns the state to train on."""
+    saved = self.saved(state)
+    checkpoints.save(manager, saved, step)  # The arrays are off the devices when it returns.
+    return self.trained(saved)
+
   def restore(self, manager, workdir: str, state, relay):
-    """checkpoints.restore_latest into `state` (as `saved` holds it)."""
+    """The newest checkpoint (checkpoints.restore_latest) restored into the
+    fresh `state` (donated), or that state; the optimisers' hyperparameters
+    are always the config's."""
     target = self.saved(state)
     restored = checkpoints.restore_latest(manager, workdir, target, relay)
-    if restored is target:
-      return state
-    restored = state_lib.hyperparameters_of(target, restored)
-    return restored if self.sweep else state_lib.with_runs_axis(restored, self.mesh)
+    if restored is not target:
+      restored = state_lib.hyperparameters_of(target, restored)
+    del target
+    return self.trained(restored)
 
   def write_summary(self, workdir: str, step: int, metrics, progress) -> None:
     """A sweep's W/sweep.json and table in the log, at a checkpoint (every
@@ -224,9 +236,8 @@ def record_best(workdir: str, step: int, metrics: dict) -> dict:
       continue
     if direction not in best or values['fid'] < best[direction]['fid']:
       best[direction] = {'step': step, 'fid': values['fid']}
-  if jax.process_index() == 0:
-    storage.makedirs(os.path.dirname(path))
-    storage.write_text_atomically(path, json.dumps(best, indent=2))
+  storage.makedirs(os.path.dirname(path))  # Called by the process that owns the run.
+  storage.write_text_atomically(path, json.dumps(best, indent=2))
   return best
 
 
@@ -440,7 +451,7 @@ def _train(config, workdir: str, mirror: storage.Mirror):
       if hooks.evaluator and not stop and due(config.eval.every_steps):
         hooks.evaluate(state, done)
       if due(config.checkpoint_every_steps):
-        hooks.checkpoint(state, metrics, done)
+        state = hooks.checkpoint(state, metrics, done)
       if stop:
         hooks.stopped(done, signals.received)
         break
@@ -569,16 +580,18 @@ class _Hooks:
           curves.write_plot(runs.folders[i],
                             title=runs.names[i] or os.path.basename(self.workdir))
 
-  def checkpoint(self, state, metrics, done: int) -> None:
-    """Saves the state, never a NaN one (the steps since the last log are
-    checked first), and a sweep's summary."""
+  def checkpoint(self, state, metrics, done: int):
+    """Saves the state (donated; returns the state to train on), never a
+    NaN one (the steps since the last log are checked first), and a sweep's
+    summary."""
     if self.metric_sums is not None:
       _check_finite(done, self.runs.on_host(self.metric_sums), self.manager, self.runs)
     with self.report_progress.timed('checkpoint'):
-      checkpoints.save(self.manager, self.runs.saved(state), done)
+      state = self.runs.save(self.manager, state, done)
     self.progress.line(f'step {done}: checkpoint {checkpoints.step_dir(self.workdir, done)}')
     self.runs.write_summary(self.workdir, done, metrics, self.progress)
     self._sync()
+    return state
 
   def stopped(self, done: int, signal_name) -> None:
     message = (f'Stopped by {signal_name or "another process"} after step {done} '
@@ -596,8 +609,8 @@ class _Hooks:
 
   def close(self) -> None:
     checkpoints.wait_until_finished(self.manager)
-    for run_writer in self.run_writers:
-      run_writer.flush()
+    for writer in {id(w): w for w in [self.writer, *self.run_writers]}.values():
+      writer.flush()
 
 
 def _write_sweep_summary(workdir: str, runs: Runs, step: int, metrics, progress) -> None:

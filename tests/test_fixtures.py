@@ -100,7 +100,7 @@ def test_a_checkpoint_of_an_unknown_format_is_refused_in_one_line(data, tmp_path
   workdir = _copy('cyclegan', tmp_path)
   _set_format(workdir, 2, {'format': 99, 'written_by': 'cyclegan_jax 9.0'})
   message = (f'{workdir}/checkpoints/2: checkpoint format 99 (written by cyclegan_jax 9.0), '
-             f'but cyclegan_jax {checkpoints._version()} reads format {checkpoints.FORMAT}; '
+             f'but cyclegan_jax {checkpoints._version()} reads formats 1, 2; '
              'upgrade cyclegan_jax to read it, or use another --workdir')
   with pytest.raises(checkpoints.CheckpointError) as error:
     checkpoints.load_params(workdir, ('gen_ab',))
@@ -137,3 +137,21 @@ def test_a_network_the_checkpoint_lacks_is_one_line(tmp_path):
       rf'^{workdir}/checkpoints/2: has no network gen \(it has disc_a, disc_b, gen_ab, gen_ba, '
       r'pool_fake_a, pool_fake_b, rng, step\); expected a checkpoint of this model kind$')):
     checkpoints.load_params(workdir, ('gen',))
+
+
+def test_a_state_read_as_stored_is_saved_in_its_own_format(data, tmp_path):
+  """What --mode=extract does (load_state, then save): a format-1 checkpoint
+  is written back as format 1, so that it still resumes."""
+  source = _copy('cyclegan', tmp_path)
+  step, state = checkpoints.load_state(source)
+  assert checkpoints.stored_format(source, step) == 1
+  workdir = str(tmp_path / 'copy')
+  checkpoints.prepare_workdir(workdir)
+  manager = checkpoints.create_manager(workdir, 1)
+  checkpoints.save(manager, state, step, checkpoints.stored_format(source, step))
+  checkpoints.wait_until_finished(manager)
+  assert checkpoints.stored_format(workdir, step) == 1
+  config = make_fixtures.fixture_config('cyclegan')
+  config.data.image_dir = data['cyclegan']
+  state = train.train_and_evaluate(config, workdir)  # num_steps 2: restores, trains nothing.
+  assert int(state.step) == 2 and int(state.gen_ab.opt_state.count) == 2
