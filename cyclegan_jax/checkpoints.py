@@ -33,8 +33,9 @@ DAMAGED_DIR = 'checkpoints_damaged'
 # _check_format (and renewed fixtures: tests/fixtures/make_fixtures.py).
 # Checkpoints from before formats were recorded are format 1.
 #   1: each network's optimiser state is optax.adam's own.
-#   2: it is wrapped by optax.inject_hyperparams (the base learning rate and
-#      Adam's betas in the state); format 1 is read as the wrapped state.
+#   2: it is wrapped by optax.inject_hyperparams (a sweep's runs' differing
+#      learning rates and Adam betas in its state); format 1 is read as the
+#      wrapped state.
 FORMAT = 2
 READS = (1, 2)
 

@@ -40,25 +40,40 @@ def learning_rate_schedule(train_config, steps_per_epoch: int, lr=None) -> optax
       [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, max(decay, 1))], [constant])
 
 
-# The optimiser's hyperparameters held in its state (optax.inject_hyperparams),
-# by the config.train fields they come from: a sweep's runs differ in these
-# arrays, never in their program, and any optax wrapper keeps them.
+# The optimiser's hyperparameters, by the config.train fields they come from.
+# Those that a sweep's runs differ in are held in the optimiser's state
+# (optax.inject_hyperparams: arrays with a runs axis, kept by any optax
+# wrapper), so that one program serves every run; the others are constants
+# of the program, as they are for a run alone, so that a run computes and
+# rounds in a sweep exactly as alone (XLA fuses arithmetic on a constant
+# otherwise than on an array).
 HYPERPARAMETERS = {'learning_rate': 'lr', 'b1': 'beta1', 'b2': 'beta2'}
 
 
-def create_optimizer(train_config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam on the learning-rate schedule, its base rate and betas state."""
+def hyperparameters_in_state(run_configs) -> tuple[str, ...]:
+  """The HYPERPARAMETERS whose values differ between the runs."""
+  return tuple(name for name, field in HYPERPARAMETERS.items()
+               if len({c.train[field] for c in run_configs}) > 1)
+
+
+def create_optimizer(train_config, steps_per_epoch: int,
+                     in_state: tuple[str, ...] = ()) -> optax.GradientTransformation:
+  """Adam on the learning-rate schedule; the HYPERPARAMETERS named in
+  `in_state` held in its state, the others constants."""
   def adam(learning_rate, b1, b2):
     schedule = learning_rate_schedule(train_config, steps_per_epoch, learning_rate)
     return optax.adam(schedule, b1=b1, b2=b2)
-  return optax.inject_hyperparams(adam, hyperparam_dtype=jnp.float32)(
+  constants = [name for name in HYPERPARAMETERS if name not in in_state]
+  return optax.inject_hyperparams(adam, static_args=constants, hyperparam_dtype=jnp.float32)(
       **{name: train_config[field] for name, field in HYPERPARAMETERS.items()})
 
 
-def create_state(config, image_shape, num_devices: int, steps_per_epoch: int):
+def create_state(config, image_shape, num_devices: int, steps_per_epoch: int,
+                 in_state: tuple[str, ...] = ()):
   """A fresh state of config.model.kind; `image_shape` is (H, W) of training
-  images (or (H, W, C): channels come from config.model.input_nc/output_nc)."""
-  tx = create_optimizer(config.train, steps_per_epoch)
+  images (or (H, W, C): channels come from config.model.input_nc/output_nc);
+  `in_state`: the optimiser hyperparameters held in its state."""
+  tx = create_optimizer(config.train, steps_per_epoch, in_state)
   return families.get(config).create_state(config, image_shape, num_devices, tx)
 
 
@@ -104,17 +119,19 @@ def create_sharded_state(run_configs, image_shape, mesh, steps_per_epoch: int):
   """The runs' fresh states stacked on a leading axis, each the state its
   run would start from alone on mesh.shape['data'] devices: the initial
   weights and keys come from each run's seed, the optimisers'
-  hyperparameters from its config (vmapped), directly in their shardings,
-  on every host alike."""
+  hyperparameters that differ between the runs from its config (vmapped),
+  directly in their shardings, on every host alike."""
   config = run_configs[0]
   seeds = jnp.array([c.seed for c in run_configs], jnp.int32)
-  values = {name: jnp.array([c.train[field] for c in run_configs], jnp.float32)
-            for name, field in HYPERPARAMETERS.items()}
+  in_state = hyperparameters_in_state(run_configs)
+  values = {name: jnp.array([c.train[HYPERPARAMETERS[name]] for c in run_configs], jnp.float32)
+            for name in in_state}
 
   def init(seeds, values):
     def one(seed, values):
       with_seed = sweeps.with_values(config, {'seed': seed})
-      state = create_state(with_seed, image_shape, mesh.shape['data'], steps_per_epoch)
+      state = create_state(with_seed, image_shape, mesh.shape['data'], steps_per_epoch,
+                           in_state)
       return with_hyperparameters(state, values)
     return jax.vmap(one)(seeds, values)
 
