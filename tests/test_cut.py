@@ -29,10 +29,10 @@ from cyclegan_jax import models
 from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
-from cyclegan_jax import train_step as train_step_lib
 from cyclegan_jax import translate
 from cyclegan_jax.families import cut
 from tests import learning_comparison
+from tests import one_step
 from tests import synthetic
 from tests import test_reproducibility
 from tests import xla_flags
@@ -255,21 +255,8 @@ def _reference_step(config, state, batch, num_devices):
   return new, (g_grads, d_grads, f_grads), values
 
 
-def _first_step(config, batch):
-  """(initial state, state after one step, metrics) of the real train step."""
-  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
-  state = state_lib.create_sharded_state([config], (32, 32), mesh, steps_per_epoch=1000)
-  one_run = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)
-  initial = one_run(state)  # The step donates `state`.
-  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
-  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
-  new_state, metrics = step(state, {k: jax.device_put(v[None], sharding)
-                                    for k, v in batch.items()}, {})
-  return initial, one_run(new_state), {k: float(v) for k, v in one_run(metrics).items()}
-
-
 def _check_against_reference(config, batch, num_devices):
-  initial, new_state, metrics = _first_step(config, batch)
+  initial, new_state, metrics = one_step.first_step(config, batch, (32, 32))
   new, grads, reference = _reference_step(config, initial, batch, num_devices)
   assert set(metrics) == {*reference, 'gen/total', 'learning_rate'}
   for name, value in reference.items():  # The loss values, not just the parameters.

@@ -20,9 +20,8 @@ from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import losses
 from cyclegan_jax import models
 from cyclegan_jax.data import paired_data
-from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
-from cyclegan_jax import train_step as train_step_lib
+from tests import one_step
 from tests import synthetic
 from tests import xla_flags
 
@@ -65,7 +64,7 @@ def _reference_step(config, state, batch, num_devices):
   norm over its own images, its own dropout key) and the gradients are
   averaged. Returns (gen params, disc params, losses)."""
   gen, disc = models.create_generator(config.model), models.create_discriminator(config.model)
-  tx = state_lib.create_optimizer(config.train, optax.constant_schedule(config.train.lr))
+  tx = optax.adam(config.train.lr, b1=config.train.beta1, b2=config.train.beta2)
   bce = lambda pred, real: losses.gan_loss(pred, real, 'vanilla')
   G = lambda p, x, key: gen.apply({'params': p}, x, train=True, rngs={'dropout': key})
   D = lambda p, x, out: disc.apply({'params': p}, jnp.concatenate([x, out], -1))
@@ -103,21 +102,8 @@ def _reference_step(config, state, batch, num_devices):
   return new_gen, new_disc, {k: float(np.mean(v)) for k, v in values.items()}
 
 
-def _first_step(config, batch):
-  """(initial state, state after one step, metrics) of the real train step."""
-  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
-  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=1000)
-  one_run = lambda tree: jax.tree.map(lambda x: np.asarray(x)[0], tree)
-  initial = one_run(state)  # The step donates `state`.
-  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=1000)
-  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
-  new_state, metrics = step(state, {k: jax.device_put(v[None], sharding)
-                                    for k, v in batch.items()}, {})
-  return initial, one_run(new_state), {k: float(v) for k, v in one_run(metrics).items()}
-
-
 def _check_against_reference(config, batch, num_devices, tolerance):
-  initial, new_state, metrics = _first_step(config, batch)
+  initial, new_state, metrics = one_step.first_step(config, batch, (32, 32, 3))
   new_gen, new_disc, reference = _reference_step(config, initial, batch, num_devices)
   assert set(metrics) == {'gen/adversarial', 'gen/l1', 'gen/total', 'disc/loss',
                           'learning_rate'}
@@ -223,9 +209,9 @@ def test_four_devices_average_per_device_gradients(aligned_folder):
 def test_wgangp_adds_the_gradient_penalty(aligned_folder):
   config, batch = _batch(aligned_folder, 1)
   config.train.gan_mode = 'wgangp'
-  _, _, with_penalty = _first_step(config, batch)
+  _, _, with_penalty = one_step.first_step(config, batch, (32, 32, 3))
   config.train.lambda_gp = 0.0
-  _, _, without = _first_step(config, batch)
+  _, _, without = one_step.first_step(config, batch, (32, 32, 3))
   assert with_penalty['disc/loss'] > without['disc/loss'] + 1e-3
 
 
