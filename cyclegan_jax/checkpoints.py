@@ -140,7 +140,7 @@ def _first_line(error: Exception) -> str:
 def _check_format(manager: ocp.CheckpointManager, step: int) -> None:
   """Refuses, in one line, a checkpoint of a format this code cannot read."""
   custom = manager.metadata(step).custom_metadata or {}
-  found = _format(manager, step)
+  found = int(custom.get('format', 1))
   if found in READS:
     return
   by = custom.get('written_by', 'another version')
@@ -156,14 +156,15 @@ def _format(manager: ocp.CheckpointManager, step: int) -> int:
   return int((manager.metadata(step).custom_metadata or {}).get('format', 1))
 
 
-def _is_optimizer_state(x) -> bool:
+def is_optimizer_state(x) -> bool:
+  """Whether `x` is a network's optimiser state (format 2's wrapper)."""
   return isinstance(x, optax.InjectStatefulHyperparamsState)
 
 
 def _as_format_1(state):
   """`state` as format 1 held it: each optimiser state without its wrapper."""
-  return jax.tree.map(lambda x: x.inner_state if _is_optimizer_state(x) else x, state,
-                      is_leaf=_is_optimizer_state)
+  return jax.tree.map(lambda x: x.inner_state if is_optimizer_state(x) else x, state,
+                      is_leaf=is_optimizer_state)
 
 
 def _from_format_1(restored, target):
@@ -171,13 +172,13 @@ def _from_format_1(restored, target):
   optimiser wrappers around it: the hyperparameters (never saved in format
   1) from `target`, the count of updates from Adam's own."""
   def wrap(new, old):
-    if not _is_optimizer_state(new):
+    if not is_optimizer_state(new):
       return old
     counts = [x for path, x in jax.tree_util.tree_leaves_with_path(old)
               if _key_path(path).endswith('count')]
     # A copy: one buffer twice in a state could not be donated to the step.
     return new._replace(count=jax.numpy.array(counts[0], copy=True), inner_state=old)
-  return jax.tree.map(wrap, target, restored, is_leaf=_is_optimizer_state)
+  return jax.tree.map(wrap, target, restored, is_leaf=is_optimizer_state)
 
 
 def _check_readable(directory: str) -> None:

@@ -77,27 +77,24 @@ def create_state(config, image_shape, num_devices: int, steps_per_epoch: int,
   return families.get(config).create_state(config, image_shape, num_devices, tx)
 
 
-def _is_optimizer_state(x) -> bool:
-  return isinstance(x, optax.InjectStatefulHyperparamsState)
-
-
 def with_hyperparameters(state, values: dict):
   """`state` with every optimiser's hyperparameters {name: value} set."""
   def put(opt_state):
     return opt_state._replace(hyperparams={**opt_state.hyperparams, **{
         name: jnp.asarray(value, opt_state.hyperparams[name].dtype)
         for name, value in values.items()}})
-  return jax.tree.map(lambda x: put(x) if _is_optimizer_state(x) else x, state,
-                      is_leaf=_is_optimizer_state)
+  return jax.tree.map(lambda x: put(x) if checkpoints.is_optimizer_state(x) else x, state,
+                      is_leaf=checkpoints.is_optimizer_state)
 
 
 def hyperparameters_of(fresh, state):
   """`state` with the optimisers' hyperparameters of `fresh` (a state just
   created from the config): a resumed run takes config.train.lr and the
   betas as the config says now, as it always has."""
+  is_optimizer_state = checkpoints.is_optimizer_state
   return jax.tree.map(
-      lambda new, old: old._replace(hyperparams=new.hyperparams) if _is_optimizer_state(new)
-      else old, fresh, state, is_leaf=_is_optimizer_state)
+      lambda new, old: old._replace(hyperparams=new.hyperparams) if is_optimizer_state(new)
+      else old, fresh, state, is_leaf=is_optimizer_state)
 
 
 # The state training holds: every leaf of a family's State with a leading
