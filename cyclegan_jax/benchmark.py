@@ -158,8 +158,10 @@ def _our_train_step(config):
   channels = families.get(config).domain_channels(config)
   put = lambda host: {key: jax.make_array_from_process_local_data(
       sharding, x[None], (1, batch_size, *x.shape[1:])) for key, x in host.items()}
-  batch = put({key: rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(
-      np.float32) for key in ('A', 'B')})
+  # Noise as 8-bit images come: uint8 pixels, mapped to [-1, 1] in the step.
+  noise = lambda: {key: rng.integers(0, 256, (local_batch, crop, crop, channels[key]),
+                                     dtype=np.uint8) for key in ('A', 'B')}
+  batch = put(noise())
   start = time.perf_counter()
   compiled = train_step.lower(state, batch, values).compile()
   compile_seconds = time.perf_counter() - start
@@ -170,8 +172,7 @@ def _our_train_step(config):
 
   # As train.py runs steps: host batches (a few, in turn) sent to the devices
   # ahead of their step, metrics summed on the device, one wait at the end.
-  host_batches = [{key: rng.uniform(-1, 1, (local_batch, crop, crop, channels[key])).astype(
-      np.float32) for key in ('A', 'B')} for _ in range(4)]
+  host_batches = [noise() for _ in range(4)]
 
   def run_loop(count: int) -> None:
     nonlocal state

@@ -26,12 +26,14 @@ The training loop uses `Evaluator` directly: built once, it scores any
 generator parameters.
 """
 
+import functools
 import hashlib
 import json
 import os
 
 from clu import metric_writers
 import jax
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from cyclegan_jax import curves
@@ -139,15 +141,39 @@ def _batched(fn, images: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(outputs)
 
 
-def translate_images(generator, params, images: np.ndarray, batch_size: int) -> np.ndarray:
+@functools.lru_cache(maxsize=32)
+def _data_parallel(fn, devices: tuple, *static):
+  """fn(*static, constants, images) data-parallel over `devices` (a `data`
+  mesh): the constants on every device, the images split between them, each
+  device running fn on its own rows, the program one device alone runs. So
+  an image's result is the one a single device gives on the same rows,
+  whatever the number of devices."""
+  mesh = jax.sharding.Mesh(np.asarray(devices), ('data',))
+  program = jax.jit(jax.shard_map(lambda constants, images: fn(*static, constants, images),
+                                  mesh=mesh, in_specs=(P(), P('data')), out_specs=P('data')))
+
+  def run(constants, images):
+    put = lambda tree, spec: jax.device_put(tree, jax.NamedSharding(mesh, spec))
+    return program(put(constants, P()), put(images, P('data')))
+  return run
+
+
+def _devices(devices) -> tuple:
+  return tuple(devices) if devices else tuple(jax.local_devices())
+
+
+def translate_images(generator, params, images: np.ndarray, batch_size: int,
+                     devices=None) -> np.ndarray:
   """uint8 images, or floats in [-1, 1] (the test transform's output, at full
-  precision) -> translated uint8 images (generation.generate: test mode, the
-  fixed test-time dropout key), `batch_size` images per forward pass."""
+  precision) -> translated uint8 images (generation: test mode, the fixed
+  test-time dropout key), `batch_size` images per forward pass on each of
+  `devices` (default: this process's), which share the images between them."""
   if images.dtype == np.uint8:
     images = image_io.to_unit(images, 0, 255)
-  return _batched(
-      lambda x: input_pipeline.to_uint8(generation.generate(generator, params, x)),
-      images, batch_size)
+  devices = _devices(devices)
+  generate = _data_parallel(generation.apply_in_test_mode, devices, generator)
+  return _batched(lambda x: input_pipeline.to_uint8(generate(params, x)), images,
+                  batch_size * len(devices))
 
 
 def scored_images(config, num_images: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -211,33 +237,39 @@ class Evaluator:
         features[id(targets)] = self.features(targets)
       self.real_features[name] = features[id(targets)]
 
-  def features(self, images_uint8: np.ndarray) -> np.ndarray:
+  def features(self, images_uint8: np.ndarray, devices=None) -> np.ndarray:
     """(N, 2048) Inception features of uint8 images (gray ones seen as RGB),
-    with the preprocessing of self.fid_mode."""
+    with the preprocessing of self.fid_mode, eval.batch_size images a pass on
+    each of `devices` (default: this process's)."""
+    devices = _devices(devices)
     if self.fid_mode == 'clean':
-      return _batched(
-          lambda x: inception.features_clean(
-              self.variables, inception.resize_clean(image_io.for_viewing(x))),
-          images_uint8, self.batch_size)
-    return _batched(
-        lambda x: inception.features(self.variables,
-                                     image_io.for_viewing(x).astype(np.float32) / 255.0),
-        images_uint8, self.batch_size)
+      features = _data_parallel(inception.features_clean, devices)
+      prepare = lambda x: inception.resize_clean(image_io.for_viewing(x))
+    else:
+      features = _data_parallel(inception.features, devices)
+      prepare = lambda x: image_io.for_viewing(x).astype(np.float32) / 255.0
+    return _batched(lambda x: np.asarray(features(self.variables, prepare(x))), images_uint8,
+                    self.batch_size * len(devices))
 
-  def translate(self, network: str, params, images: np.ndarray) -> np.ndarray:
-    """Images -> translated uint8 images, translate_batch_size at a time."""
+  def translate(self, network: str, params, images: np.ndarray, devices=None) -> np.ndarray:
+    """Images -> translated uint8 images, translate_batch_size at a time on
+    each of `devices`."""
     return translate_images(self.generators[network], params, images,
-                            min(self.translate_batch_size, self.batch_size))
+                            min(self.translate_batch_size, self.batch_size), devices)
 
-  def __call__(self, params: dict) -> dict:
-    """{network name: params} (at least self.networks) -> {direction: scores}."""
+  def __call__(self, params: dict, devices=None) -> dict:
+    """{network name: params} (at least self.networks) -> {direction: scores},
+    the test images shared between `devices` (default: this process's; in
+    training, those of the run's row), each with the batches one device
+    alone would take, so the scores do not depend on their number."""
     missing = [name for name in self.networks if name not in params]
     if missing:
       raise KeyError(f'Evaluator needs the parameters of {", ".join(self.networks)}; '
                      f'missing {", ".join(missing)}')
     metrics = {}
     for name, network in self.directions:
-      fake = self.features(self.translate(network, params[network], self.inputs[name]))
+      fake = self.features(self.translate(network, params[network], self.inputs[name], devices),
+                           devices)
       real = self.real_features[name]
       kid_mean, kid_std = fid.kernel_inception_distance(
           fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])

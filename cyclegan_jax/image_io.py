@@ -85,6 +85,30 @@ def _read_pillow(data: bytes) -> np.ndarray:
     return array if array.ndim == 3 else array[..., None]
 
 
+# Formats whose files Pillow decodes only to 8-bit pixels.
+_EIGHT_BIT_EXTENSIONS = ('.jpg', '.jpeg', '.bmp', '.webp')
+
+
+def is_eight_bit(path: str) -> bool:
+  """Whether `read` gives uint8 pixels for this file, from its name or header
+  alone (JPEG, BMP, WebP; a PNG of bit depth 8 or less; a TIFF of uint8
+  samples). False for a file whose header does not say (it is read in full
+  later, and errors are reported then)."""
+  lower = path.lower()
+  if lower.endswith(_EIGHT_BIT_EXTENSIONS):
+    return True
+  try:
+    with storage.open(path, 'rb') as f:
+      if lower.endswith(TIFF_EXTENSIONS):
+        import tifffile  # pylint: disable=import-outside-toplevel
+        with tifffile.TiffFile(f) as tiff:
+          return tiff.series[0].dtype == np.uint8
+      header = f.read(26)
+  except Exception:  # pylint: disable=broad-exception-caught
+    return False
+  return header.startswith(_PNG_SIGNATURE) and 0 < _png_bit_depth(header) <= 8
+
+
 def read(path: str) -> np.ndarray:
   """An image file -> (H, W, C) array of its own pixel type (uint8, uint16,
   int16 or float32). BadImageError, naming the file, for anything that does

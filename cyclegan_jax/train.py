@@ -86,8 +86,10 @@ class Runs:
     per_row = len(self) // mesh.shape['runs']
     rows = [mesh.devices[i // per_row] for i in range(len(self))]
     self.owners = [row[0].process_index for row in rows]
-    self.local = [i for i, row in enumerate(rows)
-                  if any(d.process_index == jax.process_index() for d in row)]
+    # Each run's devices in this process, which evaluate it.
+    self.local_devices = [tuple(d for d in row if d.process_index == jax.process_index())
+                          for row in rows]
+    self.local = [i for i, devices in enumerate(self.local_devices) if devices]
 
   def __len__(self) -> int:
     return len(self.configs)
@@ -566,7 +568,8 @@ class _Hooks:
     runs = self.runs
     with self.report_progress.timed('eval'):
       for i in runs.local:
-        results = self.evaluator(runs.params(state, i, self.evaluator.networks))
+        results = self.evaluator(runs.params(state, i, self.evaluator.networks),
+                                 runs.local_devices[i])
         self.run_writers[i].write_scalars(done, evaluate.scalars(results))
         if jax.process_index() == runs.owners[i]:
           evaluate.write_json(runs.folders[i], {'step': done, **results})

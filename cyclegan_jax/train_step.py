@@ -6,8 +6,10 @@ to bottom against its paper) under shard_map, under jit.
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 from cyclegan_jax import families
+from cyclegan_jax import image_io
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import sweeps
 
@@ -17,7 +19,8 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_e
   (state, metrics), every run of training (one, or a sweep's) in one program.
 
   The state and batch have a leading runs axis, sharded over the `runs` mesh
-  axis; each run's step is its family's `local_step`, data-parallel over
+  axis (the batch: [-1, 1] floats, or 8-bit images as uint8 pixels, which
+  pixels_to_unit maps); each run's step is its family's `local_step`, data-parallel over
   `data`. `values` ({field: (runs,) array}, sweep_values; {} for one run) are
   the swept hyperparameters: inside the step the config and learning-rate
   schedule a run reads are built from them (traced), so one program serves
@@ -32,6 +35,7 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_e
   def run_step(state, batch, values):
     run_config = sweeps.with_values(config, values)
     schedule = state_lib.learning_rate_schedule(run_config.train, steps_per_epoch)
+    batch = {domain: pixels_to_unit(images) for domain, images in batch.items()}
     return family.local_step(state, batch, config=run_config, schedule=schedule)
 
   step = jax.shard_map(
@@ -42,6 +46,20 @@ def make_train_step(config, mesh: jax.sharding.Mesh, abstract_state, steps_per_e
   state_shardings = state_lib.shardings(mesh, abstract_state)
   return jax.jit(step, out_shardings=(state_shardings, jax.NamedSharding(mesh, P('runs'))),
                  donate_argnums=0)
+
+
+# Each 8-bit value's [-1, 1] float, as the input pipeline maps it on the host
+# (image_io.to_unit). A lookup keeps those exact bits: XLA computes
+# x / 127.5 - 1 as x * (1 / 127.5) - 1, which is one float off for some x.
+_UNIT_OF_PIXEL = image_io.to_unit(np.arange(256), 0, 255)
+
+
+def pixels_to_unit(images: jax.Array) -> jax.Array:
+  """A batch of uint8 pixels (the input pipeline sends 8-bit images so: a
+  quarter of the bytes) -> [-1, 1] float32; floats pass through."""
+  if images.dtype != jnp.uint8:
+    return images
+  return jnp.asarray(_UNIT_OF_PIXEL)[images]
 
 
 def sweep_step_form(config, mesh: jax.sharding.Mesh) -> str:

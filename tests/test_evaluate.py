@@ -366,3 +366,50 @@ def test_errors_name_what_is_missing(trained, weights, tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(cases[name][1]), last
     assert '--inception_weights=PATH' in last or name == 'no_checkpoint'
+
+
+_SHARDED_EVALUATION = '''
+import sys
+import numpy as np
+from cyclegan_jax import checkpoints, configuration, evaluate, families
+arrays = {}
+for kind, workdir in (('cyclegan', sys.argv[2]), ('pix2pix', sys.argv[3])):
+  config = configuration.load(workdir)
+  evaluator = evaluate.Evaluator(config, families.get(config).create_generators(config.model))
+  _, params = checkpoints.load_params(workdir, evaluator.networks)
+  for name, network in evaluator.directions:
+    fake = evaluator.translate(network, params[network], evaluator.inputs[name])
+    arrays[f'{kind}/{name}/fake'] = fake
+    arrays[f'{kind}/{name}/features'] = evaluator.features(fake)
+    arrays[f'{kind}/{name}/real_features'] = evaluator.real_features[name]
+np.savez(sys.argv[1], **arrays)
+'''
+
+
+def test_the_test_images_shared_between_devices_score_as_on_one(trained, trained_pix2pix,
+                                                                 tmp_path):
+  """Evaluation shares the test images between the devices, each taking the
+  batches one device alone takes: on 3 devices (3 images in batches of 2: a
+  device with padding only; pix2pix's one image a pass) the translations
+  and Inception features equal one device's bit for bit."""
+  from tests import xla_flags  # pylint: disable=import-outside-toplevel
+  env = xla_flags.with_cpu_devices(3, os.environ.get('XLA_FLAGS', ''))
+  result = subprocess.run([sys.executable, '-c', _SHARDED_EVALUATION, str(tmp_path / 'x.npz'),
+                           str(trained), str(trained_pix2pix)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  sharded = np.load(tmp_path / 'x.npz')
+  checked = 0
+  for kind, workdir in (('cyclegan', trained), ('pix2pix', trained_pix2pix)):
+    config = configuration.load(str(workdir))
+    evaluator = evaluate.Evaluator(config, families.get(config).create_generators(config.model))
+    _, params = checkpoints.load_params(str(workdir), evaluator.networks)
+    for name, network in evaluator.directions:
+      fake = evaluator.translate(network, params[network], evaluator.inputs[name])
+      assert len(fake) == NUM_IMAGES
+      np.testing.assert_array_equal(sharded[f'{kind}/{name}/fake'], fake)
+      np.testing.assert_array_equal(sharded[f'{kind}/{name}/features'], evaluator.features(fake))
+      np.testing.assert_array_equal(sharded[f'{kind}/{name}/real_features'],
+                                    evaluator.real_features[name])
+      checked += 1
+  assert checked == 3

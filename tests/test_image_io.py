@@ -163,3 +163,25 @@ def test_preprocess_of_sixteen_bit_and_many_channels():
   assert out5.shape == (32, 32, 5)
   for c in range(5):  # Every channel got the same crop and flip.
     np.testing.assert_allclose(out5[..., c], floats[..., 0], atol=1e-6)
+
+
+def test_is_eight_bit_says_what_read_will_give_from_the_header(tmp_path):
+  rgb = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  Image.fromarray(rgb).save(tmp_path / 'photo.jpg')
+  Image.fromarray(rgb).save(tmp_path / 'photo.bmp')
+  Image.fromarray(rgb).save(tmp_path / 'photo.webp')
+  Image.fromarray(rgb).convert('P').save(tmp_path / 'palette.png')
+  Image.fromarray(rgb).convert('1').save(tmp_path / 'bilevel.png')
+  for name, pixels in [('rgb8.png', rgb), ('gray16.png', rgb[..., :1].astype(np.uint16) * 257),
+                       ('rgb16.png', rgb.astype(np.uint16)), ('rgb8.tif', rgb),
+                       ('gray16.tif', rgb[..., :1].astype(np.uint16)),
+                       ('float.tif', rgb.astype(np.float32) / 255)]:
+    image_io.write(str(tmp_path / name), pixels)
+  for path in sorted(tmp_path.iterdir()):
+    assert image_io.is_eight_bit(str(path)) == (image_io.read(str(path)).dtype == np.uint8), path
+  assert [p.name for p in sorted(tmp_path.iterdir()) if image_io.is_eight_bit(str(p))] == [
+      'bilevel.png', 'palette.png', 'photo.bmp', 'photo.jpg', 'photo.webp', 'rgb8.png',
+      'rgb8.tif']
+  (tmp_path / 'broken.png').write_bytes(b'not a png')  # Unknown: not 8-bit.
+  assert not image_io.is_eight_bit(str(tmp_path / 'broken.png'))
+  assert not image_io.is_eight_bit(str(tmp_path / 'missing.tif'))

@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
+from cyclegan_jax import image_io
 from cyclegan_jax.data import input_pipeline
 
 
@@ -455,3 +456,40 @@ def test_tfds_source_under_mock_data_resizes_random_sizes():
                                              seed=0, global_batch=2)
     batch = batches.batch(0)
   assert batch['A'].shape == (2, 32, 32, 3) and batch['B'].shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize('decoded_cache_mb', [0, 64])  # One run, and a sweep's shared store.
+def test_eight_bit_images_go_to_the_device_as_their_pixels(tmp_path, decoded_cache_mb):
+  """With pixels=True an 8-bit domain's batches are its uint8 pixels, which
+  map (image_io.to_unit) to the very floats of the float batches; a domain
+  with a 16-bit file, or a value range other than (0, 255), stays float."""
+  for split in input_pipeline.SPLITS:
+    os.makedirs(tmp_path / split)
+    for i in range(3):
+      Image.fromarray(_image(40, 44, seed=i)).save(tmp_path / split / f'{i}.png')
+  Image.fromarray(_image(40, 44, seed=9)).save(tmp_path / 'trainA' / '3.jpg')
+  sixteen_bit = _image(40, 44, seed=5)[..., :1].astype(np.uint16) * 257
+  image_io.write(str(tmp_path / 'trainB' / '3.tif'), sixteen_bit)
+  config = _data_config(image_dir=str(tmp_path))
+  sources = input_pipeline.open_sources(config)
+
+  def batches(pixels, config=config):
+    first = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config,
+                                           seed=2, global_batch=2, pixels=pixels)
+    return first.for_seeds([2], decoded_cache_mb)[0]
+  sent, floats = batches(True), batches(False)
+  assert sent.pixels == {'A': True, 'B': False} and floats.pixels == {'A': False, 'B': False}
+  for step in range(4):
+    got, expected = sent.batch(step), floats.batch(step)
+    assert got['A'].dtype == np.uint8 and got['B'].dtype == np.float32
+    np.testing.assert_array_equal(image_io.to_unit(got['A'], 0, 255), expected['A'])
+    np.testing.assert_array_equal(got['B'], expected['B'])
+  assert batches(True, _data_config(image_dir=str(tmp_path),
+                                    value_range=(0, 100))).pixels['A'] is False
+  # A file that turns 16-bit after the start is refused, never stacked with the rest.
+  before = batches(True)
+  for i in range(3):
+    image_io.write(str(tmp_path / 'trainA' / f'{i}.png'), sixteen_bit)
+  with pytest.raises(input_pipeline.BadImageError, match='^trainA: an image of step 0 is no '
+                     'longer 8-bit'):
+    before.batch(0)

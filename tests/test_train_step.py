@@ -335,3 +335,25 @@ def test_the_optimisers_hyperparameters_are_state_each_runs_own_under_a_wrapper(
   after = np.asarray(state.gen_ab.params['Conv_0']['kernel'])
   np.testing.assert_array_equal(after[0], before[0])
   assert np.abs(after[1] - before[1]).max() > 1e-5
+
+
+def test_a_batch_of_eight_bit_pixels_steps_exactly_as_its_floats():
+  """The input pipeline sends 8-bit images as uint8; the step maps them to
+  the very floats the host would (image_io.to_unit), so training is the same
+  bit for bit, a quarter of the bytes sent."""
+  from cyclegan_jax import image_io  # pylint: disable=import-outside-toplevel
+  from tests import one_step  # pylint: disable=import-outside-toplevel
+  every_value = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+  np.testing.assert_array_equal(  # Bits, not values: -0.0 and 0.0 would pass as equal.
+      np.asarray(jax.jit(train_step_lib.pixels_to_unit)(every_value)).view(np.uint32),
+      image_io.to_unit(every_value, 0, 255).view(np.uint32))
+  rng = np.random.default_rng(0)
+  pixels = {d: rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for d in 'AB'}
+  config = tiny.get_config()
+  config.train.batch_size = 2
+  _, from_pixels, metrics = one_step.first_step(config, pixels, (32, 32, 3))
+  _, from_floats, expected = one_step.first_step(
+      config, {d: image_io.to_unit(x, 0, 255) for d, x in pixels.items()}, (32, 32, 3))
+  assert metrics == expected
+  for got, want in zip(jax.tree.leaves(from_pixels), jax.tree.leaves(from_floats), strict=True):
+    np.testing.assert_array_equal(got, want)

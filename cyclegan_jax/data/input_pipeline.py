@@ -89,6 +89,21 @@ def _found(files: list[str], folder: str) -> list[str]:
   return files
 
 
+def all_eight_bit(files) -> bool:
+  """Whether every file gives 8-bit pixels (image_io.is_eight_bit: names and
+  headers only, read in threads)."""
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    return all(pool.map(image_io.is_eight_bit, files))
+
+
+def sends_pixels(source, data_config) -> bool:
+  """Whether a source's training images go to the device as uint8 pixels:
+  all of them 8-bit (its `eight_bit()`; sources without one: no) and mapped
+  from (0, 255)."""
+  return (image_io.value_range(data_config.value_range, np.uint8) == (0, 255)
+          and bool(getattr(source, 'eight_bit', lambda: False)()))
+
+
 class FolderSource(Sequence):
   """Random access to the images of one folder (one domain of one split)."""
 
@@ -102,6 +117,9 @@ class FolderSource(Sequence):
   def __getitem__(self, index: int) -> np.ndarray:
     return load_image(self.files[index], self.channels, self.value_range)
 
+  def eight_bit(self) -> bool:
+    return all_eight_bit(self.files)
+
 
 class TfdsSource(Sequence):
   """Random access to the images of one split of a TFDS image dataset."""
@@ -112,6 +130,7 @@ class TfdsSource(Sequence):
     builder = tfds.builder(name, data_dir=data_dir or None, file_format='array_record')
     builder.download_and_prepare()
     self._source = builder.as_data_source(split=split)
+    self._pixel_type = np.dtype(builder.info.features['image'].np_dtype)
     self.name, self.channels, self.value_range = f'{name} {split}', channels, value_range
 
   def __len__(self):
@@ -123,6 +142,9 @@ class TfdsSource(Sequence):
     image = image_io.to_channels(image, self.channels, where)  # Official convert('RGB' | 'L').
     image_io.check_value_range(image, self.value_range, where)
     return image
+
+  def eight_bit(self) -> bool:
+    return self._pixel_type == np.uint8
 
 
 def open_sources(data_config, channels: dict[str, int] | None = None) -> dict[str, Sequence]:
@@ -220,16 +242,23 @@ def _resized_planes(image: np.ndarray, data_config, train: bool) -> list:
 
 
 def _cropped_and_flipped(planes: list, dtype, data_config,
-                         rng: np.random.Generator | None) -> np.ndarray:
+                         rng: np.random.Generator | None, pixels: bool = False) -> np.ndarray:
   """Crop (random with `rng`, else centred), sizes to a multiple of 4, flip
-  (with `rng`), [-1, 1] floats, by the value rule of the file's pixel type."""
+  (with `rng`), [-1, 1] floats, by the value rule of the file's pixel type.
+  With `pixels`, an 8-bit image that maps from (0, 255) stays uint8 (the
+  train step maps it, exactly as image_io.to_unit does)."""
   if data_config.preprocess in ('resize_and_crop', 'crop', 'scale_width_and_crop'):
     planes = _crop(planes, data_config.crop_size, rng)
   # Official `__make_power_2(base=4)`: sizes rounded to a multiple of 4.
   w, h = planes[0].size
   planes = _resize(planes, (max(4, round(w / 4) * 4), max(4, round(h / 4) * 4)))
-  array = _from_planes(planes).astype(np.float32)
+  array = _from_planes(planes)
   low, high = image_io.value_range(data_config.value_range, dtype)
+  if pixels and dtype == np.uint8 and (low, high) == (0, 255):
+    if rng is not None and data_config.flip and rng.random() < 0.5:
+      array = array[:, ::-1]
+    return np.ascontiguousarray(array)
+  array = array.astype(np.float32)
   if dtype != np.uint8:  # Bicubic overshoot, as Pillow clips 8-bit images.
     array = np.clip(array, low, high)
   if rng is not None and data_config.flip and rng.random() < 0.5:
@@ -244,13 +273,14 @@ def resize_to_load(image: np.ndarray, data_config, train: bool) -> tuple[np.ndar
 
 
 def crop_and_flip(resized: tuple[np.ndarray, type], data_config,
-                  rng: np.random.Generator | None) -> np.ndarray:
+                  rng: np.random.Generator | None, pixels: bool = False) -> np.ndarray:
   """The second half of `preprocess`, on resize_to_load's output."""
-  pixels, dtype = resized
-  return _cropped_and_flipped(_to_planes(pixels), dtype, data_config, rng)
+  array, dtype = resized
+  return _cropped_and_flipped(_to_planes(array), dtype, data_config, rng, pixels)
 
 
-def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) -> np.ndarray:
+def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None,
+               pixels: bool = False) -> np.ndarray:
   """The official `get_transform`: an (H, W, C) image of any pixel type ->
   float32 in [-1, 1] by the value rule (image_io: config.data.value_range,
   or the type's full range).
@@ -260,10 +290,11 @@ def preprocess(image: np.ndarray, data_config, rng: np.random.Generator | None) 
   gray and RGB images are resampled as Pillow's L and RGB images, as in the
   official code; others channel by channel in float, clipped to their range.
   Equal to crop_and_flip(resize_to_load(...)), without the round trip
-  through an array between the two halves.
+  through an array between the two halves. With `pixels`, an 8-bit image
+  mapped from (0, 255) is given as its uint8 pixels instead.
   """
   return _cropped_and_flipped(_resized_planes(image, data_config, rng is not None),
-                              image.dtype, data_config, rng)
+                              image.dtype, data_config, rng, pixels)
 
 
 def to_uint8(images) -> np.ndarray:
@@ -376,7 +407,7 @@ class UnpairedBatches:
 
   def __init__(self, source_a, source_b, data_config, seed: int, global_batch: int,
                process_index: int = 0, process_count: int = 1,
-               names: tuple[str, str] = ('trainA', 'trainB')):
+               names: tuple[str, str] = ('trainA', 'trainB'), pixels: bool = False):
     if global_batch % process_count:
       raise ValueError(f'config.train.batch_size={global_batch} does not divide over '
                        f'{process_count} processes')
@@ -388,6 +419,14 @@ class UnpairedBatches:
     self.local_batch = global_batch // process_count
     self.epoch_length = max(len(source_a), len(source_b))
     self.local_epoch_length = max(len(self.shard_a), len(self.shard_b))
+    # Domains whose images go to the device as uint8 pixels, a quarter of
+    # the bytes of floats, mapped to [-1, 1] inside the train step: with
+    # `pixels`, a domain whose every image is 8-bit (sends_pixels). Decided
+    # from the whole source, so every process and step agrees and the step
+    # is compiled once.
+    eight_bit_a = pixels and sends_pixels(source_a, data_config)
+    self.pixels = {'A': eight_bit_a, 'B': eight_bit_a if source_b is source_a
+                   else pixels and sends_pixels(source_b, data_config)}
     self.skipped: set[str] = set()
     self._skipped_lock = threading.Lock()  # `iterate` calls `batch` from several threads.
     self.decoded: DecodedImages | None = None
@@ -431,13 +470,14 @@ class UnpairedBatches:
     index_a = self._permutation(epoch)[position] % len(self.shard_a)
     index_b = self._rng(1, k).integers(len(self.shard_b))
     augment = self._rng(2, k)
+    config, pixels = self.data_config, self.pixels
     if self.decoded is None:  # One run: no image is kept.
-      return (preprocess(self._read(self.shard_a, index_a), self.data_config, augment),
-              preprocess(self._read(self.shard_b, index_b), self.data_config, augment))
+      return (preprocess(self._read(self.shard_a, index_a), config, augment, pixels['A']),
+              preprocess(self._read(self.shard_b, index_b), config, augment, pixels['B']))
     resized = lambda shard, i: self.decoded.get(
-        (shard.name, int(i)), lambda: resize_to_load(self._read(shard, i), self.data_config, True))
-    return (crop_and_flip(resized(self.shard_a, index_a), self.data_config, augment),
-            crop_and_flip(resized(self.shard_b, index_b), self.data_config, augment))
+        (shard.name, int(i)), lambda: resize_to_load(self._read(shard, i), config, True))
+    return (crop_and_flip(resized(self.shard_a, index_a), config, augment, pixels['A']),
+            crop_and_flip(resized(self.shard_b, index_b), config, augment, pixels['B']))
 
   def _read(self, shard: Shard, index: int) -> np.ndarray:
     """Image `index` of the shard, or (skip_bad_images) the next one that reads."""
@@ -462,6 +502,11 @@ class UnpairedBatches:
     pairs = [self._example(k) for k in range(first, first + self.local_batch)]
     images = {'A': [a for a, _ in pairs], 'B': [b for _, b in pairs]}
     for domain, batch in images.items():
+      if self.pixels[domain] and any(x.dtype != np.uint8 for x in batch):
+        shard = self.shard_a if domain == 'A' else self.shard_b
+        raise BadImageError(f'{shard.name}: an image of step {step} is no longer 8-bit, as '
+                            'all were when training started; restart the run to read them '
+                            'as they are now')
       if len({x.shape for x in batch}) > 1:
         raise ValueError(
             f'config.data.preprocess={self.data_config.preprocess!r} gives {domain} images '

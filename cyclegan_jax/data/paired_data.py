@@ -38,6 +38,9 @@ class AlignedSource(Sequence):
   def __len__(self):
     return len(self.files)
 
+  def eight_bit(self) -> bool:
+    return input_pipeline.all_eight_bit(self.files)
+
   def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
     path = self.files[index]
     image = input_pipeline.load_image(path, None, self.value_range)
@@ -83,6 +86,9 @@ class PairedFolderSource(Sequence):
 
   def __len__(self):
     return len(self.files)
+
+  def eight_bit(self) -> bool:
+    return input_pipeline.all_eight_bit([path for pair in self.files for path in pair])
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
     path_a, path_b = self.files[index]
@@ -132,9 +138,9 @@ class PairedBatches(input_pipeline.UnpairedBatches):
   loader), its A and B given the same crop and flip, drawn from (seed, p, k)."""
 
   def __init__(self, source, data_config, seed: int, global_batch: int,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1, pixels: bool = False):
     super().__init__(source, source, data_config, seed, global_batch, process_index,
-                     process_count, names=('train', 'train'))
+                     process_count, names=('train', 'train'), pixels=pixels)
 
   def _example(self, k: int) -> tuple[np.ndarray, np.ndarray]:
     epoch, position = divmod(k, self.local_epoch_length)
@@ -149,8 +155,8 @@ class PairedBatches(input_pipeline.UnpairedBatches):
     a, b = self._resized(('train', index), resized)
     # Two generators from the same seed draw the same crop and flip for A and
     # B, which have one size (the official code draws them once from A's size).
-    return (input_pipeline.crop_and_flip(a, self.data_config, self._rng(2, k)),
-            input_pipeline.crop_and_flip(b, self.data_config, self._rng(2, k)))
+    return (input_pipeline.crop_and_flip(a, self.data_config, self._rng(2, k), self.pixels['A']),
+            input_pipeline.crop_and_flip(b, self.data_config, self._rng(2, k), self.pixels['B']))
 
 
 def test_pairs(source, data_config, count: int) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ def open_unpaired_training_data(config, shard, channels):
   a line describing the data): CycleGAN's and CUT's data."""
   sources = input_pipeline.open_sources(config.data, channels)
   batches = input_pipeline.UnpairedBatches(sources['trainA'], sources['trainB'], config.data,
-                                           *shard)
+                                           *shard, pixels=True)
   samples = {domain: input_pipeline.test_images(sources['test' + domain], config.data,
                                                 config.num_samples) for domain in 'AB'}
   return batches, samples, (f'{len(sources["trainA"])} A and {len(sources["trainB"])} B '

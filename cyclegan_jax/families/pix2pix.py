@@ -135,7 +135,7 @@ def open_training_data(config, shard, channels):
   """(training pairs in batches, test pairs for the sample grids, a line
   describing the data)."""
   sources = paired_data.open_paired_sources(config.data, channels)
-  batches = paired_data.PairedBatches(sources['train'], config.data, *shard)
+  batches = paired_data.PairedBatches(sources['train'], config.data, *shard, pixels=True)
   samples = paired_data.test_pairs(sources['test'], config.data, config.num_samples)
   return batches, samples, f'{len(sources["train"])} training pairs'
 
