@@ -51,11 +51,11 @@ def platform_conv() -> ModuleDef:
   return CPU_CONV if jax.default_backend() == 'cpu' else nn.Conv
 
 
-def _conv(conv: ModuleDef, features, kernel, stride=1, padding=0, use_bias=True,
-          dtype=jnp.float32, init='normal'):
+def conv_layer(conv: ModuleDef, features, kernel, stride=1, padding=0, use_bias=True,
+               dtype=jnp.float32, init='normal', name=None):
   p = ((padding, padding), (padding, padding))
   return conv(features, (kernel, kernel), strides=(stride, stride), padding=p,
-              use_bias=use_bias, kernel_init=INITS[init], dtype=dtype)
+              use_bias=use_bias, kernel_init=INITS[init], dtype=dtype, name=name)
 
 
 class ConvTranspose(nn.Module):
@@ -140,7 +140,7 @@ def _conv_transpose(conv_transpose: ModuleDef, features, kernel, padding, output
                         dtype=dtype, init_type=init)
 
 
-def _reflect_pad(x, pad):
+def reflect_pad(x, pad):
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode='reflect')
 
 
@@ -188,7 +188,7 @@ class BatchNorm(nn.Module):
 NORMS = ('instance', 'batch')
 
 
-def _norm_layer(norm: str, dtype):
+def norm_layer(norm: str, dtype):
   if norm == 'instance':
     return _instance_norm(dtype)
   if norm == 'batch':
@@ -196,7 +196,7 @@ def _norm_layer(norm: str, dtype):
   raise ValueError(f'config.model.norm={norm!r}: expected one of {", ".join(NORMS)}')
 
 
-def _uses_bias(norm: str) -> bool:
+def uses_bias(norm: str) -> bool:
   # Official `use_bias = norm_layer == InstanceNorm2d`: a conv before a batch
   # norm needs no bias (the norm's own bias does its job).
   return norm == 'instance'
@@ -213,12 +213,12 @@ class ResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    conv = functools.partial(_conv, self.conv, self.features, 3, use_bias=_uses_bias(self.norm),
+    conv = functools.partial(conv_layer, self.conv, self.features, 3, use_bias=uses_bias(self.norm),
                              dtype=self.dtype, init=self.init_type)
-    y = nn.relu(_norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(x, 1))))
+    y = nn.relu(norm_layer(self.norm, self.dtype)(conv()(reflect_pad(x, 1))))
     if self.dropout:
       y = nn.Dropout(0.5, deterministic=not (train or self.dropout_at_test))(y)
-    y = _norm_layer(self.norm, self.dtype)(conv()(_reflect_pad(y, 1)))
+    y = norm_layer(self.norm, self.dtype)(conv()(reflect_pad(y, 1)))
     return x + y
 
 
@@ -249,12 +249,12 @@ class ResnetGenerator(nn.Module):
   def layers(self, train: bool) -> list:
     """The official nn.Sequential, one callable per entry, so that entry k
     here is entry k there (CUT's `nce_layers` count them)."""
-    bias, dtype = _uses_bias(self.norm), self.dtype
+    bias, dtype = uses_bias(self.norm), self.dtype
     # static_argnums counts the module as 0: `train` (2) is a Python bool.
     block = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
-    norm = lambda: _norm_layer(self.norm, dtype)
-    conv = functools.partial(_conv, self.conv, use_bias=bias, dtype=dtype, init=self.init_type)
-    layers = [lambda x: _reflect_pad(x.astype(dtype), 3), conv(self.ngf, 7), norm(), nn.relu]
+    norm = lambda: norm_layer(self.norm, dtype)
+    conv = functools.partial(conv_layer, self.conv, use_bias=bias, dtype=dtype, init=self.init_type)
+    layers = [lambda x: reflect_pad(x.astype(dtype), 3), conv(self.ngf, 7), norm(), nn.relu]
     for mult in (2, 4):  # Two downsamplings by 2.
       if self.antialias:
         layers += [conv(self.ngf * mult, 3, padding=1), norm(), nn.relu, blur.blur_downsample]
@@ -272,8 +272,8 @@ class ResnetGenerator(nn.Module):
         layers += [_conv_transpose(self.conv_transpose, self.ngf * mult, 3, padding=1,
                                    output_padding=1, use_bias=bias, dtype=dtype,
                                    init=self.init_type), norm(), nn.relu]
-    layers += [lambda x: _reflect_pad(x, 3),
-               _conv(self.conv, self.output_nc, 7, dtype=dtype, init=self.init_type),
+    layers += [lambda x: reflect_pad(x, 3),
+               conv_layer(self.conv, self.output_nc, 7, dtype=dtype, init=self.init_type),
                lambda x: jnp.tanh(x.astype(jnp.float32))]
     return layers
 
@@ -315,13 +315,13 @@ class UnetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    n, ngf, bias = self.num_downs, self.ngf, _uses_bias(self.norm)
+    n, ngf, bias = self.num_downs, self.ngf, uses_bias(self.norm)
     inner = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)
-    down = functools.partial(_conv, self.conv, kernel=4, stride=2, padding=1, use_bias=bias,
+    down = functools.partial(conv_layer, self.conv, kernel=4, stride=2, padding=1, use_bias=bias,
                              dtype=self.dtype)
     up = functools.partial(_conv_transpose, self.conv_transpose, kernel=4, padding=1,
                            output_padding=0, dtype=self.dtype)
-    norm = lambda: _norm_layer(self.norm, self.dtype)
+    norm = lambda: norm_layer(self.norm, self.dtype)
     # nn.remat of a function of (module, x): its layers keep the names they have
     # without remat (Conv_0, ...), so the parameter tree is the same.
     checkpointed = nn.remat if self.remat else lambda step: step
@@ -381,14 +381,14 @@ class NLayerDiscriminator(nn.Module):
     for n in range(self.n_layers + 1):
       strided = n < self.n_layers
       stride = 1 if self.antialias or not strided else 2
-      x = _conv(self.conv, self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
-                use_bias=n == 0 or _uses_bias(self.norm), dtype=self.dtype, init=self.init_type)(x)
+      x = conv_layer(self.conv, self.ndf * min(2**n, 8), 4, stride=stride, padding=1,
+                use_bias=n == 0 or uses_bias(self.norm), dtype=self.dtype, init=self.init_type)(x)
       if n > 0:  # The first layer has no norm.
-        x = _norm_layer(self.norm, self.dtype)(x)
+        x = norm_layer(self.norm, self.dtype)(x)
       x = nn.leaky_relu(x, negative_slope=0.2)
       if self.antialias and strided:
         x = blur.blur_downsample(x)
-    x = _conv(self.conv, 1, 4, padding=1, dtype=self.dtype, init=self.init_type)(x)
+    x = conv_layer(self.conv, 1, 4, padding=1, dtype=self.dtype, init=self.init_type)(x)
     return x.astype(jnp.float32)
 
 
@@ -402,11 +402,11 @@ class PixelDiscriminator(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    bias = _uses_bias(self.norm)
-    conv = functools.partial(_conv, self.conv, dtype=self.dtype, init=self.init_type)
+    bias = uses_bias(self.norm)
+    conv = functools.partial(conv_layer, self.conv, dtype=self.dtype, init=self.init_type)
     x = x.astype(self.dtype)
     x = nn.leaky_relu(conv(self.ndf, 1)(x), negative_slope=0.2)
-    x = _norm_layer(self.norm, self.dtype)(conv(self.ndf * 2, 1, use_bias=bias)(x))
+    x = norm_layer(self.norm, self.dtype)(conv(self.ndf * 2, 1, use_bias=bias)(x))
     x = conv(1, 1, use_bias=bias)(nn.leaky_relu(x, negative_slope=0.2))
     return x.astype(jnp.float32)
 

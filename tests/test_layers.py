@@ -16,17 +16,17 @@ LAYERS = (
               'inception', 'inception_weights', 'losses', 'memory', 'storage', 'tiled_io',
               'workdir_lock', 'xla_cpu_options')),
     ('ops', ('ops',)),
-    ('nets', ('models', 'generation', 'tiling')),
+    ('nets', ('models', 'sb_models', 'generation', 'tiling')),
     ('data', ('data',)),
     ('families', ('families',)),
     ('config, state, inference', ('configuration', 'config_checks', 'sweeps', 'state',
                                   'train_step', 'inference')),
     ('services', ('curves', 'evaluate', 'export', 'extract', 'report', 'results_page',
-                  'torch_import', 'torch_reference', 'translate', 'video')),
+                  'torch_import', 'torch_reference', 'translate', 'unsb_reference', 'video')),
     ('programs', ('train', 'benchmark', 'gpu_smoke', 'main.py')),
 )
 # Modules that need an optional extra: imported where they are used.
-OPTIONAL = ('export', 'torch_import', 'torch_reference')
+OPTIONAL = ('export', 'torch_import', 'torch_reference', 'unsb_reference')
 
 
 def _files() -> dict[str, str]:
