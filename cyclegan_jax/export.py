@@ -141,6 +141,11 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
                      'export it without test-time dropout (as the official test.py --eval '
                      'runs it) with --dropout_at_test=false, or translate with '
                      '--mode=translate')
+  if getattr(generator, 'draws_noise', False):
+    raise ValueError('this generator draws noise at each of its translation steps (UNSB), '
+                     'which an ONNX file of dynamic size cannot reproduce, and exporting its '
+                     'single step (inputs x, t, z) is not available yet; translate with '
+                     '--mode=translate')
   multiple = models.generator_multiple(generator)
 
   def on_blocks(blocks):  # (batch, H/m, m, W/m, m, C) -> G(image)

@@ -35,6 +35,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cyclegan_jax import models
 from cyclegan_jax.ops import blur
@@ -53,6 +54,28 @@ def timestep_embedding(t, dim: int, max_positions: int = 10000) -> jax.Array:
   angles = jnp.asarray(t, jnp.float32)[:, None] * frequencies[None, :]
   embedding = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=1)
   return jnp.pad(embedding, ((0, 0), (0, dim % 2)))
+
+
+def time_grid(num_timesteps: int) -> np.ndarray:
+  """The official grid t_0 = 0 < t_1 = 0.5 < ... < t_T = 1 (float32, T + 1
+  values): the harmonic sums 0, 1, 1 + 1/2, ... scaled onto [0.5, 1]. (T = 1:
+  [0, 1]; the official formula divides 0 by 0 there, values no step reads.)"""
+  if num_timesteps == 1:
+    return np.array([0, 1], np.float32)
+  steps = np.cumsum(np.array([0] + [1 / (i + 1) for i in range(num_timesteps - 1)]))
+  steps = steps / steps[-1]
+  return np.concatenate([np.zeros(1), 0.5 * steps[-1] + 0.5 * steps]).astype(np.float32)
+
+
+def bridge_step(x, predicted, t, times, tau, noise) -> jax.Array:
+  """x_t from x_{t-1} and G's prediction of x_1 from it (t >= 1): the
+  Brownian bridge between them, (1 - a) x + a G + sqrt(s tau) noise, with
+  a = d / (1 - t_{t-1}) and s = d (1 - a), d = t_t - t_{t-1}."""
+  times = jnp.asarray(times)
+  delta, remaining = times[t] - times[t - 1], times[-1] - times[t - 1]
+  inter = delta / remaining
+  scale = delta * (1 - inter)
+  return (1 - inter) * x + inter * predicted + jnp.sqrt(scale * tau) * noise
 
 
 def pixel_norm(z) -> jax.Array:
@@ -112,12 +135,25 @@ class ConditionalResnetBlock(nn.Module):
 class ConditionalResnetGenerator(nn.Module):
   """`ResnetGenerator_ncsn` (antialiased down- and upsampling, as UNSB runs
   it): c7s1-ngf, two blurred downsamplings, n_blocks conditional residual
-  blocks, two blurred upsamplings, c7s1-output_nc, tanh. z is (N, 4 ngf)."""
+  blocks, two blurred upsamplings, c7s1-output_nc, tanh. z is (N, 4 ngf).
+
+  Called without t, it translates: the official test-time chain of `nfe`
+  steps (0: num_timesteps) from x, its noise and z drawn from the 'dropout'
+  rng (generation.py passes a fixed key, so a translation is the same every
+  time), giving the prediction of the last step."""
   n_blocks: int = 9
   ngf: int = 64
   output_nc: int = 3
   n_mlp: int = 3
   time_conditioning: str = 'official'
+  num_timesteps: int = 5
+  tau: float = 0.01
+  nfe: int = 0
+  # What services read of every generator: no dropout layers here (the
+  # randomness of a translation is its noise, drawn from a fixed key).
+  dropout: bool = False
+  dropout_at_test: bool = False
+  draws_noise = True  # Not a field: every translation draws z and the bridge's noise.
   norm: str = 'instance'
   dtype: Any = jnp.float32
   conv: ModuleDef = nn.Conv
@@ -146,11 +182,30 @@ class ConditionalResnetGenerator(nn.Module):
                      models.conv_layer(self.conv, self.output_nc, 7, dtype=self.dtype, init='xavier'),
                      lambda x: jnp.tanh(x.astype(jnp.float32))]
 
-  @nn.compact
-  def __call__(self, x, t, z, nce_layers: tuple[int, ...] = ()):
+  def __call__(self, x, t=None, z=None, nce_layers: tuple[int, ...] = (), train: bool = True):
     """G(x, t, z); with `nce_layers`, the outputs of those layers (encoder
     entries and residual blocks, counted as the official code counts them)
-    instead, the layers after the last one not run."""
+    instead, the layers after the last one not run. Without t: the
+    translation of x (the class docstring). `train` changes nothing (no
+    dropout, instance norm): the interface of every generator."""
+    del train
+    if t is not None:
+      return self.predict(x, t, z, nce_layers)
+    times = time_grid(self.num_timesteps)
+    n = x.shape[0]
+    key, predicted = self.make_rng('dropout'), None
+    for step in range(self.nfe or self.num_timesteps):
+      key, noise_key, z_key = jax.random.split(key, 3)
+      if step > 0:
+        x = bridge_step(x, predicted, step, times, self.tau,
+                        jax.random.normal(noise_key, x.shape, jnp.float32))
+      predicted = self.predict(x, jnp.full((n,), step, jnp.int32),
+                               jax.random.normal(z_key, (n, 4 * self.ngf), jnp.float32))
+    return predicted
+
+  @nn.compact
+  def predict(self, x, t, z, nce_layers: tuple[int, ...] = ()):
+    """G(x_t, t, z): the prediction of x_1 from x_t (the official forward)."""
     width = 4 * self.ngf
     z_embed = _mlp(pixel_norm(z.astype(jnp.float32)), [width] * (1 + self.n_mlp),
                    [f'z_transform_{i}' for i in range(1 + self.n_mlp)], self.precision)

@@ -16,7 +16,8 @@ def test_defaults_hold_every_registered_familys_fields():
   assert config.train.lambda_l1 == 100.0 and config.data.direction == 'AtoB'  # pix2pix's.
   assert config.model.netf_nc == 256 and config.train.nce_layers == (0, 4, 8, 12, 16)  # CUT's.
   assert configuration.defaults('cycle_gan/maps').data.tfds_name == 'cycle_gan/maps'
-  assert set(families.FAMILIES) == {'cyclegan', 'pix2pix', 'cut'}
+  assert config.model.unsb_num_timesteps == 5 and config.train.lambda_sb == 1.0  # UNSB's.
+  assert set(families.FAMILIES) == {'cyclegan', 'pix2pix', 'cut', 'unsb'}
 
 
 def test_a_stored_config_reads_as_it_was_trained(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from configs import tiny
 from configs import tiny_cut
 from configs import tiny_pix2pix
+from configs import tiny_unsb
 from cyclegan_jax import config_checks
 from cyclegan_jax import configuration
 from cyclegan_jax import families
@@ -52,9 +53,11 @@ def test_configs_and_states_find_their_family():
   assert families.get(configuration.upgrade(stored)) is families.cyclegan
   pix2pix.model.kind = 'cut?'
   with pytest.raises(ValueError, match=r"^config.model.kind='cut\?': expected one of "
-                                       r"cyclegan, pix2pix, cut$"):
+                                       r"cyclegan, pix2pix, cut, unsb$"):
     families.get(pix2pix)
-  for config in (tiny.get_config(), tiny_pix2pix.get_config(), tiny_cut.get_config()):
+  assert families.get(tiny_unsb.get_config()) is families.unsb
+  for config in (tiny.get_config(), tiny_pix2pix.get_config(), tiny_cut.get_config(),
+                 tiny_unsb.get_config()):
     abstract = jax.eval_shape(lambda c=config: state_lib.create_state(
         c, (32, 32), 1, steps_per_epoch=10))
     family = families.of_state(abstract)

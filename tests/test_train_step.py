@@ -64,7 +64,7 @@ def test_step_updates_everything_and_reports_every_loss(gan_mode, pool_size, lam
 def test_every_task_config_loads():
   tasks = [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))]
   tasks = [t for t in tasks if t not in ('__init__', 'default', 'tiny', 'quickstart')
-           and not t.startswith(('pix2pix', 'tiny_', 'cut', 'fastcut', 'quickstart_'))]
+           and not t.startswith(('pix2pix', 'tiny_', 'cut', 'fastcut', 'unsb', 'quickstart_'))]
   assert len(tasks) == 10
   for task in tasks:
     spec = importlib.util.spec_from_file_location(task, os.path.join(REPO, 'configs', f'{task}.py'))
@@ -80,6 +80,10 @@ def test_every_task_config_loads():
     assert config.model.kind == 'cut' and config.data.tfds_name == 'cycle_gan/horse2zebra'
     assert (config.train.nce_idt, config.train.lambda_nce) == (nce_idt, lambda_nce)
     assert config.train.flip_equivariance == (not nce_idt)
+  unsb = importlib.import_module('configs.unsb_horse2zebra').get_config()
+  assert unsb.model.kind == 'unsb' and unsb.data.tfds_name == 'cycle_gan/horse2zebra'
+  assert (unsb.train.lambda_sb, unsb.train.lambda_nce, unsb.model.unsb_num_timesteps) == (
+      1.0, 1.0, 5)
 
 
 def _primitive_dtypes(jaxpr, names) -> set[tuple[str, str]]:

@@ -427,6 +427,8 @@ class UnpairedBatches:
     eight_bit_a = pixels and sends_pixels(source_a, data_config)
     self.pixels = {'A': eight_bit_a, 'B': eight_bit_a if source_b is source_a
                    else pixels and sends_pixels(source_b, data_config)}
+    # UNSB's batches also hold 'A2': a second A image per example.
+    self.second_a = False
     self.skipped: set[str] = set()
     self._skipped_lock = threading.Lock()  # `iterate` calls `batch` from several threads.
     self.decoded: DecodedImages | None = None
@@ -470,14 +472,23 @@ class UnpairedBatches:
     index_a = self._permutation(epoch)[position] % len(self.shard_a)
     index_b = self._rng(1, k).integers(len(self.shard_b))
     augment = self._rng(2, k)
-    config, pixels = self.data_config, self.pixels
+    return (self._image(self.shard_a, index_a, augment, self.pixels['A']),
+            self._image(self.shard_b, index_b, augment, self.pixels['B']))
+
+  def _image(self, shard: Shard, index: int, augment, pixels: bool) -> np.ndarray:
+    """Image `index` of a shard with the training transform drawn from `augment`."""
+    config = self.data_config
     if self.decoded is None:  # One run: no image is kept.
-      return (preprocess(self._read(self.shard_a, index_a), config, augment, pixels['A']),
-              preprocess(self._read(self.shard_b, index_b), config, augment, pixels['B']))
-    resized = lambda shard, i: self.decoded.get(
-        (shard.name, int(i)), lambda: resize_to_load(self._read(shard, i), config, True))
-    return (crop_and_flip(resized(self.shard_a, index_a), config, augment, pixels['A']),
-            crop_and_flip(resized(self.shard_b, index_b), config, augment, pixels['B']))
+      return preprocess(self._read(shard, index), config, augment, pixels)
+    resized = self.decoded.get((shard.name, int(index)),
+                               lambda: resize_to_load(self._read(shard, index), config, True))
+    return crop_and_flip(resized, config, augment, pixels)
+
+  def _second_a(self, k: int) -> np.ndarray:
+    """Example k's second A image (second_a): any image of the shard, with
+    its own crop and flip, as from a second shuffled loader."""
+    index = self._rng(3, k).integers(len(self.shard_a))
+    return self._image(self.shard_a, index, self._rng(4, k), self.pixels['A'])
 
   def _read(self, shard: Shard, index: int) -> np.ndarray:
     """Image `index` of the shard, or (skip_bad_images) the next one that reads."""
@@ -501,9 +512,11 @@ class UnpairedBatches:
     first = step * self.local_batch
     pairs = [self._example(k) for k in range(first, first + self.local_batch)]
     images = {'A': [a for a, _ in pairs], 'B': [b for _, b in pairs]}
+    if self.second_a:
+      images['A2'] = [self._second_a(k) for k in range(first, first + self.local_batch)]
     for domain, batch in images.items():
-      if self.pixels[domain] and any(x.dtype != np.uint8 for x in batch):
-        shard = self.shard_a if domain == 'A' else self.shard_b
+      if self.pixels[domain[0]] and any(x.dtype != np.uint8 for x in batch):
+        shard = self.shard_b if domain == 'B' else self.shard_a
         raise BadImageError(f'{shard.name}: an image of step {step} is no longer 8-bit, as '
                             'all were when training started; restart the run to read them '
                             'as they are now')

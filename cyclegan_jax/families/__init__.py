@@ -1,5 +1,5 @@
-"""Model families: what differs between CycleGAN, pix2pix and CUT, one module
-each (`cyclegan.py`, `pix2pix.py`, `cut.py`), behind one interface that
+"""Model families: what differs between CycleGAN, pix2pix, CUT and UNSB, one
+module each (`cyclegan.py`, `pix2pix.py`, `cut.py`, `unsb.py`), behind one interface that
 training, the train step, the config, evaluation, translation, the results
 page, export, the PyTorch import and the benchmark call without knowing which
 family they hold. A new family is a module with this interface and one
@@ -46,6 +46,7 @@ never import those services. `get(config)` is the family of a config,
 from cyclegan_jax.families import cut
 from cyclegan_jax.families import cyclegan
 from cyclegan_jax.families import pix2pix
+from cyclegan_jax.families import unsb
 
 FAMILIES = {}
 
@@ -55,7 +56,7 @@ def register(family) -> None:
   FAMILIES[family.KIND] = family
 
 
-for _family in (cyclegan, pix2pix, cut):
+for _family in (cyclegan, pix2pix, cut, unsb):
   register(_family)
 
 

@@ -1,0 +1,152 @@
+"""UNSB as a family: its time grid, its train step (every network updated,
+the terms of G's loss, bit-identical reruns), translation in NFE steps, its
+data (a second A image per example) and its config checks. The networks
+themselves: test_sb_models.py."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny_unsb
+from cyclegan_jax import config_checks
+from cyclegan_jax import families
+from cyclegan_jax import generation
+from cyclegan_jax import sb_models
+from cyclegan_jax import state as state_lib
+from cyclegan_jax import train_step as train_step_lib
+from tests import synthetic
+
+
+def test_the_time_grid_is_the_official_one():
+  for steps in (2, 3, 5, 8):
+    # models/sb_model.py's forward(), in float64.
+    incs = np.array([0] + [1 / (i + 1) for i in range(steps - 1)])
+    times = np.cumsum(incs)
+    times = times / times[-1]
+    times = np.concatenate([np.zeros(1), 0.5 * times[-1] + 0.5 * times])
+    np.testing.assert_allclose(sb_models.time_grid(steps), times, rtol=1e-7)
+  np.testing.assert_allclose(sb_models.time_grid(5), [0, 0.5, 0.74, 0.86, 0.94, 1], atol=5e-3)
+  np.testing.assert_array_equal(sb_models.time_grid(1), [0, 1])
+
+
+def _steps(config, num_steps=2):
+  """(state without the runs axis, metrics of each step) of `num_steps`
+  steps of one run on one fixed batch."""
+  mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
+  state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=10)
+  initial = jax.tree.map(lambda x: np.asarray(x)[0], state)
+  step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=10)
+  sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
+  rng = np.random.default_rng(0)
+  batch = {d: jax.device_put(rng.integers(0, 256, (1, 1, 32, 32, 3), dtype=np.uint8), sharding)
+           for d in ('A', 'B', 'A2')}
+  metrics = []
+  for _ in range(num_steps):
+    state, m = step(state, batch, {})
+    metrics.append({k: float(v[0]) for k, v in jax.device_get(m).items()})
+  return initial, jax.tree.map(lambda x: np.asarray(x)[0], state), metrics
+
+
+def test_a_step_updates_every_network_reports_its_terms_and_reruns_bit_for_bit():
+  config = tiny_unsb.get_config()
+  initial, state, metrics = _steps(config)
+  assert int(state.step) == 2
+  for network in families.unsb.NETWORKS:
+    before = jax.tree.leaves(getattr(initial, network).params)
+    after = jax.tree.leaves(getattr(state, network).params)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), network
+  terms = {'gen/adversarial', 'gen/sb', 'gen/nce_x', 'gen/nce_y'}
+  for m in metrics:
+    assert set(m) == terms | {'disc/loss', 'entropy/loss', 'gen/total', 'time_index',
+                              'learning_rate'}
+    assert all(np.isfinite(v) for v in m.values())
+    assert m['time_index'] in (0, 1, 2)  # T = 3.
+    np.testing.assert_allclose(m['gen/total'], sum(m[k] for k in terms), rtol=1e-5)
+  # The official conditioning: the time MLP never gets a gradient.
+  np.testing.assert_array_equal(state.gen.params['time_embed_0']['kernel'],
+                                initial.gen.params['time_embed_0']['kernel'])
+  _, again, metrics_again = _steps(config)
+  assert metrics_again == metrics
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # lambda_SB 0 drops the term (and lambda_NCE is applied twice, as the reference).
+  config.train.lambda_sb, config.train.lambda_nce = 0.0, 2.0
+  _, _, gated = _steps(config, num_steps=1)
+  assert 'gen/sb' not in gated[0]
+  assert gated[0]['gen/nce_x'] > 3 * metrics[0]['gen/nce_x']  # 2 x 2 = 4 times, about.
+
+
+def test_a_translation_takes_nfe_steps_and_is_the_same_every_time():
+  config = tiny_unsb.get_config()
+  generator = families.unsb.create_generators(config.model)['gen']
+  x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  params = generator.init(jax.random.PRNGKey(0), x, np.zeros(2, np.int32),
+                          np.zeros((2, 32), np.float32))['params']
+  # Scaled up from the tiny init, so that every step shows.
+  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)
+  outputs = {}
+  for nfe in (1, 2, 3):
+    module = generator.clone(nfe=nfe)
+    outputs[nfe] = np.asarray(generation.generate(module, params, x))
+    np.testing.assert_array_equal(generation.generate(module, params, x), outputs[nfe])
+  assert outputs[1].shape == x.shape
+  # The bridge's noise (tau) enters from the second step on.
+  for nfe in (1, 2):
+    noisier = np.asarray(generation.generate(generator.clone(nfe=nfe, tau=1.0), params, x))
+    assert (np.abs(noisier - outputs[nfe]).max() > 1e-3) == (nfe == 2)
+  assert np.abs(outputs[2] - outputs[1]).max() > 1e-3
+  assert np.abs(outputs[3] - outputs[2]).max() > 1e-3
+  # nfe 0: all T = 3 steps.
+  np.testing.assert_array_equal(generation.generate(generator, params, x), outputs[3])
+
+
+def test_batches_hold_a_second_a_image_per_example(tmp_path):
+  root = synthetic.make_unpaired_folder(str(tmp_path), n_train=6, n_test=2)
+  config = tiny_unsb.get_config()
+  config.data.image_dir = root
+  batches, _, _ = families.unsb.open_training_data(config, (0, 2, 0, 1), {'A': 3, 'B': 3})
+  batch = batches.batch(3)
+  assert set(batch) == {'A', 'B', 'A2'}
+  assert batch['A2'].shape == batch['A'].shape and batch['A2'].dtype == np.uint8
+  again = families.unsb.open_training_data(config, (0, 2, 0, 1), {'A': 3, 'B': 3})[0].batch(3)
+  np.testing.assert_array_equal(again['A2'], batch['A2'])
+  assert any(not np.array_equal(batches.batch(s)['A2'], batches.batch(s)['A']) for s in range(3))
+
+
+@pytest.mark.parametrize('field,value,expected', [
+    ('model.unsb_num_timesteps', 0, 'an integer >= 1'),
+    ('model.unsb_tau', -0.1, 'a number >= 0'),
+    ('model.unsb_nfe', 4, 'an integer from 1 to model.unsb_num_timesteps=3 (0: all)'),
+    ('model.unsb_time_conditioning', 'maybe', 'one of official, fixed'),
+    ('train.lambda_sb', -1.0, 'a number >= 0'),
+    ('model.discriminator', 'pixel', "'basic' or 'n_layers' for UNSB")])
+def test_bad_fields_are_one_line_naming_them(field, value, expected):
+  config = tiny_unsb.get_config()
+  config.data.image_dir = 'somewhere'
+  section, name = field.split('.')
+  setattr(getattr(config, section), name, value)
+  with pytest.raises(ValueError, match=f'^config.{field}={value!r}: expected '
+                     + expected.replace('(', r'\(').replace(')', r'\)')):
+    config_checks.validate(config, num_devices=1)
+
+
+def test_a_tiny_run_trains_translates_and_writes_its_results_page(tmp_path):
+  from cyclegan_jax import results_page  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import train  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import translate  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=4, n_test=2)
+  config = tiny_unsb.get_config()
+  config.data.image_dir = root
+  config.train.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'out'))
+  outputs = sorted((tmp_path / 'out').iterdir())
+  assert [p.name for p in outputs] == ['0000.png', '0001.png']
+  first = np.asarray(Image.open(outputs[0]))
+  assert first.shape == (32, 32, 3)
+  translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'again'))
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'again' / '0000.png')), first)
+  page = results_page.write_results_page(workdir, num_test=2)
+  assert 'A→B' in open(page).read()
