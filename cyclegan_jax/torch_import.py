@@ -10,6 +10,13 @@
   python main.py --mode=import_torch --config=configs/pix2pix_facades.py --workdir=runs/facades \
       --torch_checkpoint=latest_net_G.pth
 
+  UNSB (config.model.kind='unsb'): the latest_net_G.pth of cyclomon/UNSB
+  (`ResnetGenerator_ncsn`); its time conditioning is not in the file (both
+  forms have the same parameters): config.model.unsb_time_conditioning says
+  which to run ('official', as the reference runs it, by default).
+  python main.py --mode=import_torch --config=configs/unsb_horse2zebra.py --workdir=runs/unsb \
+      --torch_checkpoint=latest_net_G.pth
+
 Official state dicts name parameters by their place in nn.Sequential
 containers (`model.10.conv_block.1.weight`); `_resnet_modules` and
 `_unet_modules` map each of those modules to the Flax module of models.py that
@@ -44,6 +51,7 @@ import numpy as np
 from cyclegan_jax import checkpoints
 from cyclegan_jax import families
 from cyclegan_jax import models
+from cyclegan_jax import sb_models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import storage
 
@@ -51,9 +59,10 @@ from cyclegan_jax import storage
 # InstanceNorm2d(track_running_stats=True), which PyTorch < 0.4 saved for
 # every instance norm, has them too, and the official test code deletes them:
 # the norm uses each image's own statistics.
-_IGNORED_SUFFIXES = ('.running_mean', '.running_var', '.num_batches_tracked')
+_IGNORED_SUFFIXES = ('.running_mean', '.running_var', '.num_batches_tracked',
+                     '.filt')  # UNSB's blur layers keep their fixed filters as buffers.
 
-CONV, NORM = 'conv', 'norm'
+CONV, NORM, LINEAR = 'conv', 'norm', 'linear'
 
 
 def _resnet_modules(n_blocks: int, dropout: bool) -> dict[str, tuple[tuple[str, ...], str]]:
@@ -109,9 +118,33 @@ def _unet_modules(num_downs: int) -> dict[str, tuple[tuple[str, ...], str]]:
   return modules
 
 
+def _conditional_resnet_modules(n_blocks: int, n_mlp: int) -> dict[str, tuple[tuple[str, ...], str]]:
+  """UNSB's ResnetGenerator_ncsn module -> (Flax module path of
+  sb_models.ConditionalResnetGenerator, role): its encoder in `model`, the
+  blocks in `model_res`, the decoder in `model_upsample`, the z mapping in
+  `z_transform` and the time MLP in `time_embed`."""
+  convs = ['model.1', 'model.4', 'model.8', 'model_upsample.1', 'model_upsample.5',
+           'model_upsample.9']
+  modules = {name: ((f'Conv_{i}',), CONV) for i, name in enumerate(convs)}
+  modules.update({f'z_transform.{1 + 2 * i}': ((f'z_transform_{i}',), LINEAR)
+                  for i in range(1 + n_mlp)})
+  modules.update({'time_embed.0': (('time_embed_0',), LINEAR),
+                  'time_embed.2': (('time_embed_1',), LINEAR)})
+  for i in range(n_blocks):
+    block, prefix = f'ResnetBlock_{i}', f'model_res.{i}.'
+    modules.update({prefix + 'conv_block.1': ((block, 'conv_0'), CONV),
+                    prefix + 'conv_fin.2': ((block, 'conv_1'), CONV),
+                    prefix + 'adaptive.style_net': ((block, 'adaptive'), LINEAR),
+                    prefix + 'Dense_time': ((block, 'dense_time'), LINEAR),
+                    prefix + 'style': ((block, 'style'), LINEAR)})
+  return modules
+
+
 def _module_names(generator) -> dict[str, tuple[tuple[str, ...], str]]:
   if isinstance(generator, models.UnetGenerator):
     return _unet_modules(generator.num_downs)
+  if isinstance(generator, sb_models.ConditionalResnetGenerator):
+    return _conditional_resnet_modules(generator.n_blocks, generator.n_mlp)
   return _resnet_modules(generator.n_blocks, generator.dropout)
 
 
@@ -122,8 +155,8 @@ def parameter_names(generator, flax_shapes) -> dict[str, tuple[str, ...]]:
   parameters (batch norm)."""
   names = {}
   for module, (flax_path, role) in _module_names(generator).items():
-    leaves = {'weight': 'kernel', 'bias': 'bias'} if role == CONV else {'weight': 'scale',
-                                                                         'bias': 'bias'}
+    leaves = ({'weight': 'scale', 'bias': 'bias'} if role == NORM
+              else {'weight': 'kernel', 'bias': 'bias'})
     for torch_leaf, flax_leaf in leaves.items():
       if (*flax_path, flax_leaf) in flax_shapes:
         names[f'{module}.{torch_leaf}'] = (*flax_path, flax_leaf)
@@ -148,6 +181,11 @@ def _looks_like(state: dict) -> str:
   """What generator a state dict holds, in config terms, for error messages."""
   blocks = {m.group(1) for k in state if (m := re.match(r'model\.(\d+)\.conv_block\.', k))}
   norm = f'{checkpoint_norm(state)} norm'
+  if 'model_res.0.conv_block.1.weight' in state:
+    unsb_blocks = {k.split('.')[1] for k in state if k.startswith('model_res.')}
+    mlp = sum(1 for k in state if re.fullmatch(r'z_transform\.\d+\.weight', k)) - 1
+    return (f'a UNSB generator (resnet_{len(unsb_blocks)}blocks conditioned on t and z) with '
+            f'ngf={state["model.1.weight"].shape[0]}, unsb_n_mlp={mlp}, {norm}')
   if 'model.1.weight' in state:
     # conv_block.6 is the second conv with dropout, the first block's second
     # norm without; a conv weight is 4-D.
@@ -211,8 +249,13 @@ def load_generator_params(path: str, model_config, network: str | None = None):
   generator = generators[network]
   size = models.generator_multiple(generator)  # Parameter shapes do not depend on it.
   channels, _ = family.generator_channels(model_config, network)
-  shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, size, size, channels)))['params']
+  image = jnp.zeros((1, size, size, channels))
+  if isinstance(generator, sb_models.ConditionalResnetGenerator):  # One step: G(x, t, z).
+    shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0), image,
+                            jnp.zeros((1,), jnp.int32), jnp.zeros((1, 4 * generator.ngf)))
+  else:
+    shapes = jax.eval_shape(generator.init, jax.random.PRNGKey(0), image)
+  shapes = shapes['params']
   shapes = flax.traverse_util.flatten_dict(shapes)
   state = read_state_dict(path)
   looks = f'the checkpoint looks like {_looks_like(state)} but {_expected(model_config)}'
@@ -246,12 +289,16 @@ def load_generator_params(path: str, model_config, network: str | None = None):
     # convolution it is the transpose of (out -> in), which is exactly what
     # nn.ConvTranspose(transpose_kernel=True) keeps as (kh, kw, out, in).
     # So both take the same permutation, and no spatial flip (tested).
-    # Batch norm weight and bias are (features,), as scale and bias.
+    # Batch norm weight and bias are (features,), as scale and bias. Linear
+    # weights are (out, in), Dense kernels (in, out).
     if value.ndim == 4:
       value = value.transpose(2, 3, 1, 0)
+    elif value.ndim == 2:
+      value = value.T
     expected = shapes[flax_path].shape
     if value.shape != expected:
-      torch_shape = expected if len(expected) != 4 else tuple(np.array(expected)[[3, 2, 0, 1]])
+      torch_shape = (tuple(np.array(expected)[[3, 2, 0, 1]]) if len(expected) == 4
+                     else expected[::-1])
       raise ValueError(f'{path}: {key} has shape {tuple(state[key].shape)}, the config expects '
                        f'{tuple(int(d) for d in torch_shape)}; {looks}')
     params[flax_path] = jnp.asarray(value)
@@ -292,7 +339,9 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   The discriminators are freshly initialised: official test checkpoints hold
   none. Nothing is written unless every file fits the config."""
   family = families.get(config)
-  if config.model.antialias or config.model.antialias_up:
+  conditional = isinstance(next(iter(family.create_generators(config.model).values())),
+                           sb_models.ConditionalResnetGenerator)
+  if (config.model.antialias or config.model.antialias_up) and not conditional:
     raise ValueError('config.model.antialias: expected False for --mode=import_torch (it reads '
                      'the official CycleGAN/pix2pix generators; antialiased ones, as CUT '
                      'trains, are not supported)')
@@ -344,6 +393,10 @@ def import_torch_checkpoints(config, workdir: str, path_a: str, path_b: str | No
   if single:
     (direction, network), = family.directions(config)
     print(f'{network} ({direction}, official G): {count} from {sources[network]}', flush=True)
+    if conditional:
+      print('Time conditioning: config.model.unsb_time_conditioning='
+            f'{config.model.unsb_time_conditioning!r} (a checkpoint does not say; the '
+            "reference's own generator is 'official').", flush=True)
     generator = models.create_generator(config.model)
     if models.has_dropout_layers(generator) and generator.dropout_at_test:
       print('Dropout stays on when translating (config.model.dropout_at_test, as in the official '

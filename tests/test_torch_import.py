@@ -430,3 +430,49 @@ def test_an_imported_official_generator_exports_to_onnx(tmp_path):
   got = ort.InferenceSession(path, providers=['CPUExecutionProvider']).run(
       None, {'image': images})[0]
   np.testing.assert_allclose(got, _torch_output(net, images), atol=1e-4)
+
+
+@pytest.mark.parametrize('conditioning', ['official', 'fixed'])
+def test_a_unsb_generator_imports_with_its_outputs(tmp_path, conditioning):
+  """UNSB's latest_net_G.pth (ResnetGenerator_ncsn, its blur buffers
+  included): one step G(x, t, z) equals the reference module's within 1e-5,
+  under either time conditioning, and the imported workdir translates."""
+  from configs import tiny_unsb  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import translate  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import unsb_reference  # pylint: disable=import-outside-toplevel
+  from tests import synthetic  # pylint: disable=import-outside-toplevel
+  config = tiny_unsb.get_config()
+  config.model.unsb_time_conditioning = conditioning
+  torch.manual_seed(3)
+  net = unsb_reference.init_weights(unsb_reference.ResnetGeneratorNcsn(
+      ngf=8, n_blocks=2, n_mlp=1, time_conditioning=conditioning)).eval()
+  with torch.no_grad():  # Away from the tiny init, so that the comparison means something.
+    for p in net.parameters():
+      p.mul_(20 if p.ndim > 1 else 1).add_(0 if p.ndim > 1 else 0.1)
+  path = str(tmp_path / 'latest_net_G.pth')
+  torch.save(net.state_dict(), path)
+  assert any(k.endswith('.filt') for k in net.state_dict())
+  params = torch_import.load_generator_params(path, config.model)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  z = rng.standard_normal((2, 32)).astype(np.float32)
+  t = np.array([0, 2])
+  generator = families.get(config).create_generators(config.model)['gen']
+  ours = np.asarray(generator.apply({'params': params}, x, t, z))
+  with torch.no_grad():
+    expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(t),
+                   torch.from_numpy(z)).numpy()
+  np.testing.assert_allclose(ours.transpose(0, 3, 1, 2), expected, atol=1e-5)
+  if conditioning == 'official':
+    root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=2, n_test=2)
+    workdir = str(tmp_path / 'run')
+    torch_import.import_torch_checkpoints(config, workdir, path)
+    written = translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'out'))
+    assert len(written) == 2
+  # Another layout is named.
+  config.model.unsb_n_mlp = 3
+  with pytest.raises(ValueError, match=r'no key z_transform.5.weight .*looks like a UNSB '
+                                       r'generator \(resnet_2blocks conditioned on t and z\) '
+                                       r'with ngf=8, unsb_n_mlp=1'):
+    torch_import.load_generator_params(path, config.model)
