@@ -29,17 +29,17 @@ def test_the_time_grid_is_the_official_one():
   np.testing.assert_array_equal(sb_models.time_grid(1), [0, 1])
 
 
-def _steps(config, num_steps=2):
-  """(state without the runs axis, metrics of each step) of `num_steps`
-  steps of one run on one fixed batch."""
+def _steps(config, num_steps=2, batch_size=1):
+  """(initial state, state after the steps, metrics of each step), without
+  the runs axis, of `num_steps` steps of one run on one fixed batch."""
   mesh = jax.make_mesh((1, jax.device_count()), ('runs', 'data'))
   state = state_lib.create_sharded_state([config], (32, 32, 3), mesh, steps_per_epoch=10)
   initial = jax.tree.map(lambda x: np.asarray(x)[0], state)
   step = train_step_lib.make_train_step(config, mesh, state, steps_per_epoch=10)
   sharding = jax.NamedSharding(mesh, jax.P('runs', 'data'))
   rng = np.random.default_rng(0)
-  batch = {d: jax.device_put(rng.integers(0, 256, (1, 1, 32, 32, 3), dtype=np.uint8), sharding)
-           for d in ('A', 'B', 'A2')}
+  batch = {d: jax.device_put(rng.integers(0, 256, (1, batch_size, 32, 32, 3), dtype=np.uint8),
+                             sharding) for d in ('A', 'B', 'A2')}
   metrics = []
   for _ in range(num_steps):
     state, m = step(state, batch, {})
@@ -150,3 +150,39 @@ def test_a_tiny_run_trains_translates_and_writes_its_results_page(tmp_path):
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'again' / '0000.png')), first)
   page = results_page.write_results_page(workdir, num_test=2)
   assert 'A→B' in open(page).read()
+
+
+_TWO_DEVICES = '''
+import json
+import jax
+from configs import tiny_unsb
+from tests import test_unsb
+config = tiny_unsb.get_config()
+config.train.batch_size = 2
+_, _, metrics = test_unsb._steps(config, num_steps=4, batch_size=2)
+print(json.dumps([jax.device_count(), metrics]))
+'''
+
+
+def test_on_two_devices_every_device_trains_the_same_step_index():
+  """Data-parallel UNSB: k is drawn before the device index is folded in, so
+  both devices train the same k (the mean of k over the devices, logged,
+  stays a whole number), and a rerun is bit for bit the same."""
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests import xla_flags  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = xla_flags.with_cpu_devices(2, os.environ.get('XLA_FLAGS', ''))
+  runs = []
+  for _ in range(2):
+    result = subprocess.run([sys.executable, '-c', _TWO_DEVICES], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+  (devices, metrics), again = runs
+  assert devices == 2 and again == runs[0]
+  indices = [m['time_index'] for m in metrics]
+  assert all(i in (0.0, 1.0, 2.0) for i in indices), indices
+  assert all(np.isfinite(v) for m in metrics for v in m.values())
