@@ -202,6 +202,23 @@ def uses_bias(norm: str) -> bool:
   return norm == 'instance'
 
 
+def run_layers(layers: list, x, nce_layers: tuple[int, ...] = ()):
+  """x through `layers` in turn; with `nce_layers` (increasing indices), the
+  outputs of those layers instead, the layers after the last one not run
+  (CUT's `encode_only`)."""
+  features = []
+  for k, layer in enumerate(layers):
+    x = layer(x)
+    if k in nce_layers:
+      features.append(x)
+      if k == nce_layers[-1]:
+        return features
+  if nce_layers:
+    raise ValueError(f'nce_layers={tuple(nce_layers)}: this generator has layers 0 to '
+                     f'{len(layers) - 1}')
+  return x
+
+
 class ResnetBlock(nn.Module):
   features: int
   dropout: bool = False
@@ -282,16 +299,7 @@ class ResnetGenerator(nn.Module):
     """G(x); with `nce_layers` (increasing indices of `layers`), the outputs
     of those layers instead, the layers after the last one not run (CUT's
     `encode_only`)."""
-    features = []
-    for k, layer in enumerate(self.layers(train)):
-      x = layer(x)
-      if k in nce_layers:
-        features.append(x)
-        if k == nce_layers[-1]:
-          return features
-    if nce_layers:
-      raise ValueError(f'nce_layers={tuple(nce_layers)}: this generator has layers 0 to {k}')
-    return x
+    return run_layers(self.layers(train), x, nce_layers)
 
 
 class UnetGenerator(nn.Module):

@@ -217,20 +217,7 @@ class ConditionalResnetGenerator(nn.Module):
                                      self.conv, self.precision, name=f'ResnetBlock_{i}')
       layers.append(functools.partial(lambda x, block: block(x, time_embed, z_embed),
                                       block=block))
-    encoder_end = len(layers)
-    features = []
-    for k, layer in enumerate(layers):
-      x = layer(x)
-      if k in nce_layers:
-        features.append(x)
-        if k == nce_layers[-1]:
-          return features
-    if nce_layers:
-      raise ValueError(f'nce_layers={tuple(nce_layers)}: this generator has encoder layers 0 '
-                       f'to {encoder_end - 1}')
-    for layer in self.decoder_layers():
-      x = layer(x)
-    return x
+    return models.run_layers(layers + self.decoder_layers(), x, nce_layers)
 
 
 class ConditionalPatchGAN(nn.Module):

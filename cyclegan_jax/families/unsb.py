@@ -304,18 +304,13 @@ def open_training_data(config, shard, channels):
   return batches, samples, description
 
 
-def sample_rows(generators, params, samples, config) -> list:
-  """Rows of real A | its translation, then real B | G's translation of B."""
-  return cut.sample_rows(generators, params, samples, config)
-
-
+# As CUT's: rows of real A | its translation, real B | G's translation of B;
+# A -> B only; the test sets and results tables of one generator.
+sample_rows = cut.sample_rows
 directions = cut.directions
 network_for = cut.network_for
 scored_images = cut.scored_images
-
-
-def results_tables(config, params, generators, num_test: int) -> list[common.ResultsTable]:
-  return cut.results_tables(config, params, generators, num_test)
+results_tables = cut.results_tables
 
 
 def check_config(config) -> None:
@@ -325,7 +320,6 @@ def check_config(config) -> None:
   config_fields.require(config.model.discriminator in ('basic', 'n_layers'), config,
                         'model.discriminator', "'basic' or 'n_layers' for UNSB (a PatchGAN "
                         'conditioned on the time step)')
-  for name in ('train.lambda_sb',):
-    value = config_fields.field(config, name)
-    config_fields.require(isinstance(value, (int, float)) and value >= 0, config, name,
-                          'a number >= 0')
+  lambda_sb = config.train.lambda_sb
+  config_fields.require(isinstance(lambda_sb, (int, float)) and lambda_sb >= 0, config,
+                        'train.lambda_sb', 'a number >= 0')
