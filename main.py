@@ -10,6 +10,7 @@ generators.
       --torch_checkpoint=latest_net_G_A.pth [--torch_checkpoint_b=latest_net_G_B.pth]
   python main.py --mode=translate --workdir=runs/h2z --input=DIR --output=DIR --direction=AtoB
   python main.py --mode=translate --workdir=runs/h2z --input=clip.mp4 --output=out.mp4
+  python main.py --mode=translate --workdir=runs/unsb ... [--nfe=N] [--seed=S]   (UNSB)
   python main.py --mode=export --workdir=runs/h2z --output=DIR [--direction=AtoB|BtoA|both] \
       [--export_tiles]
   python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
@@ -84,6 +85,12 @@ flags.DEFINE_string('run', None, 'evaluate, test, translate, export, extract: th
 flags.DEFINE_integer('step', None,
                      'evaluate, test, translate, export: checkpoint step (default: the '
                      'latest).')
+flags.DEFINE_integer('nfe', None, 'translate, test, evaluate: the steps a model that '
+                     'translates in steps takes (UNSB: 1 to model.unsb_num_timesteps; default: '
+                     'model.unsb_nfe, 0 meaning all; evaluate scores every one without it).')
+flags.DEFINE_integer('seed', None, 'translate, test, evaluate: the noise seed of a model that '
+                     'translates in steps from noise (UNSB; default 0): the same seed gives '
+                     'the same images.')
 flags.DEFINE_integer('num_test', 50, 'test: test images per domain on the results page.')
 flags.DEFINE_string('inception_weights', None, 'evaluate: the FID Inception weights file '
                     '(default: the workdir config\'s eval.inception_weights).')
@@ -174,6 +181,11 @@ def main(argv):
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            force=FLAGS.distributed)
+    for name in ('nfe', 'seed'):
+      if FLAGS[name].value is not None and FLAGS.mode not in ('translate', 'test', 'evaluate'):
+        _fail(f'--{name} is for --mode=translate, test or evaluate (a translation\'s steps and '
+              f'noise){"; the training seed is --config.seed" if name == "seed" else ""}',
+              status=2)
     if FLAGS.mode == 'train':
       if FLAGS.config is None:
         _fail('--config is required to train, e.g. --config=configs/horse2zebra.py', status=2)
@@ -186,7 +198,7 @@ def main(argv):
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.mode == 'evaluate':
       evaluate.evaluate_workdir(FLAGS.workdir, FLAGS.step, FLAGS.inception_weights, FLAGS.run,
-                                FLAGS.fid_mode)
+                                FLAGS.fid_mode, FLAGS.nfe, FLAGS.seed)
     elif FLAGS.mode == 'import_torch':
       if FLAGS.config is None or not FLAGS.torch_checkpoint:
         _fail('--mode=import_torch needs --config=FILE (the architecture) and '
@@ -214,7 +226,7 @@ def main(argv):
       print(f'Wrote {report.write_report(FLAGS.workdirs, FLAGS.output)}', flush=True)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step,
-                                             FLAGS.run)
+                                             FLAGS.run, FLAGS.nfe, FLAGS.seed)
       print(f'Wrote {page}', flush=True)
     else:
       if not FLAGS.input or not FLAGS.output:
@@ -228,12 +240,14 @@ def main(argv):
                 f'({", ".join(video.VIDEO_EXTENSIONS)})', status=2)
         frames = video.translate_video(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                        FLAGS.direction, FLAGS.step, FLAGS.batch_size,
-                                       FLAGS.tile, FLAGS.tile_stats, FLAGS.run)
+                                       FLAGS.tile, FLAGS.tile_stats, FLAGS.run, FLAGS.nfe,
+                                       FLAGS.seed)
         print(f'Wrote {FLAGS.output} ({frames} frames)', flush=True)
       else:
         written = translate.translate_folder(FLAGS.workdir, FLAGS.input, FLAGS.output,
                                              FLAGS.direction, FLAGS.step, FLAGS.output_format,
-                                             FLAGS.tile, FLAGS.tile_stats, FLAGS.run)
+                                             FLAGS.tile, FLAGS.tile_stats, FLAGS.run, FLAGS.nfe,
+                                             FLAGS.seed)
         logging.info('Wrote %d images to %s', len(written), FLAGS.output)
   # What the library raises for bad input, bad data, a full disk, a NaN, a
   # missing optional package (torch, jax2onnx, imageio), a workdir another

@@ -163,15 +163,18 @@ def _devices(devices) -> tuple:
 
 
 def translate_images(generator, params, images: np.ndarray, batch_size: int,
-                     devices=None) -> np.ndarray:
+                     devices=None, every_step: bool = False) -> np.ndarray:
   """uint8 images, or floats in [-1, 1] (the test transform's output, at full
   precision) -> translated uint8 images (generation: test mode, the fixed
   test-time dropout key), `batch_size` images per forward pass on each of
-  `devices` (default: this process's), which share the images between them."""
+  `devices` (default: this process's), which share the images between them.
+  `every_step` (a generator that translates in steps): (N, steps, H, W, C),
+  the translation after each step."""
   if images.dtype == np.uint8:
     images = image_io.to_unit(images, 0, 255)
   devices = _devices(devices)
-  generate = _data_parallel(generation.apply_in_test_mode, devices, generator)
+  apply = generation.apply_every_step if every_step else generation.apply_in_test_mode
+  generate = _data_parallel(apply, devices, generator)
   return _batched(lambda x: input_pipeline.to_uint8(generate(params, x)), images,
                   batch_size * len(devices))
 
@@ -210,7 +213,7 @@ class Evaluator:
   """
 
   def __init__(self, config, generators, inception_weights: str | None = None,
-               fid_mode: str | None = None):
+               fid_mode: str | None = None, nfe: int | None = None):
     self.settings = config.eval
     self.fid_mode = check_fid_mode(fid_mode or self.settings['fid_mode'])
     weights = weights_path(inception_weights or self.settings['inception_weights'])
@@ -221,6 +224,9 @@ class Evaluator:
                      'kid_subsets': int(self.settings['kid_subsets']),
                      'kid_subset_size': int(self.settings['kid_subset_size'])}
     self.generators = generators  # {network: module}: the family's create_generators.
+    # A generator that translates in steps (UNSB) is scored after each step
+    # (NFE 1..T) unless one NFE was asked for (--nfe: its module has it).
+    self.every_step = nfe is None
     self.directions = directions(config)  # ((direction, network), ...)
     self.networks = tuple(network for _, network in self.directions)
     self.translate_batch_size = translate_batch_size(config)
@@ -251,11 +257,35 @@ class Evaluator:
     return _batched(lambda x: np.asarray(features(self.variables, prepare(x))), images_uint8,
                     self.batch_size * len(devices))
 
-  def translate(self, network: str, params, images: np.ndarray, devices=None) -> np.ndarray:
+  def translate(self, network: str, params, images: np.ndarray, devices=None,
+                every_step: bool = False) -> np.ndarray:
     """Images -> translated uint8 images, translate_batch_size at a time on
-    each of `devices`."""
+    each of `devices` (`every_step`: (N, steps, H, W, C))."""
     return translate_images(self.generators[network], params, images,
-                            min(self.translate_batch_size, self.batch_size), devices)
+                            min(self.translate_batch_size, self.batch_size), devices,
+                            every_step)
+
+  def scores(self, name: str, translated: np.ndarray, devices=None) -> dict:
+    """FID and KID of uint8 translations against direction `name`'s real images."""
+    fake = self.features(translated, devices)
+    real = self.real_features[name]
+    kid_mean, kid_std = fid.kernel_inception_distance(
+        fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])
+    return {'fid': fid.fid_from_features(fake, real), 'kid_mean': kid_mean, 'kid_std': kid_std,
+            'num_fake': len(fake), 'num_real': len(real)}
+
+  def scores_by_step(self, name: str, network: str, params, devices=None) -> dict:
+    """A generator that translates in steps, scored after each one: the
+    scores of the NFE it translates with by default (its nfe, 0: all T) with
+    'nfe', 'by_nfe' ({'1': {'fid', 'kid_mean', 'kid_std'}, ...}) and
+    'best_nfe' (the lowest FID's). One chain gives every step's translation."""
+    every = self.translate(network, params, self.inputs[name], devices, every_step=True)
+    by_nfe = {n + 1: self.scores(name, every[:, n], devices) for n in range(every.shape[1])}
+    default = self.generators[network].nfe or every.shape[1]
+    return {**by_nfe[default], 'nfe': default,
+            'by_nfe': {str(n): {key: s[key] for key in ('fid', 'kid_mean', 'kid_std')}
+                       for n, s in by_nfe.items()},
+            'best_nfe': min(by_nfe, key=lambda n: by_nfe[n]['fid'])}
 
   def __call__(self, params: dict, devices=None) -> dict:
     """{network name: params} (at least self.networks) -> {direction: scores},
@@ -268,13 +298,14 @@ class Evaluator:
                      f'missing {", ".join(missing)}')
     metrics = {}
     for name, network in self.directions:
-      fake = self.features(self.translate(network, params[network], self.inputs[name], devices),
-                           devices)
-      real = self.real_features[name]
-      kid_mean, kid_std = fid.kernel_inception_distance(
-          fake, real, self.settings['kid_subsets'], self.settings['kid_subset_size'])
-      metrics[name] = {'fid': fid.fid_from_features(fake, real), 'kid_mean': kid_mean,
-                       'kid_std': kid_std, 'num_fake': len(fake), 'num_real': len(real)}
+      generator = self.generators[network]
+      if inference.draws_noise(generator) and self.every_step:
+        metrics[name] = self.scores_by_step(name, network, params[network], devices)
+        continue
+      metrics[name] = self.scores(
+          name, self.translate(network, params[network], self.inputs[name], devices), devices)
+      if inference.draws_noise(generator):
+        metrics[name]['nfe'] = generator.nfe or generator.num_timesteps
     metrics['protocol'] = self.protocol
     return metrics
 
@@ -287,8 +318,15 @@ def _scored(metrics: dict):
 def scalars(metrics: dict, prefix: str = 'eval') -> dict:
   """{'eval/AtoB/fid': ..., ...}: the scores for a metric writer (one or two
   directions; other keys, such as 'step' and 'protocol', are ignored)."""
-  return {f'{prefix}/{name}/{key}': value for name, _, _ in _scored(metrics)
-          for key, value in metrics[name].items() if not key.startswith('num_')}
+  found = {}
+  for name, _, _ in _scored(metrics):
+    for key, value in metrics[name].items():
+      if key == 'by_nfe':  # eval/AtoB/nfe_1/fid, ...
+        found.update({f'{prefix}/{name}/nfe_{n}/{k}': v for n, scores in value.items()
+                      for k, v in scores.items()})
+      elif not key.startswith('num_'):
+        found[f'{prefix}/{name}/{key}'] = value
+  return found
 
 
 def summary_lines(step: int, metrics: dict) -> list[str]:
@@ -297,9 +335,15 @@ def summary_lines(step: int, metrics: dict) -> list[str]:
   mode = metrics.get('protocol', {}).get('fid_mode')
   for name, source, target in _scored(metrics):
     m = metrics[name]
-    lines.append(f'step {step} {name}: FID{f" ({mode})" if mode else ""} {m["fid"]:.4f}, KID {m["kid_mean"]:.6f} ± '
+    nfe = f' at NFE {m["nfe"]}' if 'nfe' in m else ''
+    lines.append(f'step {step} {name}{nfe}: FID{f" ({mode})" if mode else ""} {m["fid"]:.4f}, '
+                 f'KID {m["kid_mean"]:.6f} ± '
                  f'{m["kid_std"]:.6f} ({m["num_fake"]} translated test{source} images vs '
                  f'{m["num_real"]} real test{target} images)')
+    if 'by_nfe' in m:
+      lines.append(f'step {step} {name} FID by NFE: ' + ', '.join(
+          f'{n}: {s["fid"]:.4f}' for n, s in m['by_nfe'].items())
+                   + f' (best: NFE {m["best_nfe"]})')
   return lines
 
 
@@ -334,23 +378,27 @@ def best_scores(workdir: str) -> dict | None:
 
 def evaluate_workdir(workdir: str, step: int | None = None,
                      inception_weights: str | None = None, run: str | None = None,
-                     fid_mode: str | None = None) -> dict:
+                     fid_mode: str | None = None, nfe: int | None = None,
+                     seed: int | None = None) -> dict:
   """Scores the latest (or `step`) checkpoint of a workdir; returns
   {'step': s, 'AtoB': {...}, 'BtoA': {...}, 'protocol': {...}} (pix2pix: its
   one direction) after printing, writing and logging it. `inception_weights`
   and `fid_mode` override the config's (config.json is fixed once written); a
   mode other than the config's is written to eval/<mode>/. `run`: a sweep's
-  run, whose scores go to its folder W/runs/<name>/."""
+  run, whose scores go to its folder W/runs/<name>/. A model that translates
+  in steps (UNSB) is scored after each step, NFE 1..T, or at `nfe` only;
+  `seed` its noise (inference.with_sampling)."""
   config = inference.load_config(workdir, run)
   # Before the slow work: the mode is known, the weights file exists, the
   # checkpoint is there.
   mode = check_fid_mode(fid_mode or config.eval.fid_mode)
   subfolder = '' if mode == config.eval.fid_mode else mode
   weights = weights_path(inception_weights or config.eval.inception_weights)
-  restored = inference.restore(workdir, inference.ALL, step, config, run)  # Evaluator.networks.
+  restored = inference.restore(workdir, inference.ALL, step, config, run, nfe,
+                               seed)  # Evaluator.networks.
   workdir = inference.output_folder(workdir, run)
   step = restored.step
-  evaluator = Evaluator(config, restored.modules, weights, mode)
+  evaluator = Evaluator(config, restored.modules, weights, mode, nfe)
   result = {'step': int(step), **evaluator(restored.params)}
   for line in summary_lines(step, result):
     print(line, flush=True)

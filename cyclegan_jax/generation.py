@@ -6,6 +6,7 @@ evaluation, the results page, the sample grids and export run."""
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cyclegan_jax import image_io
@@ -23,6 +24,16 @@ def apply_in_test_mode(generator, params, images):
   # backend before jax.distributed.initialize can run.
   return generator.apply({'params': params}, images, train=False,
                          rngs={'dropout': jax.random.PRNGKey(TEST_DROPOUT_SEED)})
+
+
+def apply_every_step(generator, params, images):
+  """(N, steps, H, W, C): the translation after each step of a generator that
+  translates in steps from noise (UNSB's every_step; NFE 1, 2, ...), not
+  jitted."""
+  return jnp.stack(generator.apply({'params': params}, images, method='every_step'), axis=1)
+
+
+generate_every_step = jax.jit(apply_every_step, static_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -90,21 +90,48 @@ def output_folder(workdir: str, run: str | None = None) -> str:
   return workdir if found is None else storage.join(workdir, found.folder)
 
 
+def draws_noise(module) -> bool:
+  """Whether a generator translates in steps that draw noise (UNSB's): its
+  translation takes --nfe and --seed."""
+  return getattr(module, 'draws_noise', False)
+
+
+def with_sampling(module, config, nfe: int | None = None, seed: int | None = None):
+  """`module` translating in `nfe` steps from noise seed `seed` (None: as
+  built, the config's model.unsb_nfe and seed 0); a ValueError (one line)
+  for an nfe outside 1..T, or either for a generator that draws no noise."""
+  if nfe is None and seed is None:
+    return module
+  if not draws_noise(module):
+    flag = f'--nfe={nfe}' if nfe is not None else f'--seed={seed}'
+    raise ValueError(f'{flag}: a {config.model.kind} model translates in one step without '
+                     'noise; --nfe and --seed are for models that translate in steps from '
+                     'noise (UNSB)')
+  if nfe is not None and not 1 <= nfe <= module.num_timesteps:
+    raise ValueError(f'--nfe={nfe}: expected 1 to {module.num_timesteps} (the model\'s '
+                     f'model.unsb_num_timesteps={module.num_timesteps} steps)')
+  return module.clone(**{name: value for name, value in (('nfe', nfe), ('seed', seed))
+                         if value is not None})
+
+
 def restore(workdir: str, direction: str | None = None, step: int | None = None,
-            config: ml_collections.ConfigDict | None = None, run: str | None = None) -> Restored:
+            config: ml_collections.ConfigDict | None = None, run: str | None = None,
+            nfe: int | None = None, seed: int | None = None) -> Restored:
   """The generator(s) of `direction` (None: the default one; 'both': all) at
   checkpoint `step` (None: the newest readable one). `config`, when given, is
   the workdir's already loaded (configuration.load); its generators are built
   from it (export builds float32 variants). `run` picks a sweep's run (by
-  name or index; a sweep's workdir needs it)."""
+  name or index; a sweep's workdir needs it). `nfe` and `seed` set the steps
+  and the noise of a generator that translates in steps (with_sampling)."""
   _, sweep_run = _sweep_run(workdir, run)
   config = config if config is not None else load_config(workdir, run)
   family = families.get(config)
   chosen = wanted(config, direction)
+  modules = {network: with_sampling(module, config, nfe, seed)  # Bad values before loading.
+             for network, module in family.create_generators(config.model).items()}
   found, params = checkpoints.load_params(workdir, tuple(network for network, _ in chosen), step)
   if sweep_run is not None:  # A sweep's checkpoint holds every run on a leading axis.
     params = jax.tree.map(lambda x: x[sweep_run.index], params)
-  modules = family.create_generators(config.model)
   generators = tuple(
       Generator(name, network, modules[network], params[network],
                 *family.generator_channels(config.model, network))

@@ -45,13 +45,16 @@ def section(page_dir: str, table) -> str:
 
 
 def write_results_page(workdir: str, num_test: int = 50, step: int | None = None,
-                       run: str | None = None) -> str:
+                       run: str | None = None, nfe: int | None = None,
+                       seed: int | None = None) -> str:
   """Translates the first `num_test` test images of each domain (pix2pix:
   test pairs) and writes the page; returns the path of index.html. `run`: a
-  sweep's run, whose page goes to its folder W/runs/<name>/."""
+  sweep's run, whose page goes to its folder W/runs/<name>/. `nfe`, `seed`:
+  of a model that translates in steps (UNSB: its page shows NFE 1..nfe side
+  by side)."""
   if num_test < 1:
     raise ValueError(f'--num_test={num_test}: expected at least 1')
-  restored = inference.restore(workdir, inference.ALL, step, run=run)
+  restored = inference.restore(workdir, inference.ALL, step, run=run, nfe=nfe, seed=seed)
   workdir = inference.output_folder(workdir, run)
   step = restored.step
   workdir = storage.absolute(workdir)

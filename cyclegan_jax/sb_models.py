@@ -138,9 +138,12 @@ class ConditionalResnetGenerator(nn.Module):
   blocks, two blurred upsamplings, c7s1-output_nc, tanh. z is (N, 4 ngf).
 
   Called without t, it translates: the official test-time chain of `nfe`
-  steps (0: num_timesteps) from x, its noise and z drawn from the 'dropout'
-  rng (generation.py passes a fixed key, so a translation is the same every
-  time), giving the prediction of the last step."""
+  steps (0: num_timesteps) from x, its noise and z drawn from
+  PRNGKey(`seed`), giving the prediction of the last step; `every_step`
+  gives the prediction of each step (NFE 1, 2, ...). Each image of a batch
+  gets the noise and z one image alone would get: a translation depends on
+  the image and the seed only, not on its batch (a video's frames all see
+  the same noise, so there is no flicker from fresh noise)."""
   n_blocks: int = 9
   ngf: int = 64
   output_nc: int = 3
@@ -149,8 +152,9 @@ class ConditionalResnetGenerator(nn.Module):
   num_timesteps: int = 5
   tau: float = 0.01
   nfe: int = 0
+  seed: int = 0
   # What services read of every generator: no dropout layers here (the
-  # randomness of a translation is its noise, drawn from a fixed key).
+  # randomness of a translation is its noise, drawn from PRNGKey(seed)).
   dropout: bool = False
   dropout_at_test: bool = False
   draws_noise = True  # Not a field: every translation draws z and the bridge's noise.
@@ -191,17 +195,26 @@ class ConditionalResnetGenerator(nn.Module):
     del train
     if t is not None:
       return self.predict(x, t, z, nce_layers)
+    return self.every_step(x)[-1]
+
+  def every_step(self, x) -> list:
+    """[the prediction of x_1 after 1, 2, ..., nfe (0: num_timesteps) steps]
+    of the test-time chain from x (the official test: x_t from the bridge
+    between x_{t-1} and G's last prediction)."""
     times = time_grid(self.num_timesteps)
     n = x.shape[0]
-    key, predicted = self.make_rng('dropout'), None
+    key, x, predictions = jax.random.PRNGKey(self.seed), x.astype(jnp.float32), []
+    # Drawn for one image and broadcast: every image of a batch gets the same.
+    per_image = lambda key, shape: jnp.broadcast_to(jax.random.normal(key, (1,) + shape),
+                                                    (n,) + shape)
     for step in range(self.nfe or self.num_timesteps):
       key, noise_key, z_key = jax.random.split(key, 3)
       if step > 0:
-        x = bridge_step(x, predicted, step, times, self.tau,
-                        jax.random.normal(noise_key, x.shape, jnp.float32))
-      predicted = self.predict(x, jnp.full((n,), step, jnp.int32),
-                               jax.random.normal(z_key, (n, 4 * self.ngf), jnp.float32))
-    return predicted
+        x = bridge_step(x, predictions[-1], step, times, self.tau,
+                        per_image(noise_key, x.shape[1:]))
+      predictions.append(self.predict(x, jnp.full((n,), step, jnp.int32),
+                                      per_image(z_key, (4 * self.ngf,))))
+    return predictions
 
   @nn.compact
   def predict(self, x, t, z, nce_layers: tuple[int, ...] = ()):

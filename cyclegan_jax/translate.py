@@ -72,7 +72,8 @@ def _check_output_dir(output_dir: str, input_dir: str) -> None:
 def translate_folder(workdir: str, input_dir: str, output_dir: str,
                      direction: str | None = None, step: int | None = None,
                      output_format: str | None = None, tile: int | None = None,
-                     tile_stats: str = 'exact', run: str | None = None) -> list[str]:
+                     tile_stats: str = 'exact', run: str | None = None,
+                     nfe: int | None = None, seed: int | None = None) -> list[str]:
   """Writes `output_dir/<name>` for every image in `input_dir` (names as
   `output_names` gives them) at the input's pixel type and the generator's
   channels, mapped back through the value rule the input was read with
@@ -87,7 +88,9 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   whole-image statistics (`tile_stats`, tiling.STATS_MODES). Without it, an
   image whose translation would not fit in memory whole is tiled anyway, at
   the largest size that fits (one log line says so). `run`: a sweep's run (by
-  name or index).
+  name or index). `nfe`, `seed`: the steps and noise seed of a model that
+  translates in steps (UNSB; inference.with_sampling): each image is
+  translated from the same seed, so the same command gives the same images.
   """
   config = inference.load_config(workdir, run)
   inference.wanted(config, direction)  # An unknown direction is named before any work.
@@ -98,7 +101,7 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
   if tile_stats not in tiling.STATS_MODES:
     raise ValueError(f'--tile_stats={tile_stats!r}: expected one of '
                      f'{", ".join(tiling.STATS_MODES)}')
-  restored = inference.restore(workdir, direction, step, config, run)
+  restored = inference.restore(workdir, direction, step, config, run, nfe, seed)
   generator = restored.generator
   if tile is not None:
     tiling.check_tile(generator.module, tile)

@@ -120,7 +120,8 @@ def _batches(reader, size: int, path: str):
 def translate_video(workdir: str, input_path: str, output_path: str,
                     direction: str | None = None, step: int | None = None,
                     batch_size: int = 8, tile: int | None = None,
-                    tile_stats: str = 'exact', run: str | None = None) -> int:
+                    tile_stats: str = 'exact', run: str | None = None,
+                    nfe: int | None = None, seed: int | None = None) -> int:
   """Writes the translation of every frame of `input_path` to `output_path`
   at the same size and frame rate (no audio); returns the number of frames.
 
@@ -132,7 +133,8 @@ def translate_video(workdir: str, input_path: str, output_path: str,
   complete: a failure leaves no half video, and never touches the input.
   With `tile`, each frame is translated in tiles (tiling.py, `tile_stats`);
   a frame that does not fit in memory whole is tiled anyway. `run`: a sweep's
-  run (by name or index).
+  run (by name or index). `nfe`, `seed`: as translate_folder's; a model that
+  translates from noise gives every frame the same noise (no flicker).
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: expected at least 1')
@@ -151,7 +153,7 @@ def translate_video(workdir: str, input_path: str, output_path: str,
         raise ValueError(f'--output={output_path}: H.264 needs an even width and height, and '
                          f'{input_path} is {width}x{height}; write a .mkv (lossless FFV1) '
                          'instead')
-      restored = inference.restore(workdir, direction, step, config, run)
+      restored = inference.restore(workdir, direction, step, config, run, nfe, seed)
       step, params = restored.step, restored.generator.params
       generator, channels = restored.generator.module, restored.generator.in_channels
       value_range = config.data.value_range

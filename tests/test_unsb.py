@@ -3,6 +3,8 @@ the terms of G's loss, bit-identical reruns), translation in NFE steps, its
 data (a second A image per example) and its config checks. The networks
 themselves: test_sb_models.py."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from cyclegan_jax import sb_models
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train_step as train_step_lib
 from tests import synthetic
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_time_grid_is_the_official_one():
@@ -130,26 +134,148 @@ def test_bad_fields_are_one_line_naming_them(field, value, expected):
     config_checks.validate(config, num_devices=1)
 
 
-def test_a_tiny_run_trains_translates_and_writes_its_results_page(tmp_path):
-  from cyclegan_jax import results_page  # pylint: disable=import-outside-toplevel
+def test_every_step_gives_each_nfe_and_each_image_its_own_noise():
+  """every_step's n-th translation is the nfe=n chain's; an image's
+  translation is the same in any batch (noise and z drawn per image), and
+  another seed gives another translation."""
+  config = tiny_unsb.get_config()
+  generator = families.unsb.create_generators(config.model)['gen']
+  x = np.random.default_rng(2).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+  params = generator.init(jax.random.PRNGKey(0), x, np.zeros(3, np.int32),
+                          np.zeros((3, 32), np.float32))['params']
+  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)
+  every = np.asarray(generation.generate_every_step(generator, params, x))
+  assert every.shape == (3, 3, 32, 32, 3)
+  for nfe in (1, 2, 3):
+    np.testing.assert_allclose(every[:, nfe - 1],
+                               generation.generate(generator.clone(nfe=nfe), params, x),
+                               atol=1e-6)
+  alone = np.concatenate([generation.generate(generator, params, x[i:i + 1]) for i in range(3)])
+  # Equal up to the rounding of convolutions of another batch size (1e-5 here).
+  np.testing.assert_allclose(generation.generate(generator, params, x), alone, atol=1e-4)
+  reseeded = np.asarray(generation.generate(generator.clone(seed=1), params, x))
+  assert np.abs(reseeded - every[:, -1]).max() > 1e-3
+
+
+def test_nfe_and_seed_are_checked_in_one_line():
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import inference  # pylint: disable=import-outside-toplevel
+  config = tiny_unsb.get_config()
+  generator = families.unsb.create_generators(config.model)['gen']
+  assert inference.with_sampling(generator, config, 2, 7).nfe == 2
+  assert inference.with_sampling(generator, config, None, 7).seed == 7
+  for nfe in (0, 4):
+    with pytest.raises(ValueError, match=rf'^--nfe={nfe}: expected 1 to 3 \(the model\'s '
+                       r'model.unsb_num_timesteps=3 steps\)$'):
+      inference.with_sampling(generator, config, nfe)
+  cyclegan = tiny.get_config()
+  module = families.get(cyclegan).create_generators(cyclegan.model)['gen_ab']
+  for flag, args in (('--nfe=2', (2, None)), ('--seed=1', (None, 1))):
+    with pytest.raises(ValueError, match=f'^{flag}: a cyclegan model translates in one step '):
+      inference.with_sampling(module, cyclegan, *args)
+  assert inference.with_sampling(module, cyclegan) is module
+
+
+@pytest.fixture(scope='module')
+def unsb_run(tmp_path_factory):
+  """A tiny UNSB run of 2 steps -> (workdir, data folder)."""
   from cyclegan_jax import train  # pylint: disable=import-outside-toplevel
-  from cyclegan_jax import translate  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  tmp_path = tmp_path_factory.mktemp('unsb')
   root = synthetic.make_unpaired_folder(str(tmp_path / 'data'), n_train=4, n_test=2)
   config = tiny_unsb.get_config()
   config.data.image_dir = root
   config.train.num_steps = 2
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
-  translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'out'))
-  outputs = sorted((tmp_path / 'out').iterdir())
-  assert [p.name for p in outputs] == ['0000.png', '0001.png']
-  first = np.asarray(Image.open(outputs[0]))
-  assert first.shape == (32, 32, 3)
-  translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'again'))
-  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'again' / '0000.png')), first)
-  page = results_page.write_results_page(workdir, num_test=2)
-  assert 'A→B' in open(page).read()
+  return workdir, root
+
+
+def test_a_tiny_run_translates_with_nfe_and_seed_and_writes_every_nfe_on_its_page(
+    unsb_run, tmp_path):
+  from cyclegan_jax import results_page  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import translate  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  workdir, root = unsb_run
+
+  def translated(name, **kwargs):
+    translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / name), **kwargs)
+    return np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name).iterdir())])
+
+  first = translated('out')
+  assert first.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(translated('again'), first)  # The same command, the same images.
+  np.testing.assert_array_equal(translated('all_steps', nfe=3, seed=0), first)
+  np.testing.assert_array_equal(translated('nfe2', nfe=2), translated('nfe2_again', nfe=2))
+  assert np.abs(translated('nfe1', nfe=1).astype(int) - first).max() > 0
+  assert np.abs(translated('seed1', seed=1).astype(int) - first).max() > 0
+  page = open(results_page.write_results_page(workdir, num_test=2)).read()
+  assert all(f'A→B, NFE {n}' in page for n in (1, 2, 3)) and 'NFE 4' not in page
+  page = open(results_page.write_results_page(workdir, num_test=2, nfe=2, seed=1)).read()
+  assert 'A→B, NFE 2' in page and 'NFE 3' not in page and '(seed 1)' in page
+
+
+def test_evaluate_scores_every_nfe_and_names_the_best(unsb_run, tmp_path):
+  from cyclegan_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import inception  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import inception_weights  # pylint: disable=import-outside-toplevel
+  workdir, _ = unsb_run
+  weights = str(tmp_path / 'random_fid_inception.npz')
+  inception_weights.save(weights, inception.init_variables(seed=0))
+  result = evaluate.evaluate_workdir(workdir, inception_weights=weights)
+  scores = result['AtoB']
+  assert sorted(scores['by_nfe']) == ['1', '2', '3'] and scores['nfe'] == 3
+  fids = {int(n): s['fid'] for n, s in scores['by_nfe'].items()}
+  assert scores['best_nfe'] == min(fids, key=fids.get)
+  assert scores['fid'] == fids[3]
+  assert len(set(fids.values())) == 3  # Each NFE's own translations.
+  scalars = evaluate.scalars(result)
+  assert {'eval/AtoB/nfe_1/fid', 'eval/AtoB/nfe_3/kid_std', 'eval/AtoB/best_nfe'} <= set(scalars)
+  one = evaluate.evaluate_workdir(workdir, inception_weights=weights, nfe=2)['AtoB']
+  assert one['nfe'] == 2 and 'by_nfe' not in one
+  np.testing.assert_allclose(one['fid'], fids[2], rtol=1e-5)
+
+
+def test_video_frames_see_the_same_noise(unsb_run, tmp_path):
+  """A batch of frames is translated as each frame alone (the image path)."""
+  iio = pytest.importorskip('imageio.v2')  # The "export" extra, which .ci/run installs.
+  from cyclegan_jax import inference  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import video  # pylint: disable=import-outside-toplevel
+  workdir, _ = unsb_run
+  rng = np.random.default_rng(0)
+  frames = np.stack([synthetic.random_scene(rng, 32)[:22, :30] for _ in range(3)] * 2)
+  path = str(tmp_path / 'clip.mkv')
+  with iio.get_writer(path, format='FFMPEG', fps=10, codec='ffv1', pixelformat='bgr0',
+                      macro_block_size=1, ffmpeg_log_level='error') as writer:
+    for frame in frames:
+      writer.append_data(frame)
+  out = str(tmp_path / 'out.mkv')
+  assert video.translate_video(workdir, path, out, batch_size=4, nfe=2) == 6
+  with iio.get_reader(out, format='FFMPEG') as reader:
+    got = np.stack(list(reader.iter_data()))
+  generator = inference.restore(workdir, nfe=2).generator
+  expected = np.stack([generation.translate_image(generator.module, generator.params, f)
+                       for f in frames])
+  # Within one grey level: batches of 4 round convolutions differently.
+  assert np.abs(got.astype(int) - expected).max() <= 1
+  assert np.abs(got[:3].astype(int) - got[3:]).max() <= 1  # The same frame, the same output.
+
+
+def test_main_refuses_nfe_outside_translation_modes(unsb_run):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  workdir, root = unsb_run
+  result = subprocess.run([sys.executable, 'main.py', '--mode=translate', f'--workdir={workdir}',
+                           f'--input={root}/testA', f'--output={workdir}/x', '--nfe=9'],
+                          capture_output=True, text=True, timeout=300, cwd=_REPO)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --nfe=9: expected 1 to 3 (the model's model.unsb_num_timesteps=3 steps)")
+  result = subprocess.run([sys.executable, 'main.py', '--mode=extract', f'--workdir={workdir}',
+                           '--seed=1'], capture_output=True, text=True, timeout=300, cwd=_REPO)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: --seed is for --mode=translate, test or evaluate (a translation\'s steps and '
+      'noise); the training seed is --config.seed')
 
 
 _TWO_DEVICES = '''

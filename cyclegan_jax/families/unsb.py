@@ -40,9 +40,11 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from cyclegan_jax import config_fields
+from cyclegan_jax import generation
 from cyclegan_jax import losses
 from cyclegan_jax import models
 from cyclegan_jax import sb_models
+from cyclegan_jax.data import input_pipeline
 from cyclegan_jax.families import common
 from cyclegan_jax.families import cut
 
@@ -305,12 +307,28 @@ def open_training_data(config, shard, channels):
 
 
 # As CUT's: rows of real A | its translation, real B | G's translation of B;
-# A -> B only; the test sets and results tables of one generator.
+# A -> B only; the test sets of one generator.
 sample_rows = cut.sample_rows
 directions = cut.directions
 network_for = cut.network_for
 scored_images = cut.scored_images
-results_tables = cut.results_tables
+
+
+def results_tables(config, params, generators, num_test: int) -> list[common.ResultsTable]:
+  """real A | its translation after 1, 2, ..., nfe (0: T) steps, side by
+  side, for the first num_test test A images."""
+  generator = generators['gen']
+  source = input_pipeline.open_sources(config.data, domain_channels(config))['testA']
+  rows = []
+  for i in range(min(num_test, len(source))):
+    real = input_pipeline.preprocess(source[i], config.data, None)
+    steps = generation.generate_every_step(generator, params['gen'], real[None])[0]
+    cells = [(f'testA_{i:04d}_real.png', real)] + [
+        (f'testA_{i:04d}_nfe{n + 1}.png', image) for n, image in enumerate(steps)]
+    rows.append((common.row_label(source, i), cells))
+  titles = ('real A', *(f'A→B, NFE {n + 1}' for n in range(len(rows[0][1]) - 1 if rows else 0)))
+  return [common.ResultsTable(f'testA: {len(rows)} images (seed {generator.seed})', titles,
+                              rows)]
 
 
 def check_config(config) -> None:
