@@ -169,7 +169,17 @@ def summarise(entries: list[Entry]) -> dict:
           'differences': json.loads(diff), 'runs': [m['run'] for m in members],
           **{key: _mean_std([m[key] for m in members])
              for key in ('final_fid', 'best_fid', 'final_kid', 'best_kid')}})
-  return {'rows': rows, 'seed_groups': seed_groups,
+  # Models that translate in steps (UNSB): FID after each step at the last
+  # evaluation.
+  nfe_rows = []
+  for entry in entries:
+    for direction in directions:
+      step, last = (entry.history.get(direction) or [(None, {})])[-1]
+      if 'by_nfe' in last:
+        nfe_rows.append({'run': entry.label, 'direction': direction, 'step': step,
+                         'fid_by_nfe': {n: s['fid'] for n, s in last['by_nfe'].items()},
+                         'best_nfe': last['best_nfe']})
+  return {'rows': rows, 'seed_groups': seed_groups, 'nfe_rows': nfe_rows,
           'differences': {'fields': list(differences[0]) if differences else [],
                           'runs': {e.label: d for e, d in zip(entries, differences)}},
           'protocols': {f'P{i + 1}': _protocol_text(p) for i, p in enumerate(protocols)},
@@ -209,6 +219,10 @@ def markdown(summary: dict) -> str:
       lines.append(f'| {", ".join(g["runs"])} | {g["family"]} | {g["direction"]} | '
                    f'{g["final_fid"]} | {g["best_fid"]} | {g["final_kid"]} | {g["best_kid"]} '
                    f'| {g["protocol"]} |')
+  if summary.get('nfe_rows'):
+    lines += ['', 'FID after each step (NFE) at the last evaluation:', '']
+    lines += _nfe_table(summary['nfe_rows'], lambda cells: '| ' + ' | '.join(cells) + ' |',
+                        markdown_rule=True)
   differences = summary['differences']
   if differences['fields']:
     runs = list(differences['runs'])
@@ -224,6 +238,18 @@ def markdown(summary: dict) -> str:
                   'compare scores of one protocol only.']
   lines += ['', 'Written with: ' + ', '.join(f'{k} {v}' for k, v in summary['versions'].items())]
   return '\n'.join(lines) + '\n'
+
+
+def _nfe_table(rows: list[dict], line, markdown_rule: bool = False) -> list:
+  """The FID-by-NFE table, each row (header first) through `line(cells)`."""
+  most = max(len(r['fid_by_nfe']) for r in rows)
+  header = ['run', 'direction', 'step', *(f'NFE {n}' for n in range(1, most + 1)), 'best NFE']
+  lines = [line(header)] + (['|' + '---|' * len(header)] if markdown_rule else [])
+  for r in rows:
+    fids = [f'{r["fid_by_nfe"][str(n)]:.4g}' if str(n) in r['fid_by_nfe'] else '—'
+            for n in range(1, most + 1)]
+    lines.append(line([r['run'], r['direction'], str(r['step']), *fids, str(r['best_nfe'])]))
+  return lines
 
 
 def overlay_plot(entries: list[Entry]) -> Figure:
@@ -303,6 +329,10 @@ def page(summary: dict, samples: dict, title: str) -> str:
          'protocol'],
         [[', '.join(g['runs']), g['family'], g['direction'], g['final_fid'], g['best_fid'],
           g['final_kid'], g['best_kid'], g['protocol']] for g in summary['seed_groups']])]
+  if summary.get('nfe_rows'):
+    table = _nfe_table(summary['nfe_rows'], lambda cells: cells)
+    parts += ['<h2>FID after each step (NFE) at the last evaluation</h2>',
+              _html_table(table[0], table[1:])]
   differences = summary['differences']
   if differences['fields']:
     runs = list(differences['runs'])

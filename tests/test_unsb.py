@@ -233,6 +233,14 @@ def test_evaluate_scores_every_nfe_and_names_the_best(unsb_run, tmp_path):
   one = evaluate.evaluate_workdir(workdir, inception_weights=weights, nfe=2)['AtoB']
   assert one['nfe'] == 2 and 'by_nfe' not in one
   np.testing.assert_allclose(one['fid'], fids[2], rtol=1e-5)
+  # The report lists FID by NFE (of the latest evaluation with every NFE).
+  evaluate.evaluate_workdir(workdir, inception_weights=weights)
+  from cyclegan_jax import report  # pylint: disable=import-outside-toplevel
+  report.write_report([workdir], str(tmp_path / 'report'))
+  text = (tmp_path / 'report' / 'report.md').read_text()
+  assert '| run | direction | step | NFE 1 | NFE 2 | NFE 3 | best NFE |' in text
+  assert f'| {fids[1]:.4g} | {fids[2]:.4g} | {fids[3]:.4g} | {scores["best_nfe"]} |' in text
+  assert 'NFE 3</th>' in (tmp_path / 'report' / 'index.html').read_text()
 
 
 def test_video_frames_see_the_same_noise(unsb_run, tmp_path):
