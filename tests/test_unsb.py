@@ -320,3 +320,65 @@ def test_on_two_devices_every_device_trains_the_same_step_index():
   indices = [m['time_index'] for m in metrics]
   assert all(i in (0.0, 1.0, 2.0) for i in indices), indices
   assert all(np.isfinite(v) for m in metrics for v in m.values())
+
+
+RERUN_STEPS = 6
+# UNSB's randomness: shuffled epochs, random B and A2 images, crops and flips,
+# the step index k, the chains' noise and z, patch ids; a checkpoint every 2
+# steps, so that kills land mid-save too.
+RERUN_OVERRIDES = {'train.num_steps': RERUN_STEPS, 'train.batch_size': 2,
+                   'checkpoint_every_steps': 2, 'keep_checkpoints': 20, 'log_every_steps': 2,
+                   'sample_every_steps': 1000}
+
+
+@pytest.mark.slow
+def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
+  import random  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import train  # pylint: disable=import-outside-toplevel
+  from tests import test_reproducibility  # pylint: disable=import-outside-toplevel
+  config = tiny_unsb.get_config()
+  config.data.image_dir = image_folder
+  for field, value in RERUN_OVERRIDES.items():
+    section, _, name = field.rpartition('.')
+    (config[section] if section else config)[name] = value
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import checkpoints  # pylint: disable=import-outside-toplevel
+
+  def saved(workdir):
+    manager = ocp.CheckpointManager(checkpoints.checkpoint_dir(str(workdir)))
+    assert manager.latest_step() == RERUN_STEPS
+    return jax.tree.map(np.asarray, manager.restore(RERUN_STEPS,
+                                                    args=ocp.args.StandardRestore()))
+
+  train.train_and_evaluate(config, str(tmp_path / 'first'))
+  first = saved(tmp_path / 'first')
+  train.train_and_evaluate(config, str(tmp_path / 'again'))
+  assert test_reproducibility._identical(saved(tmp_path / 'again'), first)
+
+  workdir = tmp_path / 'killed'
+  command = [sys.executable, 'main.py', '--config=configs/tiny_unsb.py', f'--workdir={workdir}',
+             f'--config.data.image_dir={image_folder}',
+             *(f'--config.{field}={value}' for field, value in RERUN_OVERRIDES.items())]
+  rng = random.Random(0)
+  resumed_from = []
+  for _ in range(2):
+    before = (test_reproducibility._complete_steps(workdir) or [0])[-1]
+    process = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while ((test_reproducibility._complete_steps(workdir) or [0])[-1] <= before
+           and process.poll() is None and time.time() < deadline):
+      time.sleep(0.01)
+    time.sleep(rng.uniform(0, 0.3))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_from.append(before)
+  assert resumed_from[0] == 0 and 0 < resumed_from[1] < RERUN_STEPS, resumed_from
+  final = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step' in final.stderr
+  assert test_reproducibility._identical(saved(workdir), first)
