@@ -382,3 +382,50 @@ def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
   assert final.returncode == 0, final.stderr[-3000:]
   assert 'Resuming from the checkpoint at step' in final.stderr
   assert test_reproducibility._identical(saved(workdir), first)
+
+
+_TRAIN_AND_SAVE = '''
+import sys
+import jax, numpy as np
+from configs import tiny_unsb
+from cyclegan_jax import distributed, train
+image_dir, workdir, out, port, process_id = sys.argv[1:]
+if port != '-':
+  distributed.initialize(f'127.0.0.1:{port}', 2, int(process_id))
+config = tiny_unsb.get_config()
+config.data.image_dir = image_dir
+config.train.batch_size = 2
+config.train.num_steps = 2
+state = train.train_and_evaluate(config, workdir)
+print('devices', jax.process_index(), jax.process_count(), jax.device_count())
+np.savez(out, **{jax.tree_util.keystr(p): np.asarray(x.addressable_data(0))
+                 for p, x in jax.tree_util.tree_leaves_with_path(state)})
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_model(image_folder, tmp_path):
+  """Two processes of one CPU device each (gloo collectives) train one UNSB
+  over both devices, each reading its own shard of the data: both end with
+  the same whole state, bit for bit, and one checkpoint is written."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests import test_distributed  # pylint: disable=import-outside-toplevel
+  from tests import xla_flags  # pylint: disable=import-outside-toplevel
+  port = test_distributed._free_port()  # pylint: disable=protected-access
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', _TRAIN_AND_SAVE, image_folder, str(tmp_path / 'run'),
+       str(tmp_path / f'p{i}.npz'), str(port), str(i)], cwd=_REPO,
+      env=xla_flags.with_cpu_devices(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
+  outputs = []
+  for process in processes:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-4000:]
+    outputs.append(output)
+  assert 'devices 0 2 2' in outputs[0] and 'devices 1 2 2' in outputs[1]
+  p0, p1 = (dict(np.load(tmp_path / f'p{i}.npz')) for i in range(2))
+  assert p0.keys() == p1.keys() and int(p0['.step']) == 2
+  different = [k for k in p0 if not np.array_equal(p0[k], p1[k])]
+  assert not different, different
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['2']
