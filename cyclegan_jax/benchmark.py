@@ -156,11 +156,12 @@ def _our_train_step(config):
   rng = np.random.default_rng(config.seed)
   local_batch = batch_size // jax.process_count()
   channels = families.get(config).domain_channels(config)
+  domains = families.batch_domains(config)
   put = lambda host: {key: jax.make_array_from_process_local_data(
       sharding, x[None], (1, batch_size, *x.shape[1:])) for key, x in host.items()}
   # Noise as 8-bit images come: uint8 pixels, mapped to [-1, 1] in the step.
-  noise = lambda: {key: rng.integers(0, 256, (local_batch, crop, crop, channels[key]),
-                                     dtype=np.uint8) for key in ('A', 'B')}
+  noise = lambda: {key: rng.integers(0, 256, (local_batch, crop, crop, channels[domain]),
+                                     dtype=np.uint8) for key, domain in domains.items()}
   batch = put(noise())
   start = time.perf_counter()
   compiled = train_step.lower(state, batch, values).compile()
@@ -168,7 +169,9 @@ def _our_train_step(config):
 
   def run():
     nonlocal state  # Donated to the step: each step takes the one before's state.
-    state, _ = jax.block_until_ready(compiled(state, batch, values))
+    state, metrics = jax.block_until_ready(compiled(state, batch, values))
+    # UNSB: the step index k the step drew (its cost grows with k).
+    run.time_index = int(metrics['time_index'][0]) if 'time_index' in metrics else None
 
   # As train.py runs steps: host batches (a few, in turn) sent to the devices
   # ahead of their step, metrics summed on the device, one wait at the end.
@@ -192,8 +195,8 @@ def _noise_batch(config, shape_prefix, sharding, channels):
   rng = np.random.default_rng(config.seed)
   crop = config.data.crop_size
   return {key: jax.device_put(
-      rng.uniform(-1, 1, (*shape_prefix, crop, crop, channels[key])).astype(np.float32),
-      sharding) for key in ('A', 'B')}
+      rng.uniform(-1, 1, (*shape_prefix, crop, crop, channels[domain])).astype(np.float32),
+      sharding) for key, domain in families.batch_domains(config).items()}
 
 
 def _sweep_train_step(config, num_runs: int):
@@ -315,6 +318,18 @@ def _time(run) -> float:
   return time.perf_counter() - start
 
 
+def _over_time_indices(prefix: str, times: list, indices: list) -> dict:
+  """The mean step time of each step index k, and their mean: the cost of
+  a step averaged over k, as training draws every k equally often."""
+  by_k = {}
+  for seconds, k in zip(times, indices):
+    by_k.setdefault(int(k), []).append(seconds)
+  means = {k: float(np.mean(v)) for k, v in sorted(by_k.items())}
+  return {f'{prefix}mean_step_seconds_by_k': means,
+          f'{prefix}steps_by_k': {k: len(v) for k, v in sorted(by_k.items())},
+          f'{prefix}mean_step_seconds_over_k': float(np.mean(list(means.values())))}
+
+
 def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
                   compare: str = '', num_runs: int = 1, loop: bool = False) -> dict:
   """Compiles and times our train step (or translation); with compare='torch'
@@ -351,13 +366,15 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
     theirs = _Sweep(*_sweep_train_step(config, num_runs))
 
   # Alternating, so that a slow spell of a shared machine falls on both.
-  times, their_times = [], []
+  times, their_times, indices, their_indices = [], [], [], []
   for i in range(warmup + steps if steps else 0):
     seconds = _time(ours)
     their_seconds = _time(theirs.run) if theirs else None
     if i >= warmup:
       times.append(seconds)
       their_times.append(their_seconds)
+      indices.append(getattr(ours, 'time_index', None))
+      their_indices.append(getattr(theirs, 'time_index', None))
   median = float(np.median(times)) if times else None
   p90 = float(np.percentile(times, 90)) if times else None
   loop_times, alone_times = [], []
@@ -398,6 +415,12 @@ def run_benchmark(config, steps: int, warmup: int, task: str = 'train',
       'warmup': warmup,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
+  if times and indices[0] is not None:  # UNSB: a step's cost depends on its k.
+    result.update(_over_time_indices('', times, indices))
+    if theirs and their_indices[0] is not None:
+      result.update(_over_time_indices('torch_', their_times, their_indices))
+      result['time_ratio_vs_torch_over_k'] = (result['mean_step_seconds_over_k']
+                                              / result['torch_mean_step_seconds_over_k'])
   if loop:
     result['loop_seconds_per_step'] = float(np.median(loop_times))
     result['step_alone_seconds_per_step'] = float(np.median(alone_times))

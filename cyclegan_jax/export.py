@@ -27,6 +27,7 @@ from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import inference
 from cyclegan_jax import models
+from cyclegan_jax import sb_models
 from cyclegan_jax import storage
 from cyclegan_jax import tiling
 
@@ -68,7 +69,8 @@ def exportable_generator(model_config, network: str, dropout_at_test: bool | Non
 def _min_blocks(generator) -> int:
   # The resnet's reflection padding by 1 at a quarter of the input's size
   # needs that size to be at least 2: inputs of at least 8x8.
-  return 2 if isinstance(generator, models.ResnetGenerator) else 1
+  return 2 if isinstance(generator, (models.ResnetGenerator,
+                                     sb_models.ConditionalResnetGenerator)) else 1
 
 
 def _with_image_input(model, onnx, multiple: int, channels: int, batch='batch',
@@ -141,11 +143,8 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
                      'export it without test-time dropout (as the official test.py --eval '
                      'runs it) with --dropout_at_test=false, or translate with '
                      '--mode=translate')
-  if getattr(generator, 'draws_noise', False):
-    raise ValueError('this generator draws noise at each of its translation steps (UNSB), '
-                     'which an ONNX file of dynamic size cannot reproduce, and exporting its '
-                     'single step (inputs x, t, z) is not available yet; translate with '
-                     '--mode=translate')
+  if inference.draws_noise(generator):
+    return export_step(generator, params, path, channels)
   multiple = models.generator_multiple(generator)
 
   def on_blocks(blocks):  # (batch, H/m, m, W/m, m, C) -> G(image)
@@ -160,6 +159,42 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
           'opset': model.opset_import[0].version}
 
 
+STEP_INPUTS = ('t', 'z')
+STEP_OUTPUT = 'predicted'
+
+
+def export_step(generator, params, path: str, channels: int) -> dict:
+  """A generator that translates in steps from noise (UNSB's): one step,
+  G(image, t, z) -> `predicted` (its prediction of the translation), inputs
+  the image x_t, `t` (batch,) int32 step indices and `z` (batch, z_features)
+  float32. The steps between (the bridge and its noise) are the caller's:
+  the JSON beside the file holds the time grid and tau they need, and
+  docs/scripts/unsb_onnx.py runs them with ONNX Runtime."""
+  multiple = models.generator_multiple(generator)
+  width = 4 * generator.ngf
+
+  def on_blocks(blocks, t, z):
+    return generator.apply({'params': params}, _image_of(blocks, multiple), t, z)
+
+  def step_inputs(batch):
+    return [jax.ShapeDtypeStruct((batch,), jnp.int32),
+            jax.ShapeDtypeStruct((batch, width), jnp.float32)]
+
+  least = _min_blocks(generator)
+  model, out_channels = _convert(on_blocks, step_inputs, generator, channels, 'b', path,
+                                 STEP_INPUTS, (STEP_OUTPUT,))
+  common = {'layout': 'NHWC', 'dtype': 'float32', 'value_range': [-1.0, 1.0]}
+  num_timesteps = generator.num_timesteps
+  return {'input': {'name': INPUT_NAME, 'channels': channels, **common,
+                    'size_multiple': multiple, 'min_size': least * multiple},
+          'output': {'name': STEP_OUTPUT, 'channels': out_channels, **common},
+          'steps': {'inputs': list(STEP_INPUTS), 'z_features': width,
+                    'num_timesteps': num_timesteps, 'nfe': generator.nfe or num_timesteps,
+                    'times': [float(v) for v in sb_models.time_grid(num_timesteps)],
+                    'tau': float(generator.tau)},
+          'opset': model.opset_import[0].version}
+
+
 def _image_of(blocks, multiple: int):
   batch, rows, _, columns, _, c = blocks.shape
   return blocks.reshape(batch, rows * multiple, columns * multiple, c)
@@ -169,13 +204,16 @@ def _convert(program, other_inputs, generator, channels: int, batch: str, path: 
              inputs=(), outputs=(OUTPUT_NAME,), image_output=True):
   """`program` (an image in blocks, then `other_inputs`) as an ONNX file at
   `path`, written atomically, taking an ordinary NHWC image (batch `batch`:
-  'b' dynamic, '1' one image). Returns (the model, its image output's
-  channels: None without `image_output`)."""
+  'b' dynamic, '1' one image). `other_inputs` may be a function of the
+  batch dimension (inputs with the image's batch). Returns (the model, its
+  image output's channels: None without `image_output`)."""
   jax2onnx, onnx = _onnx_modules()
   multiple = models.generator_multiple(generator)
   least = _min_blocks(generator)
   shape = jax.export.symbolic_shape(f'{batch}, h, {multiple}, w, {multiple}, {channels}',
                                     constraints=(f'h >= {least}', f'w >= {least}'))
+  if callable(other_inputs):
+    other_inputs = other_inputs(shape[0])
   with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints debugging lines.
     model = jax2onnx.to_onnx(program, [jax.ShapeDtypeStruct(shape, jnp.float32), *other_inputs],
                              model_name=type(generator).__name__)

@@ -78,6 +78,19 @@ def bridge_step(x, predicted, t, times, tau, noise) -> jax.Array:
   return (1 - inter) * x + inter * predicted + jnp.sqrt(scale * tau) * noise
 
 
+def translation_draws(seed: int, nfe: int, image_shape, z_features: int) -> list:
+  """[(z, noise)] of each of `nfe` translation steps for one (H, W, C) image:
+  z (1, z_features) and the bridge's noise (1, H, W, C), which the first step
+  does not use, drawn from PRNGKey(seed). What every_step uses, for a caller
+  that runs the steps elsewhere (an exported step in ONNX Runtime)."""
+  key, draws = jax.random.PRNGKey(seed), []
+  for _ in range(nfe):
+    key, noise_key, z_key = jax.random.split(key, 3)
+    draws.append((jax.random.normal(z_key, (1, z_features)),
+                  jax.random.normal(noise_key, (1, *image_shape))))
+  return draws
+
+
 def pixel_norm(z) -> jax.Array:
   """StyleGAN's PixelNorm: z / sqrt(mean(z^2) + 1e-8) over the features."""
   return z * jax.lax.rsqrt(jnp.mean(z**2, axis=1, keepdims=True) + 1e-8)
@@ -203,17 +216,15 @@ class ConditionalResnetGenerator(nn.Module):
     between x_{t-1} and G's last prediction)."""
     times = time_grid(self.num_timesteps)
     n = x.shape[0]
-    key, x, predictions = jax.random.PRNGKey(self.seed), x.astype(jnp.float32), []
+    x, predictions = x.astype(jnp.float32), []
     # Drawn for one image and broadcast: every image of a batch gets the same.
-    per_image = lambda key, shape: jnp.broadcast_to(jax.random.normal(key, (1,) + shape),
-                                                    (n,) + shape)
-    for step in range(self.nfe or self.num_timesteps):
-      key, noise_key, z_key = jax.random.split(key, 3)
+    every = lambda draw: jnp.broadcast_to(draw, (n, *draw.shape[1:]))
+    draws = translation_draws(self.seed, self.nfe or self.num_timesteps, x.shape[1:],
+                              4 * self.ngf)
+    for step, (z, noise) in enumerate(draws):
       if step > 0:
-        x = bridge_step(x, predictions[-1], step, times, self.tau,
-                        per_image(noise_key, x.shape[1:]))
-      predictions.append(self.predict(x, jnp.full((n,), step, jnp.int32),
-                                      per_image(z_key, (4 * self.ngf,))))
+        x = bridge_step(x, predictions[-1], step, times, self.tau, every(noise))
+      predictions.append(self.predict(x, jnp.full((n,), step, jnp.int32), every(z)))
     return predictions
 
   @nn.compact

@@ -248,9 +248,10 @@ class Baseline:
 
   def __init__(self, config, task: str, platform: str, device_count: int):
     m, t = config.model, config.train
-    if m.kind != 'cyclegan':
-      raise ValueError(f'--compare=torch: config.model.kind={m.kind!r}; the PyTorch baseline '
-                       'is the official CycleGAN')
+    if m.kind not in ('cyclegan', 'unsb') or (m.kind == 'unsb' and task != 'train'):
+      raise ValueError(f'--compare=torch: config.model.kind={m.kind!r} --task={task}; the '
+                       "PyTorch baseline is the official CycleGAN's step or generator, or "
+                       "UNSB's step")
     if m.discriminator not in ('basic', 'n_layers') or m.norm != 'instance':
       raise ValueError('--compare=torch: the PyTorch baseline has the official defaults, '
                        'basic/n_layers PatchGAN discriminators and instance norm; got '
@@ -282,7 +283,26 @@ class Baseline:
     input_nc, output_nc = m.input_nc, m.output_nc
     images = lambda c: torch.rand(batch, c, size, size, device=self.device) * 2 - 1
     n_blocks = _resnet_blocks(m.generator)
-    if task == 'train':
+    self.time_index = None  # UNSB: the step index k of the last step, 0, 1, ... in turn.
+    if m.kind == 'unsb':
+      from cyclegan_jax import unsb_reference  # pylint: disable=import-outside-toplevel
+      model = unsb_reference.UNSB(
+          ngf=m.ngf, ndf=m.ndf, n_blocks=n_blocks, n_mlp=m.unsb_n_mlp,
+          n_layers_d=m.n_layers_d if m.discriminator == 'n_layers' else 3,
+          time_conditioning=m.unsb_time_conditioning, num_timesteps=m.unsb_num_timesteps,
+          tau=m.unsb_tau, lambda_gan=t.lambda_gan, lambda_nce=t.lambda_nce,
+          lambda_sb=t.lambda_sb, nce_layers=list(t.nce_layers), num_patches=t.num_patches,
+          nce_t=t.nce_t, netf_nc=m.netf_nc, lr=t.lr, beta1=t.beta1, device=self.device,
+          input_nc=input_nc, output_nc=output_nc)
+      real_a, real_a2, real_b = images(input_nc), images(input_nc), images(output_nc)
+      steps = itertools.count()
+
+      def unsb_step():
+        self.time_index = next(steps) % m.unsb_num_timesteps
+        model.optimize_parameters(real_a, real_a2, real_b, self.time_index)
+
+      self._once = unsb_step
+    elif task == 'train':
       model = CycleGAN(ngf=m.ngf, ndf=m.ndf, n_blocks=n_blocks,
                        n_layers_d=m.n_layers_d if m.discriminator == 'n_layers' else 3,
                        lr=t.lr, beta1=t.beta1, lambda_cycle=t.lambda_cycle,

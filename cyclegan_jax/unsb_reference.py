@@ -11,6 +11,7 @@ after the norm (sb_models.py explains).
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -220,3 +221,147 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
       if module.bias is not None:
         nn.init.zeros_(module.bias)
   return net
+
+
+class PatchSampleF(nn.Module):
+  """CUT's PatchSampleF (mlp_sample): per layer, the same random positions
+  for every image, a Linear-ReLU-Linear head (made at the first call, as the
+  reference does), L2-normalised."""
+
+  def __init__(self, nc=256):
+    super().__init__()
+    self.nc, self.mlps = nc, None
+
+  def forward(self, feats, num_patches, patch_ids=None):
+    if self.mlps is None:
+      self.mlps = nn.ModuleList([
+          nn.Sequential(nn.Linear(f.shape[1], self.nc), nn.ReLU(), nn.Linear(self.nc, self.nc))
+          for f in feats]).to(feats[0].device)
+      init_weights(self.mlps)
+    samples, ids = [], []
+    for i, feat in enumerate(feats):
+      flat = feat.permute(0, 2, 3, 1).flatten(1, 2)
+      patch_id = (patch_ids[i] if patch_ids is not None
+                  else torch.randperm(flat.shape[1], device=feat.device)[:min(num_patches,
+                                                                               flat.shape[1])])
+      x = self.mlps[i](flat[:, patch_id, :].flatten(0, 1))
+      samples.append(x / (x.pow(2).sum(1, keepdim=True).pow(0.5) + 1e-7))
+      ids.append(patch_id)
+    return samples, ids
+
+
+def patch_nce_loss(feat_q, feat_k, batch_size, nce_t):
+  """CUT's PatchNCELoss (negatives from the same image), per patch."""
+  num_patches, dim = feat_q.shape
+  feat_k = feat_k.detach()
+  l_pos = torch.bmm(feat_q.view(num_patches, 1, -1), feat_k.view(num_patches, -1, 1)).view(-1, 1)
+  q, k = feat_q.view(batch_size, -1, dim), feat_k.view(batch_size, -1, dim)
+  patches = q.shape[1]
+  l_neg = torch.bmm(q, k.transpose(2, 1))
+  l_neg = l_neg.masked_fill(torch.eye(patches, dtype=torch.bool, device=q.device)[None], -10.0)
+  logits = torch.cat([l_pos, l_neg.view(-1, patches)], dim=1) / nce_t
+  return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=q.device),
+                         reduction='none')
+
+
+class UNSB:
+  """The reference's train step (models/sb_model.py forward and
+  optimize_parameters) on the networks above, for timing: the chains from A,
+  A2 and B one after the other, each k + 1 calls of G (the last one's output
+  unused), fake = G([A_k, B_k]) and fake_B2 = G(A2_k); D, then E, then G and
+  F, each with its own Adam. `optimize_parameters(a, a2, b, k)` takes the
+  step index instead of drawing it, so that a timing can average over k."""
+
+  def __init__(self, *, ngf, ndf, n_blocks, n_mlp, n_layers_d, time_conditioning,
+               num_timesteps, tau, lambda_gan, lambda_nce, lambda_sb, nce_layers, num_patches,
+               nce_t, netf_nc, lr, beta1, device, input_nc=3, output_nc=3):
+    self.ngf, self.num_timesteps, self.tau = ngf, num_timesteps, tau
+    self.lambda_gan, self.lambda_nce, self.lambda_sb = lambda_gan, lambda_nce, lambda_sb
+    self.nce_layers, self.num_patches, self.nce_t = list(nce_layers), num_patches, nce_t
+    self.device = device
+    self.net_g = init_weights(ResnetGeneratorNcsn(input_nc, output_nc, ngf, n_blocks, n_mlp,
+                                                  time_conditioning)).to(device)
+    self.net_d = init_weights(NLayerDiscriminatorNcsn(output_nc, ndf, n_layers_d)).to(device)
+    self.net_e = init_weights(NLayerDiscriminatorNcsn(2 * (input_nc + output_nc), ndf,
+                                                      n_layers_d)).to(device)
+    self.net_f = PatchSampleF(netf_nc)
+    adam = lambda net: torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999))
+    self.opt_g, self.opt_d, self.opt_e = adam(self.net_g), adam(self.net_d), adam(self.net_e)
+    self.opt_f = None  # Made after F's first call, as the reference's data_dependent_initialize.
+    incs = np.array([0] + [1 / (i + 1) for i in range(num_timesteps - 1)])
+    times = np.cumsum(incs)
+    times = times / times[-1]
+    times = np.concatenate([np.zeros(1), 0.5 * times[-1] + 0.5 * times])
+    self.times = torch.tensor(times).float().to(device)
+
+  def _z(self, n):
+    return torch.randn(n, 4 * self.ngf, device=self.device)
+
+  def _chain(self, x, k):
+    times, n = self.times, x.shape[0]
+    for t in range(k + 1):
+      if t > 0:
+        delta, denom = times[t] - times[t - 1], times[-1] - times[t - 1]
+        inter, scale = delta / denom, delta * (1 - delta / denom)
+        x = (1 - inter) * x + inter * x_1 + (scale * self.tau).sqrt() * torch.randn_like(x)
+      x_1 = self.net_g(x, torch.full((n,), t, dtype=torch.long, device=self.device), self._z(n))
+    return x
+
+  def _nce(self, src, tgt, time_idx):
+    z = self._z(src.shape[0])
+    feat_q = self.net_g(tgt, time_idx * 0, z, self.nce_layers, encode_only=True)
+    feat_k = self.net_g(src, time_idx * 0, z, self.nce_layers, encode_only=True)
+    pool_k, ids = self.net_f(feat_k, self.num_patches)
+    pool_q, _ = self.net_f(feat_q, self.num_patches, ids)
+    total = sum(patch_nce_loss(q, k, src.shape[0], self.nce_t).mean() * self.lambda_nce
+                for q, k in zip(pool_q, pool_k))
+    return total / len(self.nce_layers)
+
+  def optimize_parameters(self, real_a, real_a2, real_b, k: int):
+    n = real_a.shape[0]
+    time_idx = torch.full((1,), k, dtype=torch.long, device=self.device)
+    with torch.no_grad():
+      self.net_g.eval()
+      a_k, a2_k, b_k = self._chain(real_a, k), self._chain(real_a2, k), self._chain(real_b, k)
+    self.net_g.train()
+    fake = self.net_g(torch.cat([a_k, b_k]), time_idx, self._z(2 * n))
+    fake_b2 = self.net_g(a2_k, time_idx, self._z(n))
+    fake_b, idt_b = fake[:n], fake[n:]
+    mse = lambda pred, target: F.mse_loss(pred, torch.full_like(pred, target))
+    # D.
+    self.opt_d.zero_grad()
+    loss_d = 0.5 * (mse(self.net_d(fake_b.detach(), time_idx), 0.0)
+                    + mse(self.net_d(real_b, time_idx), 1.0))
+    loss_d.backward()
+    self.opt_d.step()
+    # E.
+    self.opt_e.zero_grad()
+    xx1 = torch.cat([a_k, fake_b.detach()], dim=1)
+    xx2 = torch.cat([a2_k, fake_b2.detach()], dim=1)
+    temp = torch.logsumexp(self.net_e(xx1, time_idx, xx2).reshape(-1), dim=0).mean()
+    loss_e = -self.net_e(xx1, time_idx, xx1).mean() + temp + temp**2
+    loss_e.backward()
+    self.opt_e.step()
+    # G and F, through the updated D and E (their gradients not kept).
+    for net in (self.net_d, self.net_e):
+      net.requires_grad_(False)
+    self.opt_g.zero_grad()
+    if self.opt_f is not None:
+      self.opt_f.zero_grad()
+    loss_gan = mse(self.net_d(fake_b, time_idx), 1.0) * self.lambda_gan
+    xx1, xx2 = torch.cat([a_k, fake_b], dim=1), torch.cat([a2_k, fake_b2], dim=1)
+    et_xy = (self.net_e(xx1, time_idx, xx1).mean()
+             - torch.logsumexp(self.net_e(xx1, time_idx, xx2).reshape(-1), dim=0))
+    loss_sb = (-(self.num_timesteps - k) / self.num_timesteps * self.tau * et_xy
+               + self.tau * torch.mean((a_k - fake_b)**2))
+    loss_nce = 0.5 * (self._nce(real_a, fake_b, time_idx) + self._nce(real_b, idt_b, time_idx))
+    loss_g = loss_gan + self.lambda_sb * loss_sb + self.lambda_nce * loss_nce
+    loss_g.backward()
+    self.opt_g.step()
+    if self.opt_f is None:
+      self.opt_f = torch.optim.Adam(self.net_f.parameters(), lr=self.opt_g.defaults['lr'],
+                                    betas=self.opt_g.defaults['betas'])
+    else:
+      self.opt_f.step()
+    for net in (self.net_d, self.net_e):
+      net.requires_grad_(True)

@@ -1,10 +1,10 @@
-"""The learning test's task (tests/test_learning.py) for CycleGAN, CUT and
-FastCUT side by side: the A->B error on held-out images after a number of
+"""The learning test's task (tests/test_learning.py) for CycleGAN, CUT,
+FastCUT and UNSB side by side: the A->B error on held-out images after a number of
 steps, and the training time. Prints one JSON line per run; README's table
 comes from it (equal wall time: each kind's steps chosen from the times of
 an equal-steps run).
 
-  python -m tests.learning_comparison --steps=300 [--kinds=cyclegan,cut,fastcut]
+  python -m tests.learning_comparison --steps=300 [--kinds=cyclegan,cut,fastcut,unsb]
 """
 
 import argparse
@@ -16,6 +16,7 @@ import numpy as np
 
 from configs import tiny
 from configs import tiny_cut
+from configs import tiny_unsb
 from cyclegan_jax import generation
 from cyclegan_jax import families
 from cyclegan_jax.data import input_pipeline
@@ -25,9 +26,12 @@ from tests import synthetic
 
 
 def tiny_config(kind: str):
-  """tiny.py / tiny_cut.py; FastCUT is tiny CUT with configs/fastcut.py's changes."""
+  """tiny.py / tiny_cut.py / tiny_unsb.py; FastCUT is tiny CUT with
+  configs/fastcut.py's changes."""
   if kind == 'cyclegan':
     return tiny.get_config()
+  if kind == 'unsb':
+    return tiny_unsb.get_config()
   config = tiny_cut.get_config()
   if kind == 'fastcut':
     config.train.nce_idt = False

@@ -602,3 +602,73 @@ def test_one_step_is_the_references_step(conditioning, image_folder):
     # time layers 'official' leaves unused) may move either way (up to 2 lr).
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=2.5 * lr), ours.params,
                  params)
+
+
+def test_the_benchmark_times_the_references_step_averaged_over_k():
+  """--compare=torch for UNSB: the reference's step (unsb_reference.UNSB)
+  beside ours, both grouped by the step index k (the reference's k in turn,
+  ours as drawn) and averaged over k."""
+  pytest.importorskip('torch')
+  from cyclegan_jax import benchmark  # pylint: disable=import-outside-toplevel
+  result = benchmark.run_benchmark(tiny_unsb.get_config(), steps=6, warmup=1, compare='torch')
+  assert result['torch_steps_by_k'] == {0: 2, 1: 2, 2: 2}
+  assert sum(result['steps_by_k'].values()) == 6 and set(result['steps_by_k']) <= {0, 1, 2}
+  for prefix in ('', 'torch_'):
+    means = result[f'{prefix}mean_step_seconds_by_k']
+    assert result[f'{prefix}mean_step_seconds_over_k'] == pytest.approx(np.mean(list(means.values())))
+  assert result['time_ratio_vs_torch_over_k'] == pytest.approx(
+      result['mean_step_seconds_over_k'] / result['torch_mean_step_seconds_over_k'])
+  with pytest.raises(ValueError, match=r"^--compare=torch: config.model.kind='unsb' --task=translate"):
+    benchmark.run_benchmark(tiny_unsb.get_config(), steps=1, warmup=0, task='translate',
+                            compare='torch')
+
+
+def test_onnx_exports_one_step_and_the_docs_script_translates_as_translate(unsb_run, tmp_path):
+  """--mode=export writes G(image, t, z) as one ONNX step with the time grid
+  and tau in its JSON; docs/scripts/unsb_onnx.py runs the NFE loop in ONNX
+  Runtime and, given the noise JAX draws, gives --mode=translate's images."""
+  ort = pytest.importorskip('onnxruntime')
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import export  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import inference  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import translate  # pylint: disable=import-outside-toplevel
+  workdir, root = unsb_run
+  written = export.export_workdir(workdir, str(tmp_path / 'onnx'))
+  assert written == [str(tmp_path / 'onnx' / 'AtoB.onnx')]
+  spec = json.loads((tmp_path / 'onnx' / 'AtoB.json').read_text())
+  assert spec['steps']['num_timesteps'] == spec['steps']['nfe'] == 3
+  assert spec['steps']['times'] == pytest.approx(list(sb_models.time_grid(3)))
+  session = ort.InferenceSession(written[0], providers=['CPUExecutionProvider'])
+  restored = inference.restore(workdir)
+  generator, params = restored.generator.module, restored.generator.params
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, (2, 12, 20, 3)).astype(np.float32)
+  t, z = np.array([0, 2], np.int32), rng.standard_normal((2, 32)).astype(np.float32)
+  np.testing.assert_allclose(
+      session.run(None, {'image': x, 't': t, 'z': z})[0],
+      generator.apply({'params': params}, x, t, z), atol=1e-4)
+
+  spec_path = os.path.join(_REPO, 'docs', 'scripts', 'unsb_onnx.py')
+  module_spec = importlib.util.spec_from_file_location('unsb_onnx', spec_path)
+  script = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(script)
+  translate.translate_folder(workdir, f'{root}/testA', str(tmp_path / 'jax'), nfe=2, seed=3)
+  for name in sorted(os.listdir(f'{root}/testA')):
+    image = np.asarray(Image.open(f'{root}/testA/{name}').convert('RGB'))
+    x = image[None].astype(np.float32) / 127.5 - 1
+    draws = [tuple(np.asarray(d) for d in pair)
+             for pair in sb_models.translation_draws(3, 2, x.shape[1:], 32)]
+    out = script.translate(session, spec, x, nfe=2, draws=draws)[0]
+    ours = np.asarray(Image.open(tmp_path / 'jax' / (os.path.splitext(name)[0] + '.png')))
+    assert np.abs(np.round((np.clip(out, -1, 1) + 1) * 127.5) - ours).max() <= 1
+  # Its command line, with numpy's noise: an image of the input's size.
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  first = sorted(os.listdir(f'{root}/testA'))[0]
+  result = subprocess.run([sys.executable, spec_path, written[0], f'{root}/testA/{first}',
+                           str(tmp_path / 'ort.png'), '--nfe=3', '--seed=1'],
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert np.asarray(Image.open(tmp_path / 'ort.png')).shape == (32, 32, 3)

@@ -23,6 +23,10 @@ is made, for a plug-in):
   create_generators(model_config) -> {network: generator module}
   generator_channels(model_config, network) -> (input channels, output channels)
   domain_channels(config) -> {'A': channels, 'B': channels} its images are read with
+  BATCH_DOMAINS        optional: {batch key: the domain its images come from}, for a
+                       family whose batches hold more than A and B (UNSB's second A
+                       image, 'A2'); batch_domains(config) gives {'A': 'A', 'B': 'B'}
+                       for the others
   create_state(config, image_shape, num_devices, tx) -> a fresh State
   partition_specs(state) -> the State's PartitionSpecs over the `data` mesh axis
   local_step(state, batch, *, config, schedule) -> (state, metrics): the
@@ -75,6 +79,11 @@ def for_model(model_config):
 def get(config):
   """The family module of a whole config."""
   return for_model(config.model)
+
+
+def batch_domains(config) -> dict[str, str]:
+  """{key of a training batch: the domain ('A' or 'B') of its images}."""
+  return dict(getattr(get(config), 'BATCH_DOMAINS', {'A': 'A', 'B': 'B'}))
 
 
 def of_state(state):

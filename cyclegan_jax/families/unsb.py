@@ -66,6 +66,7 @@ SHAPE_FIELDS = ('model.netf_nc', 'train.nce_layers', 'model.unsb_n_mlp',
                 'model.unsb_num_timesteps', 'model.unsb_time_conditioning')
 SWEEPABLE = ('train.lambda_gan', 'train.lambda_nce', 'train.lambda_sb', 'model.unsb_tau')
 GATED = ('train.lambda_gan', 'train.lambda_nce', 'train.lambda_sb')
+BATCH_DOMAINS = {'A': 'A', 'B': 'B', 'A2': 'A'}  # A2: the reference's second loader's A.
 
 
 def add_config_fields(config) -> None:
