@@ -299,6 +299,9 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
   inference.wanted(config, direction or inference.ALL)  # Before any work.
   _check_output_dir(output_dir)
   restored = inference.restore(workdir, direction or inference.ALL, step, config, run)
+  if tiles and any(inference.draws_noise(g.module) for g in restored.generators):
+    raise ValueError('--export_tiles: this model translates in steps from noise (UNSB), '
+                     'which has no tiled translation yet; export it without --export_tiles')
   written = []
   for g in restored.generators:
     generator = exportable_generator(config.model, g.network, dropout_at_test)

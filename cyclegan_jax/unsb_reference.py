@@ -298,13 +298,14 @@ class UNSB:
     return torch.randn(n, 4 * self.ngf, device=self.device)
 
   def _chain(self, x, k):
-    times, n = self.times, x.shape[0]
+    times, n, predicted = self.times, x.shape[0], None
     for t in range(k + 1):
       if t > 0:
         delta, denom = times[t] - times[t - 1], times[-1] - times[t - 1]
         inter, scale = delta / denom, delta * (1 - delta / denom)
-        x = (1 - inter) * x + inter * x_1 + (scale * self.tau).sqrt() * torch.randn_like(x)
-      x_1 = self.net_g(x, torch.full((n,), t, dtype=torch.long, device=self.device), self._z(n))
+        x = (1 - inter) * x + inter * predicted + (scale * self.tau).sqrt() * torch.randn_like(x)
+      t_index = torch.full((n,), t, dtype=torch.long, device=self.device)
+      predicted = self.net_g(x, t_index, self._z(n))
     return x
 
   def _nce(self, src, tgt, time_idx):
@@ -348,20 +349,25 @@ class UNSB:
     self.opt_g.zero_grad()
     if self.opt_f is not None:
       self.opt_f.zero_grad()
-    loss_gan = mse(self.net_d(fake_b, time_idx), 1.0) * self.lambda_gan
-    xx1, xx2 = torch.cat([a_k, fake_b], dim=1), torch.cat([a2_k, fake_b2], dim=1)
-    et_xy = (self.net_e(xx1, time_idx, xx1).mean()
-             - torch.logsumexp(self.net_e(xx1, time_idx, xx2).reshape(-1), dim=0))
-    loss_sb = (-(self.num_timesteps - k) / self.num_timesteps * self.tau * et_xy
-               + self.tau * torch.mean((a_k - fake_b)**2))
-    loss_nce = 0.5 * (self._nce(real_a, fake_b, time_idx) + self._nce(real_b, idt_b, time_idx))
-    loss_g = loss_gan + self.lambda_sb * loss_sb + self.lambda_nce * loss_nce
+    loss_g = 0.0  # Each term computed only with a weight > 0, as the reference does.
+    if self.lambda_gan > 0:
+      loss_g = loss_g + mse(self.net_d(fake_b, time_idx), 1.0) * self.lambda_gan
+    if self.lambda_sb > 0:
+      xx1, xx2 = torch.cat([a_k, fake_b], dim=1), torch.cat([a2_k, fake_b2], dim=1)
+      et_xy = (self.net_e(xx1, time_idx, xx1).mean()
+               - torch.logsumexp(self.net_e(xx1, time_idx, xx2).reshape(-1), dim=0))
+      loss_sb = (-(self.num_timesteps - k) / self.num_timesteps * self.tau * et_xy
+                 + self.tau * torch.mean((a_k - fake_b)**2))
+      loss_g = loss_g + self.lambda_sb * loss_sb
+    if self.lambda_nce > 0:
+      loss_g = loss_g + self.lambda_nce * 0.5 * (self._nce(real_a, fake_b, time_idx)
+                                                 + self._nce(real_b, idt_b, time_idx))
     loss_g.backward()
     self.opt_g.step()
-    if self.opt_f is None:
+    if self.opt_f is None and self.net_f.mlps is not None:
       self.opt_f = torch.optim.Adam(self.net_f.parameters(), lr=self.opt_g.defaults['lr'],
                                     betas=self.opt_g.defaults['betas'])
-    else:
+    elif self.opt_f is not None:
       self.opt_f.step()
     for net in (self.net_d, self.net_e):
       net.requires_grad_(True)
