@@ -2,11 +2,8 @@
 task it must learn, reruns and resumes, and the A->B-only tools."""
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -435,20 +432,7 @@ def test_reruns_and_sigkilled_runs_end_bit_identical(uninterrupted_cut, image_fo
   command = [sys.executable, 'main.py', '--config=configs/tiny_cut.py', f'--workdir={workdir}',
              f'--config.data.image_dir={image_folder}',
              *(f'--config.{field}={value}' for field, value in RERUN_OVERRIDES.items())]
-  rng = random.Random(0)
-  resumed_from = []
-  for _ in range(2):
-    before = (test_reproducibility._complete_steps(workdir) or [0])[-1]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while ((test_reproducibility._complete_steps(workdir) or [0])[-1] <= before
-           and process.poll() is None and time.time() < deadline):
-      time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    resumed_from.append(before)
+  resumed_from = test_reproducibility.kill_after_new_checkpoints(command, workdir, 2, 0.3)
   assert resumed_from[0] == 0 and 0 < resumed_from[1] < RERUN_STEPS, resumed_from
   final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert final.returncode == 0, final.stderr[-3000:]

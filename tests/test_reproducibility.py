@@ -83,6 +83,28 @@ def _complete_steps(workdir) -> list[int]:
   return sorted(int(s) for s in os.listdir(folder) if s.isdigit()) if folder.is_dir() else []
 
 
+def kill_after_new_checkpoints(command, workdir, kills: int, max_pause: float) -> list[int]:
+  """Runs `command` (main.py training `workdir`) `kills` times, each killed
+  with SIGKILL at a random moment up to `max_pause` s after it completed a
+  checkpoint newer than the last; returns the newest complete step before
+  each start."""
+  rng = random.Random(0)
+  resumed_from = []
+  for _ in range(kills):
+    before = (_complete_steps(workdir) or [0])[-1]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while ((_complete_steps(workdir) or [0])[-1] <= before and process.poll() is None
+           and time.time() < deadline):
+      time.sleep(0.01)
+    time.sleep(rng.uniform(0, max_pause))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed_from.append(before)
+  return resumed_from
+
+
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_sigint_saves_and_resumes_bit_for_bit(image_folder, uninterrupted, tmp_path,
                                                         signum):
@@ -117,20 +139,7 @@ def test_repeated_sigkill_at_random_moments_resumes_bit_for_bit(image_folder, un
   mid-save. Each restart resumes from the newest complete checkpoint."""
   workdir = tmp_path / 'killed'
   command = [*_command(image_folder, workdir), '--config.checkpoint_every_steps=2']
-  rng = random.Random(0)
-  resumed_from = []
-  for _ in range(4):
-    before = (_complete_steps(workdir) or [0])[-1]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while ((_complete_steps(workdir) or [0])[-1] <= before and process.poll() is None
-           and time.time() < deadline):
-      time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.4))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    resumed_from.append(before)
+  resumed_from = kill_after_new_checkpoints(command, workdir, 4, 0.4)
   assert len(set(resumed_from)) == 4 and resumed_from[-1] < NUM_STEPS, resumed_from
   final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert final.returncode == 0, final.stderr[-3000:]

@@ -82,14 +82,18 @@ def test_a_step_updates_every_network_reports_its_terms_and_reruns_bit_for_bit()
   assert gated[0]['gen/nce_x'] > 3 * metrics[0]['gen/nce_x']  # 2 x 2 = 4 times, about.
 
 
+def _tiny_generator(num_images: int, seed: int):
+  """(tiny UNSB generator, its parameters scaled up from the tiny init so
+  that every step shows, num_images random images)."""
+  generator = families.unsb.create_generators(tiny_unsb.get_config().model)['gen']
+  x = np.random.default_rng(seed).uniform(-1, 1, (num_images, 32, 32, 3)).astype(np.float32)
+  params = generator.init(jax.random.PRNGKey(0), x, np.zeros(num_images, np.int32),
+                          np.zeros((num_images, 32), np.float32))['params']
+  return generator, jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params), x
+
+
 def test_a_translation_takes_nfe_steps_and_is_the_same_every_time():
-  config = tiny_unsb.get_config()
-  generator = families.unsb.create_generators(config.model)['gen']
-  x = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
-  params = generator.init(jax.random.PRNGKey(0), x, np.zeros(2, np.int32),
-                          np.zeros((2, 32), np.float32))['params']
-  # Scaled up from the tiny init, so that every step shows.
-  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)
+  generator, params, x = _tiny_generator(2, 1)
   outputs = {}
   for nfe in (1, 2, 3):
     module = generator.clone(nfe=nfe)
@@ -140,12 +144,7 @@ def test_every_step_gives_each_nfe_and_each_image_its_own_noise():
   """every_step's n-th translation is the nfe=n chain's; an image's
   translation is the same in any batch (noise and z drawn per image), and
   another seed gives another translation."""
-  config = tiny_unsb.get_config()
-  generator = families.unsb.create_generators(config.model)['gen']
-  x = np.random.default_rng(2).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
-  params = generator.init(jax.random.PRNGKey(0), x, np.zeros(3, np.int32),
-                          np.zeros((3, 32), np.float32))['params']
-  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)
+  generator, params, x = _tiny_generator(3, 2)
   every = np.asarray(generation.generate_every_step(generator, params, x))
   assert every.shape == (3, 3, 32, 32, 3)
   for nfe in (1, 2, 3):
@@ -335,11 +334,8 @@ RERUN_OVERRIDES = {'train.num_steps': RERUN_STEPS, 'train.batch_size': 2,
 
 @pytest.mark.slow
 def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
-  import random  # pylint: disable=import-outside-toplevel
-  import signal  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  import time  # pylint: disable=import-outside-toplevel
   from cyclegan_jax import train  # pylint: disable=import-outside-toplevel
   from tests import test_reproducibility  # pylint: disable=import-outside-toplevel
   config = tiny_unsb.get_config()
@@ -365,20 +361,7 @@ def test_reruns_and_sigkilled_runs_end_bit_identical(image_folder, tmp_path):
   command = [sys.executable, 'main.py', '--config=configs/tiny_unsb.py', f'--workdir={workdir}',
              f'--config.data.image_dir={image_folder}',
              *(f'--config.{field}={value}' for field, value in RERUN_OVERRIDES.items())]
-  rng = random.Random(0)
-  resumed_from = []
-  for _ in range(2):
-    before = (test_reproducibility._complete_steps(workdir) or [0])[-1]
-    process = subprocess.Popen(command, cwd=_REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while ((test_reproducibility._complete_steps(workdir) or [0])[-1] <= before
-           and process.poll() is None and time.time() < deadline):
-      time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    resumed_from.append(before)
+  resumed_from = test_reproducibility.kill_after_new_checkpoints(command, workdir, 2, 0.3)
   assert resumed_from[0] == 0 and 0 < resumed_from[1] < RERUN_STEPS, resumed_from
   final = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300)
   assert final.returncode == 0, final.stderr[-3000:]
