@@ -532,6 +532,8 @@ def receptive_radius(generator: nn.Module) -> int:
   stride-2 convolution (k3 p1 or k4 p1), a blur and a transposed convolution
   (k3 or k4, stride 2) reach at most J.
   """
+  if hasattr(generator, 'receptive_radius'):  # A generator that counts its own (sb_models).
+    return generator.receptive_radius()
   if isinstance(generator, UnetGenerator):
     # num_downs k4 s2 convolutions at J = 1, 2, ..., then as many transposed
     # ones at J = 2^n, ..., 2 (the skips reach less far than this path).

@@ -227,6 +227,13 @@ class ConditionalResnetGenerator(nn.Module):
       predictions.append(self.predict(x, jnp.full((n,), step, jnp.int32), every(z)))
     return predictions
 
+  def receptive_radius(self) -> int:
+    """models.receptive_radius's count for this layout: the antialiased
+    resnet's (each residual block's two k3 convolutions at spacing 4; the
+    'official' block runs one of them, so this bounds it)."""
+    down, up = 2 * (1 + 2), (4 + 2) + (2 + 1)
+    return 3 + down + 2 * 4 * self.n_blocks + up + 3
+
   @nn.compact
   def predict(self, x, t, z, nce_layers: tuple[int, ...] = ()):
     """G(x_t, t, z): the prediction of x_1 from x_t (the official forward)."""
@@ -242,6 +249,26 @@ class ConditionalResnetGenerator(nn.Module):
       layers.append(functools.partial(lambda x, block: block(x, time_embed, z_embed),
                                       block=block))
     return models.run_layers(layers + self.decoder_layers(), x, nce_layers)
+
+
+class TranslationStep(nn.Module):
+  """Step `step` of a translation, G(x, step, z), as a generator of one
+  input: z (1, 4 ngf) is among its parameters ({'generator': G's, 'z': z}).
+  What tiled translation runs for each step (tiling.py): its programs take a
+  generator and its parameters only."""
+  generator: ConditionalResnetGenerator
+  step: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    z = self.param('z', nn.initializers.zeros, (1, 4 * self.generator.ngf))
+    n = x.shape[0]
+    return self.generator.predict(x, jnp.full((n,), self.step, jnp.int32),
+                                  jnp.broadcast_to(z, (n, z.shape[1])))
+
+  def receptive_radius(self) -> int:
+    return self.generator.receptive_radius()
 
 
 class ConditionalPatchGAN(nn.Module):

@@ -22,6 +22,12 @@ statistics of the whole (padded) image instead, gathered over the tiles:
 
 Dropout at test time (pix2pix) draws each layer's mask for the whole padded
 image and keeps the tile's part of it: the masks of the untiled run.
+
+A generator that translates in steps from noise (UNSB) is tiled step by
+step: x_t is held whole at the padded size, each step's G(x_t, t, z) runs in
+tiles with the whole image's statistics (sb_models.TranslationStep), and the
+bridge between steps adds the noise drawn for the whole padded image, as
+untiled.
 """
 
 import dataclasses
@@ -38,6 +44,7 @@ from cyclegan_jax import generation
 from cyclegan_jax import image_io
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax import sb_models
 
 STATS_MODES = ('exact', 'thumbnail')
 # Tile sizes tried, largest first, when an image does not fit in memory whole.
@@ -423,11 +430,49 @@ def own_statistics(generator, params, image):
           jnp.concatenate([var for _, var in record]))
 
 
+def _draws_noise(generator) -> bool:
+  return getattr(generator, 'draws_noise', False)
+
+
+def one_program(generator, params):
+  """(a generator of one input, its parameters) that TiledTranslation runs:
+  `generator` itself, or the first step of one that translates in steps
+  (the same program as every other step)."""
+  if not _draws_noise(generator):
+    return generator, params
+  return (sb_models.TranslationStep(generator, 0),
+          {'generator': params, 'z': jnp.zeros((1, 4 * generator.ngf), jnp.float32)})
+
+
+def _translate_steps(generator, params, image: np.ndarray, tile: int,
+                     stats_mode: str) -> np.ndarray:
+  """translate_array for a generator that translates in steps from noise:
+  the steps of generation's chain, each tiled with the whole image's
+  statistics, x_t whole at the padded size (its padding is the chain's own,
+  not a reflection) and the noise of the untiled translation."""
+  height, width, channels = image.shape
+  padded_h, padded_w = padded_size(generator, height, width)
+  x = np.pad(image, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode='reflect')
+  times = sb_models.time_grid(generator.num_timesteps)
+  draws = sb_models.translation_draws(generator.seed, generator.nfe or generator.num_timesteps,
+                                      x.shape, 4 * generator.ngf)
+  predicted = None
+  for step, (z, noise) in enumerate(draws):
+    if step > 0:
+      x = np.asarray(sb_models.bridge_step(x[None], predicted[None], step, times,
+                                           generator.tau, noise))[0]
+    predicted = translate_array(sb_models.TranslationStep(generator, step),
+                                {'generator': params, 'z': z}, x, tile, stats_mode)
+  return predicted[:height, :width]
+
+
 def translate_array(generator, params, image: np.ndarray, tile: int,
                     stats_mode: str = 'exact') -> np.ndarray:
   """The tiled translation of an (H, W, C) float32 image in [-1, 1], whole in
   memory (tests, video frames): the same as generation.generate on it, padded
   to the multiple and cropped back, up to float rounding ('exact')."""
+  if _draws_noise(generator):
+    return _translate_steps(generator, params, image, tile, stats_mode)
   height, width, channels = image.shape
 
   def read_window(y0, y1, x0, x1):
@@ -455,6 +500,7 @@ def translate_image_tiled(generator, params, image: np.ndarray, tile: int, value
 def fitting_tile(generator, params, height: int, width: int, channels: int, what: str) -> int:
   """The largest of AUTO_TILES (or the smallest tile there is) whose program
   fits in the memory available; InsufficientMemoryError when none does."""
+  generator, params = one_program(generator, params)
   smallest = min_tile(generator)
   candidates = [t for t in AUTO_TILES if t >= smallest] + [smallest]
   for tile in candidates:

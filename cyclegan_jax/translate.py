@@ -141,10 +141,15 @@ def translate_file(generator: inference.Generator, path: str, out_path: str, val
         logging.warning('%s: a %dx%d image does not fit in memory whole; translating it in '
                         '%d-pixel tiles (%s statistics)', path, width, height, tile,
                         tile_stats)
-    if tile is None:
+    if tile is None or inference.draws_noise(module):
+      # A model that translates in steps holds x_t whole between its steps:
+      # the image is read whole, each step runs in tiles (tiling.py).
       image = image_io.to_channels(windows.read(0, height, 0, width), channels, path)
       image_io.check_value_range(image, value_range, path)
-      image_io.write(out_path, generation.translate_image(module, params, image, value_range))
+      image_io.write(out_path, generation.translate_image(module, params, image, value_range)
+                     if tile is None else
+                     tiling.translate_image_tiled(module, params, image, tile, value_range,
+                                                  tile_stats))
     else:
       _translate_tiled(generator, windows, out_path, value_range, tile, tile_stats)
   finally:

@@ -31,7 +31,7 @@ INTERFACE = ('KIND', 'State', 'NETWORKS', 'SHAPE_FIELDS', 'SWEEPABLE', 'GATED',
              'scored_images', 'results_tables')
 
 
-@pytest.mark.parametrize('kind', ('cyclegan', 'pix2pix', 'cut'))
+@pytest.mark.parametrize('kind', ('cyclegan', 'pix2pix', 'cut', 'unsb'))
 def test_every_family_has_the_whole_interface(kind):
   family = families.FAMILIES[kind]
   missing = [name for name in INTERFACE if not hasattr(family, name)]

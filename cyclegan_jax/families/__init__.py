@@ -23,10 +23,6 @@ is made, for a plug-in):
   create_generators(model_config) -> {network: generator module}
   generator_channels(model_config, network) -> (input channels, output channels)
   domain_channels(config) -> {'A': channels, 'B': channels} its images are read with
-  BATCH_DOMAINS        optional: {batch key: the domain its images come from}, for a
-                       family whose batches hold more than A and B (UNSB's second A
-                       image, 'A2'); batch_domains(config) gives {'A': 'A', 'B': 'B'}
-                       for the others
   create_state(config, image_shape, num_devices, tx) -> a fresh State
   partition_specs(state) -> the State's PartitionSpecs over the `data` mesh axis
   local_step(state, batch, *, config, schedule) -> (state, metrics): the
@@ -41,6 +37,10 @@ is made, for a plug-in):
   scored_images(config, num_images) -> {direction: (inputs, uint8 real images)}
   results_tables(config, params, generators, num_test) -> [common.ResultsTable]:
                        the results page's tables, as data (results_page.py writes them)
+
+Optional: BATCH_DOMAINS, {batch key: the domain its images come from}, for a
+family whose batches hold more than A and B (UNSB's second A image, 'A2');
+batch_domains(config) gives {'A': 'A', 'B': 'B'} for the others.
 
 Families hand data (images, rows, titles) to the services that call them and
 never import those services. `get(config)` is the family of a config,
