@@ -299,12 +299,12 @@ class Evaluator:
     metrics = {}
     for name, network in self.directions:
       generator = self.generators[network]
-      if inference.draws_noise(generator) and self.every_step:
+      if generation.draws_noise(generator) and self.every_step:
         metrics[name] = self.scores_by_step(name, network, params[network], devices)
         continue
       metrics[name] = self.scores(
           name, self.translate(network, params[network], self.inputs[name], devices), devices)
-      if inference.draws_noise(generator):
+      if generation.draws_noise(generator):
         metrics[name]['nfe'] = generator.nfe or generator.num_timesteps
     metrics['protocol'] = self.protocol
     return metrics

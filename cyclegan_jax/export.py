@@ -143,7 +143,7 @@ def export_generator(generator, params, path: str, channels: int) -> dict:
                      'export it without test-time dropout (as the official test.py --eval '
                      'runs it) with --dropout_at_test=false, or translate with '
                      '--mode=translate')
-  if inference.draws_noise(generator):
+  if generation.draws_noise(generator):
     return export_step(generator, params, path, channels)
   multiple = models.generator_multiple(generator)
 
@@ -299,7 +299,7 @@ def export_workdir(workdir: str, output_dir: str, direction: str | None = None,
   inference.wanted(config, direction or inference.ALL)  # Before any work.
   _check_output_dir(output_dir)
   restored = inference.restore(workdir, direction or inference.ALL, step, config, run)
-  if tiles and any(inference.draws_noise(g.module) for g in restored.generators):
+  if tiles and any(generation.draws_noise(g.module) for g in restored.generators):
     raise ValueError('--export_tiles: this model translates in steps from noise (UNSB), '
                      'which has no tiled translation yet; export it without --export_tiles')
   written = []

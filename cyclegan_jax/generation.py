@@ -18,6 +18,12 @@ from cyclegan_jax import models
 TEST_DROPOUT_SEED = 0
 
 
+def draws_noise(generator) -> bool:
+  """Whether a generator translates in steps that draw noise (UNSB's): its
+  translation takes --nfe and --seed, and tiling runs it step by step."""
+  return getattr(generator, 'draws_noise', False)
+
+
 def apply_in_test_mode(generator, params, images):
   """G(x) in test mode, not jitted (tiling.py wraps it in its own programs)."""
   # The key is made here, under jit: a key made at import would start JAX's

@@ -13,6 +13,7 @@ import ml_collections
 from cyclegan_jax import checkpoints
 from cyclegan_jax import configuration
 from cyclegan_jax import families
+from cyclegan_jax import generation
 from cyclegan_jax import storage
 from cyclegan_jax import sweeps
 
@@ -90,19 +91,13 @@ def output_folder(workdir: str, run: str | None = None) -> str:
   return workdir if found is None else storage.join(workdir, found.folder)
 
 
-def draws_noise(module) -> bool:
-  """Whether a generator translates in steps that draw noise (UNSB's): its
-  translation takes --nfe and --seed."""
-  return getattr(module, 'draws_noise', False)
-
-
 def with_sampling(module, config, nfe: int | None = None, seed: int | None = None):
   """`module` translating in `nfe` steps from noise seed `seed` (None: as
   built, the config's model.unsb_nfe and seed 0); a ValueError (one line)
   for an nfe outside 1..T, or either for a generator that draws no noise."""
   if nfe is None and seed is None:
     return module
-  if not draws_noise(module):
+  if not generation.draws_noise(module):
     flag = f'--nfe={nfe}' if nfe is not None else f'--seed={seed}'
     raise ValueError(f'{flag}: a {config.model.kind} model translates in one step without '
                      'noise; --nfe and --seed are for models that translate in steps from '

@@ -430,15 +430,11 @@ def own_statistics(generator, params, image):
           jnp.concatenate([var for _, var in record]))
 
 
-def _draws_noise(generator) -> bool:
-  return getattr(generator, 'draws_noise', False)
-
-
 def one_program(generator, params):
   """(a generator of one input, its parameters) that TiledTranslation runs:
   `generator` itself, or the first step of one that translates in steps
   (the same program as every other step)."""
-  if not _draws_noise(generator):
+  if not generation.draws_noise(generator):
     return generator, params
   return (sb_models.TranslationStep(generator, 0),
           {'generator': params, 'z': jnp.zeros((1, 4 * generator.ngf), jnp.float32)})
@@ -471,7 +467,7 @@ def translate_array(generator, params, image: np.ndarray, tile: int,
   """The tiled translation of an (H, W, C) float32 image in [-1, 1], whole in
   memory (tests, video frames): the same as generation.generate on it, padded
   to the multiple and cropped back, up to float rounding ('exact')."""
-  if _draws_noise(generator):
+  if generation.draws_noise(generator):
     return _translate_steps(generator, params, image, tile, stats_mode)
   height, width, channels = image.shape
 

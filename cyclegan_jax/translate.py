@@ -141,7 +141,7 @@ def translate_file(generator: inference.Generator, path: str, out_path: str, val
         logging.warning('%s: a %dx%d image does not fit in memory whole; translating it in '
                         '%d-pixel tiles (%s statistics)', path, width, height, tile,
                         tile_stats)
-    if tile is None or inference.draws_noise(module):
+    if tile is None or generation.draws_noise(module):
       # A model that translates in steps holds x_t whole between its steps:
       # the image is read whole, each step runs in tiles (tiling.py).
       image = image_io.to_channels(windows.read(0, height, 0, width), channels, path)
