@@ -3,7 +3,8 @@
   eval_history(folder)  {direction: [(step, scores), ...]} from eval/step_*.json
   loss_history(folder)  {tag: [(step, value), ...]} from the TensorBoard events
   write_plot(folder)    eval/curves.png: FID and KID per direction (best and
-                        last marked), and the losses
+                        last marked), and the losses (smoothed, the logged
+                        values faint behind)
 
 `folder` is a workdir or a sweep's run folder (W/runs/<name>/); `subfolder`
 picks the scores of another FID mode (eval/clean/). The losses are the
@@ -17,6 +18,7 @@ import json
 import os
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import tensorflow as tf
 
@@ -71,46 +73,85 @@ def loss_history(folder: str) -> dict[str, list[tuple[int, float]]]:
   return {tag: sorted(values.items()) for tag, values in sorted(merged.items())}
 
 
-def _mark(axis, steps, values, color):
-  """The best (lowest) and the last value, marked and labelled."""
+def smooth(values, weight: float) -> np.ndarray:
+  """Exponential moving average, debiased as TensorBoard's: the first points
+  are not pulled towards 0, and weight 0 returns the values as they are."""
+  smoothed, last, debias = [], 0.0, 0.0
+  for value in values:
+    last = weight * last + (1 - weight) * value
+    debias = weight * debias + (1 - weight)
+    smoothed.append(last / debias)
+  return np.asarray(smoothed, dtype=float)
+
+
+def _smoothing_weight(count: int) -> float:
+  """Averages over about a 20th of the series, at most 50 points: a series of
+  under 40 points is drawn as logged (an average would only make it lag)."""
+  return 1 - 1 / min(max(count // 20, 1), 50)
+
+
+def _markevery(count: int, most: int = 25) -> list[int]:
+  """Indices of at most `most` evenly spread points, the first and last included."""
+  return sorted({int(i) for i in np.linspace(0, count - 1, min(count, most)).round()})
+
+
+def _mark(axis, steps, values, color) -> list[tuple]:
+  """Marks the best (lowest) value with a star and the last with a ring; returns
+  their (handle, label) legend entries, always two so that legend columns align."""
   best = int(np.argmin(values))
-  axis.plot(steps[best], values[best], marker='*', markersize=12, color=color, linestyle='')
-  axis.annotate(f'best {values[best]:.4g} @ {steps[best]}', (steps[best], values[best]),
-                textcoords='offset points', xytext=(4, -12), fontsize=7, color=color)
-  axis.plot(steps[-1], values[-1], marker='o', markersize=6, color=color, linestyle='',
-            fillstyle='none')
-  axis.annotate(f'last {values[-1]:.4g}', (steps[-1], values[-1]),
-                textcoords='offset points', xytext=(4, 4), fontsize=7, color=color)
+  star, = axis.plot(steps[best], values[best], marker='*', markersize=12, color=color,
+                    linestyle='')
+  ring, = axis.plot(steps[-1], values[-1], marker='o', markersize=10, color=color,
+                    linestyle='', fillstyle='none')
+  if best == len(values) - 1:
+    blank, = axis.plot([], [], linestyle='')
+    return [((star, ring), f'best = last {values[best]:.4g} @ {steps[best]}'), (blank, '')]
+  return [(star, f'best {values[best]:.4g} @ {steps[best]}'),
+          (ring, f'last {values[-1]:.4g} @ {steps[-1]}')]
 
 
 def plot(history: dict, losses: dict, title: str = '', fid_mode: str = '') -> Figure:
-  """FID, KID (eval_history) and losses (loss_history) over steps, one panel each."""
+  """FID, KID (eval_history) and losses (loss_history) over steps, one panel each.
+  The values of the best and last points are in the legend, a column per
+  direction, so that they never overlap each other or leave the figure."""
   figure = Figure(figsize=(8, 9), layout='constrained')
   fid_axis, kid_axis, loss_axis = figure.subplots(3, 1, sharex=True)
-  for k, (direction, entries) in enumerate(sorted(history.items())):
-    color = f'C{k}'
-    steps = [step for step, _ in entries]
-    for axis, key in ((fid_axis, 'fid'), (kid_axis, 'kid_mean')):
-      values = [scores[key] for _, scores in entries]
-      axis.plot(steps, values, marker='.', color=color, label=direction)
-      _mark(axis, steps, values, color)
   suffix = f' ({fid_mode})' if fid_mode else ''
-  for axis, label in ((fid_axis, 'FID' + suffix), (kid_axis, 'KID' + suffix)):
-    axis.margins(x=0.1, y=0.2)  # Room for the labels of the marked points.
+  for axis, key, label in ((fid_axis, 'fid', 'FID' + suffix),
+                           (kid_axis, 'kid_mean', 'KID' + suffix)):
+    entries = []
+    for k, (direction, points) in enumerate(sorted(history.items())):
+      steps = [step for step, _ in points]
+      values = [scores[key] for _, scores in points]
+      line, = axis.plot(steps, values, marker='o', markersize=3, color=f'C{k % 10}')
+      entries += [(line, direction), *_mark(axis, steps, values, f'C{k % 10}')]
+    axis.margins(x=0.05, y=0.2)
     axis.set_ylabel(label)
     axis.grid(alpha=0.3)
-    if history:
-      axis.legend(fontsize=8)
+    if entries:
+      axis.legend(*zip(*entries), ncols=len(history), fontsize=7)
     else:
       axis.text(0.5, 0.5, 'no evaluation yet', ha='center', va='center',
                 transform=axis.transAxes)
-  for k, (tag, values) in enumerate(losses.items()):
-    loss_axis.plot(*zip(*values), linewidth=1, color=f'C{k % 10}', label=tag)
+  smoothed = False
+  for k, (tag, points) in enumerate(losses.items()):
+    steps, values = zip(*points)
+    weight = _smoothing_weight(len(values))
+    smoothed |= weight > 0
+    # The values as logged, faint, behind their trend, which alone is in the legend.
+    loss_axis.plot(steps, values, linewidth=0.8, alpha=0.25, color=f'C{k % 10}')
+    loss_axis.plot(steps, smooth(values, weight), linewidth=1.2, marker='o', markersize=3,
+                   markevery=_markevery(len(values)), color=f'C{k % 10}', label=tag)
   loss_axis.set_ylabel('loss')
   loss_axis.set_xlabel('step')
+  # Steps are whole numbers: no ticks at 19.5 when there is one point.
+  loss_axis.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
   loss_axis.grid(alpha=0.3)
+  for axis in figure.axes:  # Plain tick labels: no '1e6' or '+1.2345e1' aside to add.
+    axis.ticklabel_format(style='plain', useOffset=False)
   if losses:
-    loss_axis.legend(fontsize=7, ncol=3)
+    loss_axis.legend(fontsize=7, ncols=3, title_fontsize=7,
+                     title='smoothed (faint: as logged)' if smoothed else None)
   if title:
     figure.suptitle(title)
   return figure
