@@ -12,6 +12,7 @@ over steps (eval/curves.png). The workdir may be on Cloud Storage
 """
 
 import html
+import math
 import os
 
 import numpy as np
@@ -22,15 +23,51 @@ from cyclegan_jax import inference
 from cyclegan_jax import storage
 from cyclegan_jax.data import input_pipeline
 
+# The one stylesheet of the results page and the report (report.py): a
+# sans-serif font, tables ruled and aligned (numbers right), and small images
+# scaled up by whole factors without blurring (image_tag sets their size).
+STYLE = """\
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif;
+       color: #1f2328; margin: 24px; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 28px; } h3 { font-size: 14px; }
+table { border-collapse: collapse; margin: 8px 0; }
+th, td { border: 1px solid #c8ccd1; padding: 3px 8px; text-align: left; vertical-align: middle; }
+th { background: #eef0f3; font-weight: 600; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.image { padding: 2px; }
+td img { display: block; image-rendering: pixelated; }
+img.plot { max-width: 100%; height: auto; }
+.warning { color: #a40000; }
+"""
+MIN_IMAGE_WIDTH = 128  # Narrower images are shown this wide at least.
+
+
+def image_tag(src: str, alt: str, shape) -> str:
+  """<img> of an image of `shape` (H, W, ...), shown at a whole multiple of
+  its size at least MIN_IMAGE_WIDTH wide (32 px: 4x, 128 px or more: 1x)."""
+  height, width = shape[:2]
+  scale = max(1, math.ceil(MIN_IMAGE_WIDTH / width))
+  return (f'<img src="{html.escape(src)}" alt="{html.escape(alt)}" width="{width * scale}" '
+          f'height="{height * scale}">')
+
+
+def document(title: str, body: list[str]) -> str:
+  """A whole HTML page with STYLE: `title` (plain text) as its title and
+  heading, then the `body` parts (HTML)."""
+  title = html.escape(title)
+  return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
+          f'<style>\n{STYLE}</style></head>\n<body>\n<h1>{title}</h1>\n'
+          + '\n'.join(body) + '\n</body></html>\n')
+
 
 def image_cell(page_dir: str, name: str, image) -> str:
   """Writes images/<name> (uint8, or floats in [-1, 1]; 8-bit RGB for viewing,
   whatever the channels); returns its table cell."""
   if image.dtype != np.uint8:
     image = input_pipeline.to_uint8(image)
-  image_io.write_png_atomically(storage.join(page_dir, 'images', name),
-                                image_io.for_viewing(image))
-  return f'<td><img src="images/{name}"></td>'
+  image = image_io.for_viewing(image)
+  image_io.write_png_atomically(storage.join(page_dir, 'images', name), image)
+  return f'<td class="image">{image_tag(f"images/{name}", name, image.shape)}</td>'
 
 
 def section(page_dir: str, table) -> str:
@@ -68,12 +105,9 @@ def write_results_page(workdir: str, num_test: int = 50, step: int | None = None
   if storage.isfile(plot):  # Evaluated during training (or by --mode=evaluate).
     storage.copy(plot, storage.join(page_dir, 'images', curves.PLOT_FILE))
     sections.append(f'<h2>FID, KID and losses over training</h2>\n'
-                    f'<img src="images/{curves.PLOT_FILE}" alt="FID, KID and losses over steps">')
-
-  title = html.escape(f'{os.path.basename(workdir)}, step {step}')
-  page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n'
-          '<style>td, th { padding: 2px 6px; font: 13px sans-serif; }</style></head>\n'
-          f'<body><h1>{title}</h1>\n' + '\n'.join(sections) + '\n</body></html>\n')
+                    f'<img src="images/{curves.PLOT_FILE}" alt="FID, KID and losses over steps" '
+                    'class="plot">')
+  page = document(f'{os.path.basename(workdir)}, step {step}', sections)
   path = storage.join(page_dir, 'index.html')
   storage.write_text_atomically(path, page)
   return path

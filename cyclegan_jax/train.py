@@ -27,6 +27,7 @@ from cyclegan_jax import families
 from cyclegan_jax import image_io
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax import report
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import storage
@@ -417,6 +418,8 @@ def _train(config, workdir: str, mirror: storage.Mirror):
   start_step = runs.step(state)
   if start_step:
     status(f'Resuming from the checkpoint at step {start_step}.')
+  if jax.process_index() == 0:  # The software of this start, for the report.
+    report.record_versions(workdir, start_step)
   train_step = train_step_lib.make_train_step(config, runs.mesh, state, batches.steps_per_epoch)
   values = train_step_lib.sweep_values(config, runs.mesh)  # {} for one run.
   hooks = _Hooks(config, workdir, mirror, runs, manager, samples, total_steps)

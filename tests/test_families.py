@@ -1,9 +1,13 @@
 """The model-family seam: every family module has the whole interface, and
 configs and states find their family."""
 
+import functools
 import os
 
 import jax
+from jax.sharding import PartitionSpec as P
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,6 +21,7 @@ from cyclegan_jax import families
 from cyclegan_jax import generation
 from cyclegan_jax import image_io
 from cyclegan_jax import inference
+from cyclegan_jax import report
 from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
@@ -121,3 +126,65 @@ def test_a_family_from_outside_the_library_trains_resumes_translates_and_fills_t
 
 def test_the_toy_family_has_the_whole_interface():
   assert [name for name in INTERFACE if not hasattr(toy_family, name)] == []
+
+
+class _Reads:
+  """A config that records the dotted name of each field read through it."""
+
+  def __init__(self, config, seen: set, prefix: str = ''):
+    object.__setattr__(self, '_config', config)
+    object.__setattr__(self, '_seen', seen)
+    object.__setattr__(self, '_prefix', prefix)
+
+  def __getattr__(self, name):
+    if name.startswith('__') or name not in self._config:
+      raise AttributeError(name)
+    value, path = self._config[name], self._prefix + name
+    if isinstance(value, ml_collections.ConfigDict):
+      return _Reads(value, self._seen, path + '.')
+    self._seen.add(path)
+    return value
+
+  __getitem__ = __getattr__
+
+
+def _fields_read(config) -> set:
+  """The config fields its family reads to check the config, build its state
+  and trace its train step (jax.eval_shape: nothing is compiled or run)."""
+  family, seen = families.get(config), set()
+  reads = _Reads(config, seen)
+  family.check_config(reads)
+  state = jax.eval_shape(lambda: state_lib.create_state(reads, (32, 32), 1, 10))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  specs = family.partition_specs(state)
+  placed = lambda x, spec: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                sharding=jax.NamedSharding(mesh, spec))
+  channels = family.domain_channels(reads)
+  batch = {key: placed(jax.ShapeDtypeStruct((1, 32, 32, channels[domain]), jnp.float32),
+                       P('data'))
+           for key, domain in families.batch_domains(config).items()}
+  step = jax.shard_map(functools.partial(
+      family.local_step, config=reads,
+      schedule=state_lib.learning_rate_schedule(config.train, 10)),
+      mesh=mesh, in_specs=(specs, P('data')), out_specs=(specs, P()))
+  jax.eval_shape(step, jax.tree.map(placed, state, specs), batch)
+  return seen
+
+
+@pytest.mark.parametrize('module', (tiny, tiny_pix2pix, tiny_cut, tiny_unsb),
+                         ids=('cyclegan', 'pix2pix', 'cut', 'unsb'))
+def test_each_family_declares_the_fields_of_other_families_it_reads(module, image_folder):
+  """What the report's table of config differences relies on: of the fields
+  that families add (add_config_fields), a family's state and step read its
+  own and exactly the other families' fields it names in ALSO_READS (UNSB:
+  CUT's PatchNCE fields); so a field outside them changes nothing it trains."""
+  config = module.get_config()
+  config.data.image_dir = image_folder
+  kind = families.get(config).KIND
+  owned = report.family_fields()
+  read = _fields_read(config)
+  assert owned[kind] <= read  # Every field it adds is one it reads.
+  others = set().union(*owned.values()) - owned[kind]
+  assert read & others == report.fields_read(kind, owned) - owned[kind]
+  assert owned['cyclegan'] == {'train.lambda_cycle', 'train.lambda_identity',
+                               'train.pool_size'}

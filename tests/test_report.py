@@ -4,6 +4,8 @@ in a browser."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -15,12 +17,16 @@ from configs import quickstart
 from configs import quickstart_cut
 from configs import quickstart_fastcut
 from configs import tiny
+from configs import tiny_cut
+from configs import tiny_unsb
 from cyclegan_jax import checkpoints
 from cyclegan_jax import inception
 from cyclegan_jax import inception_weights
 from cyclegan_jax import report
+from cyclegan_jax import results_page
 from cyclegan_jax import train
 from tests import browser
+from tests.test_results_page import check_rendered
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL = {'fid_mode': 'legacy', 'test_data': {'source': '/data', 'split': 'test', 'size': 32,
@@ -97,6 +103,117 @@ def test_final_best_seed_groups_protocols_and_differences(tmp_path):
   assert 'These scores come from 2 different protocols: compare scores of one protocol only.' \
       in text
   assert 'jax ' in text.splitlines()[-1]  # The software that wrote it.
+
+
+def test_differences_leave_out_fields_that_no_compared_family_reads(tmp_path):
+  """CUT never reads CycleGAN's pool or cycle weight: a CUT run that differs
+  from another only there differs in nothing shown. With a CycleGAN run
+  beside it, CycleGAN's fields count, and the CUT columns say "—"."""
+  scores = {2: {'AtoB': 50.0}}
+  cut, cut_pool, cyclegan = tiny_cut.get_config(), tiny_cut.get_config(), tiny.get_config()
+  cut_pool.train.pool_size = 10  # Unread by CUT...
+  cut_pool.model.lambda_cycle = 1.0  # ...and a stray field of no family.
+  cut_pool.train.lambda_nce = 2.0  # Read by CUT.
+  cut_pool.data.load_size = 40  # General: read by every family.
+  cyclegan.train.pool_size = 10
+  workdirs = [_workdir(tmp_path / name, config, scores) for name, config in
+              (('cut', cut), ('cut_pool', cut_pool), ('cyclegan', cyclegan))]
+  entries = report.open_entries(workdirs[:2])
+  assert report.config_differences(entries) == [
+      {'data.load_size': 36, 'model.lambda_cycle': None, 'train.lambda_nce': 1.0},
+      {'data.load_size': 40, 'model.lambda_cycle': 1.0, 'train.lambda_nce': 2.0}]
+
+  entries = report.open_entries([workdirs[0], workdirs[2]])
+  cut_diff, cyclegan_diff = report.config_differences(entries)
+  assert 'train.pool_size' not in cut_diff and cyclegan_diff['train.pool_size'] == 10
+  assert cut_diff['model.kind'] == 'cut' and cut_diff['train.nce_layers'] == (0, 4, 8, 12, 13)
+  assert 'train.nce_layers' not in cyclegan_diff  # CUT's: "—" in CycleGAN's column.
+  text = report.markdown(report.summarise(entries))
+  assert '| train.pool_size | — | 10 |' in text
+  assert '| train.nce_layers | (0, 4, 8, 12, 13) | — |' in text
+  assert "Config fields that differ (—: not read by that run's family):" in text
+  page = report.page(report.summarise(entries), {}, 'r')
+  assert ('<tr><td>train.pool_size</td><td class="num">—</td><td class="num">10</td></tr>'
+          in page)  # "—" aligned with the numbers of its row.
+
+  # UNSB reads CUT's PatchNCE fields (its ALSO_READS), not FastCUT's flip.
+  unsb, unsb_other = tiny_unsb.get_config(), tiny_unsb.get_config()
+  unsb_other.train.num_patches = 64
+  unsb_other.train.flip_equivariance = True
+  entries = report.open_entries([_workdir(tmp_path / 'u1', unsb, scores),
+                                 _workdir(tmp_path / 'u2', unsb_other, scores)])
+  assert report.config_differences(entries) == [{'train.num_patches': 256},
+                                                {'train.num_patches': 64}]
+
+
+def test_software_each_workdir_was_trained_with(tmp_path, monkeypatch):
+  """versions.json: a record per start that changed the software, shown per
+  workdir; a workdir from before it: "not recorded"."""
+  scores = {2: {'AtoB': 50.0}}
+  recorded, older = (_workdir(tmp_path / name, tiny.get_config(), scores)
+                     for name in ('recorded', 'older'))
+  now = report.versions()
+  assert set(now) == {'python', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
+                      'cyclegan_jax', 'git_commit'}
+  report.record_versions(recorded, 0)
+  report.record_versions(recorded, 2)  # A resume with the same software: no new record.
+  assert report.recorded_versions(recorded) == [{'from_step': 0, **now}]
+  summary = report.summarise(report.open_entries([recorded, older]))
+  assert summary['trained_with'] == {'recorded': [{'from_step': 0, **now}], 'older': None}
+  text = report.markdown(summary)
+  commit = now['git_commit'] and now['git_commit'][:12]
+  assert (f'| recorded | {now["python"]} | {now["jax"]} | {now["jaxlib"]} | {now["flax"]} | '
+          f'{now["optax"]} | {now["orbax-checkpoint"]} | {now["cyclegan_jax"]} | '
+          f'{commit or "—"}') in text
+  assert '| older | not recorded |' in text
+  page = report.page(summary, {}, 'r')
+  assert (f'<td>older</td><td colspan="{len(report.SOFTWARE_HEADER)}">not recorded</td>'
+          in page)
+  # Resumed with another jax: a second record, and the table says from which step.
+  monkeypatch.setattr(report, 'versions', lambda: dict(now, jax='9.9.9'))
+  report.record_versions(recorded, 2)
+  assert [r['from_step'] for r in report.recorded_versions(recorded)] == [0, 2]
+  text = report.markdown(report.summarise(report.open_entries([recorded])))
+  assert '| workdir | from step | python | jax |' in text
+  assert f'| recorded | 2 | {now["python"]} | 9.9.9 |' in text
+  (tmp_path / 'older' / 'versions.json').write_text('{not json')
+  assert report.recorded_versions(older) is None  # Unreadable: "not recorded", no error.
+
+
+def test_page_is_styled_and_aligned(tmp_path):
+  """The shared stylesheet; numbers right-aligned; small images 4x."""
+  workdir = _workdir(tmp_path / 'w', tiny.get_config(), {10: {'AtoB': 50.0}})
+  summary = report.summarise(report.open_entries([workdir]))
+  page = report.page(summary, {'AtoB': [('test input', [('AtoB_input1_0.png', (32, 32, 3))])]},
+                     'Report: w')
+  assert f'<style>\n{results_page.STYLE}</style>' in page
+  assert '<th class="num">final FID (step)</th>' in page and '<th>run</th>' in page
+  assert '<td>w</td><td>cyclegan</td><td>AtoB</td><td class="num">50 (10)</td>' in page
+  assert ('<td class="image"><img src="images/AtoB_input1_0.png" alt="test input" '
+          'width="128" height="128"></td>') in page
+  assert '|---|---|---|---:|---:|---:|---:|---|' in report.markdown(summary)
+
+
+def test_report_of_trained_runs_shows_their_software_and_reads_in_a_browser(
+    one_step_workdir, tmp_path):
+  """A one-step run records its software at training; the report shows it,
+  says "not recorded" for a workdir without it, and reads in Chromium: small
+  images shown >= 128 px, sharp; sans-serif; ruled tables."""
+  recorded, older = str(tmp_path / 'recorded'), str(tmp_path / 'older')
+  for workdir in (recorded, older):
+    shutil.copytree(one_step_workdir, workdir)
+    _evaluated(workdir, {1: {'AtoB': 50.0, 'BtoA': 60.0}})
+  os.remove(os.path.join(older, 'versions.json'))
+  trained_with, = report.recorded_versions(recorded)
+  assert trained_with == {'from_step': 0, **report.versions()}
+  path = report.write_report([recorded, older], str(tmp_path / 'report'))
+  summary = json.loads((tmp_path / 'report' / 'report.json').read_text())
+  assert summary['trained_with'] == {'recorded': [trained_with], 'older': None}
+  page = open(path, encoding='utf-8').read()
+  widths = re.findall(r'<img src="images/\w+_(?:input|run)\d_\d.png" [^>]*width="(\d+)"', page)
+  assert widths == ['128'] * (2 * 2 * 3)  # 2 directions, 2 test images, input and 2 runs.
+  assert f'<td>{trained_with["jax"]}</td>' in page and '>not recorded</td>' in page
+  check_rendered(path, min_images=1 + 2 * 2 * 3)
 
 
 def test_a_sweep_is_reported_run_by_run(tmp_path):

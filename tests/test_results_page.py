@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from cyclegan_jax.data import paired_data
 from cyclegan_jax import results_page
 from cyclegan_jax import state as state_lib
 from cyclegan_jax import train
+from tests import browser
 from tests import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +45,11 @@ def test_page_shows_real_translated_and_reconstructed_for_both_directions(traine
   path = results_page.write_results_page(str(trained), num_test=3)
   assert path == str(trained / 'results' / '1' / 'index.html')
   page = open(path, encoding='utf-8').read()
-  sources = re.findall(r'<img src="(images/[^"]+)">', page)
+  sources = re.findall(r'<img src="(images/[^"]+)"', page)
   assert len(sources) == 2 * 3 * 3  # Two directions, 3 images, real | fake | rec.
+  # The shared stylesheet, and the 32 px images shown 4x (whole pixels: 128 px).
+  assert f'<style>\n{results_page.STYLE}</style>' in page
+  assert re.findall(r'<img [^>]*width="(\d+)" height="(\d+)">', page) == [('128', '128')] * 18
   for src in sources:
     image = np.asarray(Image.open(os.path.join(os.path.dirname(path), src)))
     assert image.shape == (32, 32, 3)
@@ -70,10 +75,64 @@ def test_page_shows_the_training_curves_of_an_evaluated_workdir(trained, tmp_pat
   plot = curves.write_plot(str(workdir))
   page_path = results_page.write_results_page(str(workdir), num_test=1)
   page = open(page_path, encoding='utf-8').read()
-  assert '<img src="images/curves.png" alt="FID, KID and losses over steps">' in page
+  assert '<img src="images/curves.png" alt="FID, KID and losses over steps"' in page
   with open(plot, 'rb') as a, open(os.path.join(os.path.dirname(page_path), 'images',
                                                 'curves.png'), 'rb') as b:
     assert a.read() == b.read()
+
+
+def test_image_tags_scale_small_images_by_whole_factors():
+  assert results_page.image_tag('a.png', 'a', (32, 32, 3)) == (
+      '<img src="a.png" alt="a" width="128" height="128">')
+  assert 'width="144" height="72"' in results_page.image_tag('b.png', 'b', (24, 48))  # 3x.
+  assert 'width="130" height="100"' in results_page.image_tag('c.png', 'c', (100, 130))
+  assert 'width="512"' in results_page.image_tag('d.png', 'd', (256, 512))
+
+
+def rendered(html_path: str, screenshot: str | None = None) -> dict:
+  """What headless Chromium lays out (tests/browser.py's; skips without it):
+  {'images': [(src, rendered width, natural width, image-rendering)],
+  'font': the body's font family, 'tables': each table's border-collapse},
+  and a full-page screenshot to `screenshot` if given."""
+  from playwright.sync_api import sync_playwright  # pylint: disable=import-outside-toplevel
+  executable = browser.chromium_path()
+  with sync_playwright() as playwright:
+    chromium = playwright.chromium.launch(executable_path=executable, headless=True)
+    try:
+      page = chromium.new_page()
+      page.goto(pathlib.Path(html_path).resolve().as_uri(), wait_until='load')
+      if screenshot:
+        page.screenshot(path=screenshot, full_page=True)
+      return page.evaluate("""() => ({
+          images: Array.from(document.images).map(i => [i.getAttribute('src'),
+              i.getBoundingClientRect().width, i.naturalWidth,
+              getComputedStyle(i).imageRendering]),
+          font: getComputedStyle(document.body).fontFamily,
+          tables: Array.from(document.querySelectorAll('table')).map(
+              t => getComputedStyle(t).borderCollapse)})""")
+    finally:
+      chromium.close()
+
+
+def check_rendered(html_path: str, min_images: int) -> dict:
+  """Every image loads and each small one is shown >= 128 px wide without
+  blurring; sans-serif text; ruled tables."""
+  browser.check_page(html_path, min_images=min_images)
+  seen = rendered(html_path)
+  small = [i for i in seen['images'] if i[2] < results_page.MIN_IMAGE_WIDTH]
+  assert small, seen
+  for src, width, natural, rendering in small:
+    assert width >= results_page.MIN_IMAGE_WIDTH and width % natural == 0, (src, width)
+    assert rendering == 'pixelated', (src, rendering)
+  assert 'sans-serif' in seen['font']
+  assert seen['tables'] and set(seen['tables']) == {'collapse'}
+  return seen
+
+
+def test_page_in_a_browser_shows_small_images_large_and_sharp(trained):
+  path = results_page.write_results_page(str(trained), num_test=2)
+  seen = check_rendered(path, min_images=2 * 2 * 3)
+  assert [w for _, w, _, _ in seen['images']] == [128] * 12
 
 
 @pytest.mark.slow
@@ -121,7 +180,7 @@ def test_pix2pix_page_shows_input_output_and_target_of_the_test_pairs(pix2pix_wo
   page = open(path, encoding='utf-8').read()
   assert page.count('<table>') == 1 and '<h2>test: 2 pairs, BtoA</h2>' in page
   assert '<th>image</th><th>input (B)</th><th>BtoA output</th><th>target (A)</th>' in page
-  sources = re.findall(r'<img src="(images/[^"]+)">', page)
+  sources = re.findall(r'<img src="(images/[^"]+)"', page)
   assert sources == [f'images/test_{i:04d}_{kind}.png' for i in range(2)
                      for kind in ('input', 'output', 'target')]
   shown = [np.asarray(Image.open(os.path.join(os.path.dirname(path), src))) for src in sources]

@@ -1,8 +1,10 @@
 """End-to-end training runs on tiny configs."""
 
 import glob
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -58,6 +60,22 @@ def test_folder_run_checkpoints_samples_and_logs(trained_workdir):
   assert np.std(grid[:, 32:64].astype(float)) > 0
 
 
+def test_a_run_records_the_software_it_trains_with(trained_workdir):
+  """workdir/versions.json (the report shows it): Python, the libraries, the
+  project and, from a git checkout, its commit."""
+  workdir, _ = trained_workdir
+  record, = json.loads(open(os.path.join(workdir, 'versions.json')).read())
+  assert record['from_step'] == 0 and record['python'] == platform.python_version()
+  for package in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'cyclegan_jax'):
+    assert record[package] == importlib.metadata.version(package)
+  head = subprocess.run(['git', '-C', REPO, 'rev-parse', 'HEAD'], capture_output=True,
+                        text=True, check=False)
+  if head.returncode == 0:  # Imported from this checkout (pytest's pythonpath).
+    assert record['git_commit'].removesuffix('-dirty') == head.stdout.strip()
+  else:
+    assert record['git_commit'] is None
+
+
 @pytest.mark.slow
 def test_rerun_resumes_from_the_latest_checkpoint_and_continues(trained_workdir):
   workdir, config = trained_workdir
@@ -72,6 +90,9 @@ def test_rerun_resumes_from_the_latest_checkpoint_and_continues(trained_workdir)
   config.train.num_steps = 6
   state = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 6
+  # Resumed twice with the same software: still the one record of step 0.
+  versions = json.loads(open(os.path.join(workdir, 'versions.json')).read())
+  assert [r['from_step'] for r in versions] == [0]
   assert sorted(map(int, os.listdir(os.path.join(workdir, 'checkpoints')))) == [2, 4, 6]
   assert not _leaves_equal(state.gen_ab.params, saved['gen_ab'])
 

@@ -42,6 +42,12 @@ Optional: BATCH_DOMAINS, {batch key: the domain its images come from}, for a
 family whose batches hold more than A and B (UNSB's second A image, 'A2');
 batch_domains(config) gives {'A': 'A', 'B': 'B'} for the others.
 
+Optional: ALSO_READS, the config fields of other families (their
+add_config_fields) that this family reads too (UNSB: CUT's PatchNCE fields).
+A family reads its own fields and the general ones; the report's table of
+config differences leaves out the fields that no compared run's family reads
+(tests/test_families.py traces each family's state and step to check it).
+
 Families hand data (images, rows, titles) to the services that call them and
 never import those services. `get(config)` is the family of a config,
 `of_state(state)` of a train state.

@@ -67,6 +67,9 @@ SHAPE_FIELDS = ('model.netf_nc', 'train.nce_layers', 'model.unsb_n_mlp',
 SWEEPABLE = ('train.lambda_gan', 'train.lambda_nce', 'train.lambda_sb', 'model.unsb_tau')
 GATED = ('train.lambda_gan', 'train.lambda_nce', 'train.lambda_sb')
 BATCH_DOMAINS = {'A': 'A', 'B': 'B', 'A2': 'A'}  # A2: the reference's second loader's A.
+# CUT's fields it reads too (all but flip_equivariance): its PatchNCE and GAN weight.
+ALSO_READS = ('model.netf_nc', 'train.lambda_gan', 'train.lambda_nce', 'train.nce_idt',
+              'train.nce_layers', 'train.nce_t', 'train.num_patches')
 
 
 def add_config_fields(config) -> None:
