@@ -15,6 +15,7 @@ generators.
       [--export_tiles]
   python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
   python main.py --mode=report --workdirs=runs/h2z,runs/h2z_cut --output=DIR
+  python main.py --mode=demo --workdir=runs/h2z [--workdirs=W1,W2] [--port=7860]
 """
 
 import contextlib
@@ -44,12 +45,12 @@ from cyclegan_jax import xla_cpu_options
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train',
                   ['train', 'evaluate', 'test', 'translate', 'export', 'import_torch',
-                   'extract', 'report'],
+                   'extract', 'report', 'demo'],
                   'What to do: train; FID/KID of the test split; write the test results '
                   'page; translate a folder or a video; write ONNX files of the generators; '
                   'make a workdir from official PyTorch generator checkpoints; write one '
                   'run of a sweep as an ordinary workdir; or write one report across '
-                  'workdirs (--workdirs).')
+                  'workdirs (--workdirs); or serve a page to try the models (demo).')
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, logs and samples.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
@@ -109,7 +110,13 @@ flags.DEFINE_string('coordinator_address', None,
 flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-process: this process, 0 to num_processes-1.')
 flags.DEFINE_list('workdirs', None, 'report: the workdirs to put side by side, separated by '
-                  'commas (a sweep\'s: each of its runs).')
+                  'commas (a sweep\'s: each of its runs); demo: more workdirs to offer '
+                  'beside --workdir.')
+flags.DEFINE_string('host', '127.0.0.1', 'demo: the address to serve the page on (0.0.0.0: '
+                    'every interface of this machine).')
+flags.DEFINE_integer('port', 7860, 'demo: the port to serve the page on.')
+flags.DEFINE_string('demo_examples', None, 'demo: a folder of images offered as examples '
+                    '(their sizes are compiled at start).')
 flags.register_multi_flags_validator(
     ['mode', 'workdir'], lambda f: f['mode'] == 'report' or f['workdir'] is not None,
     message='--workdir is required (--mode=report takes --workdirs=W1,W2,... instead)')
@@ -224,6 +231,15 @@ def main(argv):
       if not FLAGS.workdirs or not FLAGS.output:
         _fail('--mode=report needs --workdirs=W1,W2,... and --output=DIR', status=2)
       print(f'Wrote {report.write_report(FLAGS.workdirs, FLAGS.output)}', flush=True)
+    elif FLAGS.mode == 'demo':
+      # Imported here: gradio is an optional extra (`demo`) that only this mode needs.
+      try:
+        from cyclegan_jax import demo  # pylint: disable=import-outside-toplevel
+      except ModuleNotFoundError as e:
+        raise ImportError(f'--mode=demo needs gradio ({e}); install the demo extra: '
+                          'pip install -e ".[demo]"') from None
+      workdirs = list(dict.fromkeys([FLAGS.workdir, *(FLAGS.workdirs or [])]))
+      demo.serve(workdirs, FLAGS.host, FLAGS.port, FLAGS.demo_examples)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step,
                                              FLAGS.run, FLAGS.nfe, FLAGS.seed)

@@ -442,6 +442,11 @@ def load_state(workdir: str, step: int | None = None):
   return found, restored
 
 
+def saved_steps(workdir: str) -> list[int]:
+  """The steps of the workdir's checkpoints, oldest first. Reads only."""
+  return sorted(_reading_manager(workdir).all_steps())
+
+
 def stored_format(workdir: str, step: int) -> int:
   """The format of the checkpoint at `step` (1 if it records none)."""
   return _format(_reading_manager(workdir), step)

@@ -61,6 +61,13 @@ def wanted(config, direction: str | None) -> list[tuple[str, str]]:
   return [family.network_for(config, direction)]
 
 
+def generator_module(config: ml_collections.ConfigDict, direction: str | None = None):
+  """The module (no parameters) of `direction`'s generator, as restore builds
+  it: what a caller asks before loading (draws_noise, num_timesteps)."""
+  network, _ = wanted(config, direction)[0]
+  return families.get(config).create_generators(config.model)[network]
+
+
 def _sweep_run(workdir: str, run: str | None):
   """(the workdir's stored config, the sweeps.Run `run` names or None); a
   ValueError for a sweep without --run or a --run without a sweep."""

@@ -21,12 +21,13 @@ LAYERS = (
     ('families', ('families',)),
     ('config, state, inference', ('configuration', 'config_checks', 'sweeps', 'state',
                                   'train_step', 'inference')),
-    ('services', ('curves', 'evaluate', 'export', 'extract', 'report', 'results_page',
-                  'torch_import', 'torch_reference', 'translate', 'unsb_reference', 'video')),
+    ('services', ('curves', 'demo', 'evaluate', 'export', 'extract', 'quickstart_check',
+                  'report', 'results_page', 'torch_import', 'torch_reference', 'translate',
+                  'unsb_reference', 'video')),
     ('programs', ('train', 'benchmark', 'gpu_smoke', 'main.py')),
 )
 # Modules that need an optional extra: imported where they are used.
-OPTIONAL = ('export', 'torch_import', 'torch_reference', 'unsb_reference')
+OPTIONAL = ('demo', 'export', 'torch_import', 'torch_reference', 'unsb_reference')
 
 
 def _files() -> dict[str, str]:
