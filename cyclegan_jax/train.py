@@ -27,6 +27,7 @@ from cyclegan_jax import families
 from cyclegan_jax import image_io
 from cyclegan_jax import memory
 from cyclegan_jax import models
+from cyclegan_jax import quickstart_check
 from cyclegan_jax import report
 from cyclegan_jax.data import input_pipeline
 from cyclegan_jax import state as state_lib
@@ -461,7 +462,19 @@ def _train(config, workdir: str, mirror: storage.Mirror):
         hooks.stopped(done, signals.received)
         break
   hooks.close()
+  if (config.data.builtin and runs.step(state) == total_steps and jax.process_index() == 0
+      and jax.process_count() == 1):
+    _print_known_grade(workdir, runs)
   return runs.saved(state)
+
+
+def _print_known_grade(workdir: str, runs: Runs) -> None:
+  """The last lines of a finished run on the quick start's data: how far its
+  translations are from the grade the data was made with, against doing
+  nothing (quickstart_check), so a newcomer sees whether it learned."""
+  for run in runs.sweep or [None]:
+    for line in quickstart_check.summary_lines(workdir, run=run and run.name):
+      print((f'{run.name}: ' if run else '') + line, flush=True)
 
 
 def _print_parameter_counts(runs: Runs, state) -> None:

@@ -81,9 +81,12 @@ def test_quickstart_console_is_a_progress_bar_and_a_line_per_event(tmp_path):
   run = subprocess.run(args + ['--config.train.num_steps=4'], cwd=REPO, capture_output=True,
                        timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
-  assert _terminal_lines(run.stdout.decode()) == [
-      'gen_ab: 272,515 parameters; gen_ba: 272,515 parameters; disc_a: 175,089 parameters; '
-      'disc_b: 175,089 parameters']
+  printed = _terminal_lines(run.stdout.decode())
+  assert printed[0] == ('gen_ab: 272,515 parameters; gen_ba: 272,515 parameters; '
+                        'disc_a: 175,089 parameters; disc_b: 175,089 parameters')
+  # The last lines: how far the translations are from the known grade.
+  assert len(printed) == 3 and printed[1].startswith('day -> dusk (AtoB): PSNR ')
+  assert printed[2].startswith('dusk -> day (BtoA): PSNR ') and 'checkerboard' in printed[2]
   lines = _terminal_lines(run.stderr.decode())
   assert len(lines) == 6, lines
   assert lines[0] == 'Data: 240 A and 240 B training images, 240 steps per epoch, 4 steps in all.'

@@ -47,22 +47,42 @@ def _random_crop(rng, photo: Image.Image, size: int) -> Image.Image:
   return photo.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
 
 
+def _day_crops(size: int, seed: int):
+  """(split, index, the day crop) of every image the dataset holds, in the
+  order they are drawn: the B images are these crops under `dusk`."""
+  photos = _photos()
+  rng = np.random.default_rng(seed)
+  for split, count in COUNTS.items():
+    for i in range(count):
+      yield split, i, np.asarray(_random_crop(rng, photos[i % len(photos)], size))
+
+
+def graded_test_pairs(size: int = 72, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{'testA': (day, dusk), 'testB': (day, dusk)}: each test split's images
+  (N, size, size, 3) uint8 as the folder holds them (testA day, testB dusk)
+  beside their known other half under the fixed grade, so a translation
+  can be scored against the truth."""
+  pairs = {}
+  for split, _, crop in _day_crops(size, seed):
+    if split.startswith('test'):
+      pairs.setdefault(split, []).append((crop, dusk(crop)))
+  return {split: tuple(np.stack(images) for images in zip(*found))
+          for split, found in pairs.items()}
+
+
 def build_skimage_dusk(root: str, size: int = 72, seed: int = 0) -> str:
   """Writes root/{trainA,trainB,testA,testB}/*.png once; returns root."""
   if os.path.isfile(os.path.join(root, 'COMPLETE')):
     return root
-  photos = _photos()
-  rng = np.random.default_rng(seed)
   parent = os.path.dirname(os.path.abspath(root))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(dir=parent, prefix='.building-')
-  for split, count in COUNTS.items():
+  for split in COUNTS:
     os.makedirs(os.path.join(staging, split))
-    for i in range(count):
-      crop = np.asarray(_random_crop(rng, photos[i % len(photos)], size))
-      if split.endswith('B'):
-        crop = dusk(crop)
-      Image.fromarray(crop).save(os.path.join(staging, split, f'{i:04d}.png'))
+  for split, i, crop in _day_crops(size, seed):
+    if split.endswith('B'):
+      crop = dusk(crop)
+    Image.fromarray(crop).save(os.path.join(staging, split, f'{i:04d}.png'))
   open(os.path.join(staging, 'COMPLETE'), 'w').close()
   try:
     os.rename(staging, root)  # Atomic: a half-built folder is never used.
