@@ -57,19 +57,18 @@ CSS = """
 """
 
 
-class UploadedImage(gr.Image):
-  """gr.Image that hands over the uploaded file untouched (Gradio's own
+def _upload_box(**kwargs) -> gr.Image:
+  """gr.Image that hands over the uploaded file untouched: Gradio's own
   preprocessing opens it with Pillow, and a file that is no image fails
-  there with a page of text): check_upload reads it and says in one line
-  what is wrong. A pasted image arrives as data and is written to a file."""
-
-  def get_block_name(self) -> str:
-    return 'image'  # The browser side is gr.Image's.
-
-  def preprocess(self, payload):
-    if payload is not None and payload.path:
-      return str(payload.path)
-    return super().preprocess(payload)
+  there with a page of text; check_upload reads it instead and says in one
+  line what is wrong. A pasted image arrives as data: Gradio writes it to a
+  file. (Set on the instance: a subclass of a Gradio component makes Gradio
+  write a .pyi file beside this module.)"""
+  box = gr.Image(**kwargs)
+  preprocess = box.preprocess
+  box.preprocess = lambda payload: (str(payload.path) if payload is not None and payload.path
+                                    else preprocess(payload))
+  return box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +279,7 @@ def build(workdirs: list[str], examples_dir: str | None = None,
     gr.Markdown('## Translate an image\nUpload or paste an image, pick the model, and '
                 'press Translate. The PNG is the one `--mode=translate` writes.')
     with gr.Row():
-      image = UploadedImage(type='filepath', image_mode=None, sources=['upload', 'clipboard'],
+      image = _upload_box(type='filepath', image_mode=None, sources=['upload', 'clipboard'],
                        label='image', format='png')
       with gr.Column():
         model = gr.Dropdown(list(models), value=first.label, label='workdir or run')
