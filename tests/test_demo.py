@@ -88,6 +88,16 @@ def test_the_round_trip_equals_translate_exactly(served, tmp_path):
   translate.translate_folder(workdir, str(folder), str(tmp_path / 'out_ba'), direction='BtoA')
   np.testing.assert_array_equal(np.asarray(Image.open(download)),
                                 np.asarray(Image.open(tmp_path / 'out_ba' / 'scene.png')))
+  # Wider than LARGE_SIDE: in tiles, as --mode=translate --tile=TILE translates it.
+  wide = tmp_path / 'wide'
+  wide.mkdir()
+  path = _scene(wide, 'wide.png', 24, demo.LARGE_SIDE + 60, seed=7)
+  _, _, download, status = client.predict(handle_file(path), os.path.basename(workdir), 'AtoB',
+                                          demo.NEWEST, 1, api_name='/translate')
+  assert f'in {demo.TILE}-pixel tiles' in status
+  translate.translate_folder(workdir, str(wide), str(tmp_path / 'wide_out'), tile=demo.TILE)
+  np.testing.assert_array_equal(np.asarray(Image.open(download)),
+                                np.asarray(Image.open(tmp_path / 'wide_out' / 'wide.png')))
 
 
 def test_bad_uploads_give_a_message_and_the_server_serves_on(served, tmp_path):
@@ -198,3 +208,23 @@ def test_a_browser_uploads_a_file_and_sees_the_translation(served, tmp_path):
       page.screenshot(path=str(tmp_path / 'demo.png'), full_page=True)
     finally:
       chromium.close()
+
+
+def test_examples_are_offered_and_their_sizes_compiled_at_start(one_step_workdir, tmp_path):
+  """--demo_examples: the folder's images (others left out) become examples,
+  and the padded size of each, with the config's crop size, is compiled
+  before the page serves; a missing folder is named in one line."""
+  from cyclegan_jax import generation  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / 'examples'
+  folder.mkdir()
+  _scene(folder, 'b.png', 30, 45)
+  _scene(folder, 'a.jpg', 20, 22)
+  (folder / 'notes.txt').write_text('not an example')
+  assert [os.path.basename(p) for p in demo.example_images(str(folder))] == ['a.jpg', 'b.png']
+  generation._compiled_generate.clear()  # pylint: disable=protected-access
+  page = demo.build([one_step_workdir], str(folder))
+  page.close()
+  shapes = {key[1] for key in generation._compiled_generate}  # pylint: disable=protected-access
+  assert shapes == {(1, 32, 32, 3), (1, 32, 48, 3), (1, 20, 24, 3)}, shapes
+  with pytest.raises(FileNotFoundError, match='^--demo_examples=.*nowhere: no such folder'):
+    demo.example_images(str(tmp_path / 'nowhere'))
