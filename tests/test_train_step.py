@@ -277,17 +277,21 @@ def _sweep_steps(kind: str, form: str, num_steps: int = 3):
 def test_the_vmapped_sweep_step_agrees_with_the_loop_and_reruns_exactly(kind):
   """The accelerators' form of a sweep's step (config.train.sweep_step='vmap',
   forced here on CPU) against the CPU's form ('loop'), 2 runs on one device,
-  3 steps with a pool that swaps: every loss within rtol 1e-4, each run's
-  generator outputs for a fixed image within 1e-3 (an eighth of a grey
-  level), pool counts and keys equal; and a rerun of the vmapped form is
-  bit-identical. Measured: losses within 1.7e-5 (relative), outputs within
-  2.0e-5 (CycleGAN; CUT, run by hand: 2.7e-7)."""
+  3 steps with a pool that swaps: every loss within rtol 5e-4, each run's
+  generator outputs for a fixed image within 1e-2 (1.3 grey levels), pool
+  counts and keys equal; and a rerun of the vmapped form is bit-identical.
+  The two forms are fused differently, so they round differently, and Adam
+  turns rounding in a gradient near zero (a conv bias before an instance
+  norm) into a step of the learning rate's size; how far that goes depends
+  on the CPU XLA compiles for. Measured on two 2-core CPU machines: losses
+  within 1.7e-5 and 1.7e-4 (relative), outputs within 2.0e-5 and 3.1e-3
+  (CycleGAN; CUT, run by hand: 2.7e-7)."""
   vmapped, vmapped_metrics = _sweep_steps(kind, 'vmap')
   looped, looped_metrics = _sweep_steps(kind, 'loop')
   for got, expected in zip(vmapped_metrics, looped_metrics):
     assert got.keys() == expected.keys()
     for name in got:
-      np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, err_msg=name)
+      np.testing.assert_allclose(got[name], expected[name], rtol=5e-4, err_msg=name)
   image = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
   net = models.create_generator((tiny if kind == 'cyclegan' else tiny_cut).get_config().model)
   for name in ('gen_ab', 'gen_ba') if kind == 'cyclegan' else ('gen',):
@@ -296,7 +300,7 @@ def test_the_vmapped_sweep_step_agrees_with_the_loop_and_reruns_exactly(kind):
                                                    getattr(s, name).params)}, image, train=False)
                  for s in (vmapped, looped)]
       difference = float(np.max(np.abs(outputs[0] - outputs[1])))
-      assert difference <= 1e-3, (name, run, difference)
+      assert difference <= 1e-2, (name, run, difference)
   np.testing.assert_array_equal(vmapped.rng, looped.rng)
   if kind == 'cyclegan':
     for pool in ('pool_fake_a', 'pool_fake_b'):
