@@ -183,6 +183,7 @@ def test_receptive_radii_of_the_shipped_generators():
            (models.ResnetGenerator(n_blocks=6), 63, 64, 144),
            (models.ResnetGenerator(n_blocks=9, antialias=True, antialias_up=True), 93, 96, 208),
            (models.ResnetGenerator(n_blocks=3), 39, 40, 96),
+           (models.ResnetGenerator(n_blocks=3, antialias_up=True), 42, 44, 104),
            (models.UnetGenerator(num_downs=7), 381, 384, 896),
            (models.UnetGenerator(num_downs=8), 765, 768, 1792)]
   for generator, radius, overlap, smallest in table:
