@@ -115,8 +115,17 @@ def choices(model: Model) -> Choices:
   return Choices(directions, steps, module.num_timesteps, module.nfe or module.num_timesteps)
 
 
-@functools.lru_cache(maxsize=8)
 def _restored(model: Model, direction: str, step: int | None) -> inference.Restored:
+  """restore, kept for the next request; 'newest' (None) is kept only while
+  no newer checkpoint appears (a workdir still training)."""
+  newest = max(checkpoints.saved_steps(model.workdir), default=None) if step is None else None
+  return _restore_cached(model, direction, step, newest)
+
+
+@functools.lru_cache(maxsize=8)
+def _restore_cached(model: Model, direction: str, step: int | None,
+                    newest_saved: int | None) -> inference.Restored:
+  del newest_saved  # Only part of the cache's key.
   return inference.restore(model.workdir, direction, step, run=model.run)
 
 
