@@ -15,7 +15,8 @@ generators.
       [--export_tiles]
   python main.py --mode=extract --workdir=runs/sweep --run=NAME|INDEX --output=DIR
   python main.py --mode=report --workdirs=runs/h2z,runs/h2z_cut --output=DIR
-  python main.py --mode=demo --workdir=runs/h2z [--workdirs=W1,W2] [--port=7860]
+  python main.py --mode=demo --workdir=runs/h2z [--workdirs=W1,W2] [--port=7860] \
+      [--demo_buckets=64]
 """
 
 import contextlib
@@ -117,6 +118,11 @@ flags.DEFINE_string('host', '127.0.0.1', 'demo: the address to serve the page on
 flags.DEFINE_integer('port', 7860, 'demo: the port to serve the page on.')
 flags.DEFINE_string('demo_examples', None, 'demo: a folder of images offered as examples '
                     '(their sizes are compiled at start).')
+flags.DEFINE_integer('demo_buckets', 0, 'demo: pad each upload (by reflection) to sides that '
+                     'are multiples of N pixels, so that sizes in one bucket share one compiled '
+                     'program (no compile for a new size) with the statistics of the image '
+                     'itself; the translation then differs from --mode=translate\'s near the '
+                     'bottom and right edges. 0: one program per size, equal to translate\'s.')
 flags.register_multi_flags_validator(
     ['mode', 'workdir'], lambda f: f['mode'] == 'report' or f['workdir'] is not None,
     message='--workdir is required (--mode=report takes --workdirs=W1,W2,... instead)')
@@ -239,7 +245,8 @@ def main(argv):
         raise ImportError(f'--mode=demo needs gradio ({e}); install the demo extra: '
                           'pip install -e ".[demo]"') from None
       workdirs = list(dict.fromkeys([FLAGS.workdir, *(FLAGS.workdirs or [])]))
-      demo.serve(workdirs, FLAGS.host, FLAGS.port, FLAGS.demo_examples)
+      demo.serve(workdirs, FLAGS.host, FLAGS.port, FLAGS.demo_examples,
+                 buckets=FLAGS.demo_buckets)
     elif FLAGS.mode == 'test':
       page = results_page.write_results_page(FLAGS.workdir, FLAGS.num_test, FLAGS.step,
                                              FLAGS.run, FLAGS.nfe, FLAGS.seed)

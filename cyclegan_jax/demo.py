@@ -9,9 +9,12 @@ translate.translate_file, so the PNG is bit for bit the one translate writes
 (an image with a side over LARGE_SIDE goes through tiles of TILE pixels with
 whole-image statistics, as `--mode=translate --tile=512` does, with its
 progress shown). Programs are compiled once per padded input size (the
-generator's multiple, as translate pads) and kept: coarser buckets would put
-padding into the instance norms' statistics and change the translation. The
-sizes of the config's crop and of the example images are compiled at start.
+generator's multiple, as translate pads) and kept. With `buckets` (the flag
+--demo_buckets=N) every size in a bucket (sides rounded up to a multiple of
+N) shares one program instead: no compile for a new size, and a translation
+that differs from translate's near the bottom and right edges
+(tiling.translate_image_in_bucket). The sizes (or buckets) of the config's
+crop and of the example images are compiled at start.
 
 Gradio (the `demo` extra) serves it: analytics off, no share link, system
 fonts, nothing fetched from the network."""
@@ -214,8 +217,8 @@ def _viewable(path: str, out_path: str) -> str:
   return out_path
 
 
-def translate_upload(models: dict, output_root: str, path, label, direction, step, nfe,
-                     progress=gr.Progress(track_tqdm=True)):
+def translate_upload(models: dict, output_root: str, buckets: int, path, label, direction,
+                     step, nfe, progress=gr.Progress(track_tqdm=True)):
   """The page's action: (input view, translation view, the PNG to download,
   a note). Bad input raises gr.Error: a message on the page, the server
   serving on."""
@@ -233,7 +236,8 @@ def translate_upload(models: dict, output_root: str, path, label, direction, ste
     stem = os.path.splitext(os.path.basename(path))[0]
     out_path = os.path.join(folder, f'{stem}_{direction}.png')
     tile = TILE if max(height, width) > LARGE_SIDE else None
-    translate.translate_file(generator, path, out_path, config.data.value_range, tile)
+    translate.translate_file(generator, path, out_path, config.data.value_range, tile,
+                             bucket=buckets if buckets and tile is None else None)
     view_in = _viewable(path, os.path.join(folder, 'input.png'))
     view_out = _viewable(out_path, os.path.join(folder, 'translation.png'))
   except (ValueError, OSError, MemoryError, KeyError) as e:
@@ -242,15 +246,22 @@ def translate_upload(models: dict, output_root: str, path, label, direction, ste
   return view_in, view_out, out_path, status + (f'. {note}.' if note else '.')
 
 
-def compile_at_start(model: Model, sizes: list[tuple[int, int]]) -> None:
-  """Compiles the default generator of `model` for each (height, width), so
-  that the first uploads of those sizes do not wait for XLA."""
+def compile_at_start(model: Model, sizes: list[tuple[int, int]], buckets: int = 0) -> None:
+  """Compiles the default generator of `model` for each (height, width), or
+  each one's bucket, so that the first uploads of those sizes do not wait
+  for XLA."""
   want = choices(model)
   generator, _, _ = _generator(model, want.directions[0], None, None)
+  module, params, channels = generator.module, generator.params, generator.in_channels
   for height, width in sizes:
-    if max(height, width) <= LARGE_SIDE:
-      shape = (1, *tiling.padded_size(generator.module, height, width), generator.in_channels)
-      generation.check_fits(generator.module, generator.params, shape)
+    if max(height, width) > LARGE_SIDE:
+      continue
+    if buckets:
+      tiling.compile_canvas(module, params,
+                            (1, *tiling.bucket_size(module, height, width, buckets), channels))
+    else:
+      generation.check_fits(module, params,
+                            (1, *tiling.padded_size(module, height, width), channels))
 
 
 def example_images(folder: str | None) -> list[str]:
@@ -271,8 +282,11 @@ def _nfe_slider(offered: Choices) -> dict:
 
 
 def build(workdirs: list[str], examples_dir: str | None = None,
-          output_root: str | None = None) -> gr.Blocks:
+          output_root: str | None = None, buckets: int = 0) -> gr.Blocks:
   """The page, its models loaded and its first sizes compiled."""
+  if buckets < 0:
+    raise ValueError(f'--demo_buckets={buckets}: expected 0 (off) or a positive multiple of '
+                     'the generator\'s downsampling factor')
   models = {m.label: m for m in list_models(workdirs)}
   examples = example_images(examples_dir)
   first = next(iter(models.values()))
@@ -282,11 +296,14 @@ def build(workdirs: list[str], examples_dir: str | None = None,
   for path in examples:
     height, width, _ = check_upload(path)
     sizes.add((height, width))
-  compile_at_start(first, sorted(sizes))
+  compile_at_start(first, sorted(sizes), buckets)
   output_root = output_root or tempfile.mkdtemp(prefix='cyclegan_jax_demo_')
   with gr.Blocks(title='cyclegan_jax demo', analytics_enabled=False) as page:
+    same = ('The PNG is the one `--mode=translate` writes.' if not buckets else
+            f'Sizes are padded to multiples of {buckets} pixels (`--demo_buckets`): the PNG '
+            'may differ from `--mode=translate`\'s near the bottom and right edges.')
     gr.Markdown('## Translate an image\nUpload or paste an image, pick the model, and '
-                'press Translate. The PNG is the one `--mode=translate` writes.')
+                f'press Translate. {same}')
     with gr.Row():
       image = _upload_box(type='filepath', image_mode=None, sources=['upload', 'clipboard'],
                        label='image', format='png')
@@ -313,7 +330,7 @@ def build(workdirs: list[str], examples_dir: str | None = None,
               gr.Slider(**_nfe_slider(new)))
 
     model.change(picked, model, [direction, step, nfe], api_name=False)
-    button.click(functools.partial(translate_upload, models, output_root),
+    button.click(functools.partial(translate_upload, models, output_root, buckets),
                  [image, model, direction, step, nfe], [shown_in, shown_out, download, status],
                  api_name='translate')
   return page
@@ -330,10 +347,10 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(workdirs: list[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          examples_dir: str | None = None, block: bool = True) -> gr.Blocks:
+          examples_dir: str | None = None, block: bool = True, buckets: int = 0) -> gr.Blocks:
   """Serves the page at http://host:port/ (blocks unless `block` is False)."""
   check_port(host, port)
-  page = build(workdirs, examples_dir)
+  page = build(workdirs, examples_dir, buckets=buckets)
   page.queue(default_concurrency_limit=1)  # One translation at a time: one device.
   # System fonts: the default theme's web font would be fetched from the network.
   theme = gr.themes.Default(font=['system-ui', 'sans-serif'], font_mono=['monospace'])

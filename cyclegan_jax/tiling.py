@@ -507,3 +507,122 @@ def fitting_tile(generator, params, height: int, width: int, channels: int, what
     except memory.InsufficientMemoryError as e:
       error = e
   raise error
+
+
+# --- One compiled program for many sizes (the demo's buckets) --------------
+
+
+def bucket_size(generator, height: int, width: int, bucket: int) -> tuple[int, int]:
+  """The canvas an image of this size is translated on: each side rounded
+  up to a multiple of `bucket` (itself a multiple of the generator's)."""
+  multiple = models.generator_multiple(generator)
+  if bucket < 1 or bucket % multiple:
+    raise ValueError(f'--demo_buckets={bucket}: expected 0 (off) or a positive multiple of '
+                     f'{multiple} (this generator\'s downsampling factor)')
+  return _round_up(height, bucket), _round_up(width, bucket)
+
+
+def _reflect_past(x, axis: int, valid, pad: int):
+  """x, reflect-padded by `pad` at the canvas's edges, with the pixels past
+  the image's `valid` extent along `axis` reflected at the image's edge, as
+  the untiled generator pads (pixels farther out are never read)."""
+  n = x.shape[axis]
+  index = jnp.arange(n) - pad
+  index = jnp.where(index >= valid, 2 * (valid - 1) - index, index) + pad
+  return jnp.take(x, jnp.clip(index, 0, n - 1), axis=axis)
+
+
+def _past_edges(x, valid_h, valid_w, mode: str):
+  """x (1, h, w, C) with the pixels past the image's extent zeroed ('zero':
+  what a convolution's zero padding sees untiled) or repeating the image's
+  last row and column ('edge': what blur_upsample's padding sees)."""
+  rows = jax.lax.broadcasted_iota(jnp.int32, x.shape, 1)
+  cols = jax.lax.broadcasted_iota(jnp.int32, x.shape, 2)
+  if mode == 'zero':
+    return jnp.where((rows < valid_h) & (cols < valid_w), x, jnp.zeros_like(x))
+  x = jnp.take(x, jnp.minimum(jnp.arange(x.shape[1]), valid_h - 1), axis=1)
+  return jnp.take(x, jnp.minimum(jnp.arange(x.shape[2]), valid_w - 1), axis=2)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate_on_canvas(generator, params, canvas, region):
+  """G(canvas), computed as the untiled G of the image in the canvas's top
+  left corner (`region` 0, h, 0, w: the image's padded size; an argument,
+  not a shape, so every image of the canvas's size shares this program):
+  every normalisation layer takes its statistics over the image's extent,
+  and every layer that pads (a reflect-padded or zero-padded convolution, a
+  transposed convolution, blur_upsample) sees past the image's edge what
+  the untiled generator's padding puts there, not the canvas's pixels."""
+  height = canvas.shape[1]
+
+  def extent(x):
+    factor = height // x.shape[1]
+    return region[1] // factor, region[3] // factor
+
+  def on_the_image(next_fun, args, kwargs, module):
+    x, rest = args[0], args[1:]
+    if _is_norm(module):
+      count, mean, m2 = _core_measurement(x, height // x.shape[1], region)
+      return _normalise(module, x, mean, m2 / count)
+    if isinstance(module, models.ConvTranspose):
+      return next_fun(_past_edges(x, *extent(x), 'zero'), *rest, **kwargs)
+    if isinstance(module, nn.Conv) and max(module.kernel_size) > 1:
+      if np.asarray(module.padding).any():  # Zero padding of its own.
+        return next_fun(_past_edges(x, *extent(x), 'zero'), *rest, **kwargs)
+      # No padding of its own: its input was reflect-padded (models.reflect_pad).
+      pad = (module.kernel_size[0] - 1) // 2
+      valid_h, valid_w = extent(x[:, pad:x.shape[1] - pad])
+      x = _reflect_past(_reflect_past(x, 1, valid_h, pad), 2, valid_w, pad)
+      return next_fun(x, *rest, **kwargs)
+    return next_fun(*args, **kwargs)
+
+  def intercept(next_fun, args, kwargs, context):
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    y = on_the_image(next_fun, args, kwargs, context.module)
+    # Every feature map a module returns repeats the image's last row and
+    # column past its edge, as blur_upsample's padding does untiled (what
+    # elementwise functions then do keeps that; the layers above re-pad or
+    # zero it for themselves).
+    if isinstance(y, jax.Array) and y.ndim == 4 and height % y.shape[1] == 0:
+      y = _past_edges(y, *extent(y), 'edge')
+    return y
+
+  return _run(generator, params, canvas, intercept)
+
+
+_compiled_canvases = {}  # (generator, canvas shape) -> the compiled program.
+
+
+def compile_canvas(generator, params, shape: tuple[int, int, int, int]):
+  """_generate_on_canvas compiled for an NHWC canvas shape (once; checked
+  to fit in memory, InsufficientMemoryError otherwise)."""
+  key = (generator, tuple(shape))
+  if key not in _compiled_canvases:
+    compiled = _generate_on_canvas.lower(
+        generator, params, jax.ShapeDtypeStruct(shape, jnp.float32),
+        jax.ShapeDtypeStruct((4,), jnp.int32)).compile()
+    memory.check_fits(compiled, f'translating on a {shape[2]}x{shape[1]} canvas',
+                      'pass a smaller --demo_buckets, or 0')
+    _compiled_canvases[key] = compiled
+  return _compiled_canvases[key]
+
+
+def translate_image_in_bucket(generator, params, image: np.ndarray, bucket: int,
+                              value_range=()) -> np.ndarray:
+  """generation.translate_image, run on a canvas of bucket_size (the image
+  reflected past its edges) so that every size in a bucket shares one
+  compiled program (_generate_on_canvas): the untiled translation up to
+  float rounding (the statistics' sums run over other shapes), except where
+  a generator draws at random: UNSB's noise and pix2pix's test-time dropout
+  are drawn for the canvas."""
+  height, width, channels = image.shape
+  canvas_h, canvas_w = bucket_size(generator, height, width, bucket)
+  low, high = image_io.value_range(value_range, image.dtype)
+  canvas = image[np.ix_(reflect_indices(0, canvas_h, height),
+                        reflect_indices(0, canvas_w, width))]
+  canvas = image_io.to_unit(canvas, low, high)[None]
+  padded_h, padded_w = padded_size(generator, height, width)
+  program = compile_canvas(generator, params, canvas.shape)
+  y = program(params, canvas, np.array([0, padded_h, 0, padded_w], np.int32))
+  return image_io.from_unit(np.asarray(y)[0, :height, :width], low, high, image.dtype)

@@ -119,16 +119,19 @@ def translate_folder(workdir: str, input_dir: str, output_dir: str,
 
 
 def translate_file(generator: inference.Generator, path: str, out_path: str, value_range=(),
-                   tile: int | None = None, tile_stats: str = 'exact') -> None:
+                   tile: int | None = None, tile_stats: str = 'exact',
+                   bucket: int | None = None) -> None:
   """Writes the translation of the image file `path` to `out_path`: whole,
-  or in tiles (`tile`, or the largest that fits when the whole does not)."""
+  or in tiles (`tile`, or the largest that fits when the whole does not),
+  or (`bucket`, the demo's) on a canvas shared by sizes in one bucket
+  (tiling.translate_image_in_bucket)."""
   windows = tiled_io.open_image(path)
   try:
     if windows.note:
       logging.warning('%s', windows.note)
     module, params, channels = generator.module, generator.params, generator.in_channels
     height, width = windows.height, windows.width
-    if tile is None:
+    if tile is None and bucket is None:
       try:
         generation.check_fits(module, params,
                               (1, *tiling.padded_size(module, height, width), channels))
@@ -146,10 +149,15 @@ def translate_file(generator: inference.Generator, path: str, out_path: str, val
       # the image is read whole, each step runs in tiles (tiling.py).
       image = image_io.to_channels(windows.read(0, height, 0, width), channels, path)
       image_io.check_value_range(image, value_range, path)
-      image_io.write(out_path, generation.translate_image(module, params, image, value_range)
-                     if tile is None else
-                     tiling.translate_image_tiled(module, params, image, tile, value_range,
-                                                  tile_stats))
+      if tile is not None:
+        translated = tiling.translate_image_tiled(module, params, image, tile, value_range,
+                                                  tile_stats)
+      elif bucket is not None:
+        translated = tiling.translate_image_in_bucket(module, params, image, bucket,
+                                                      value_range)
+      else:
+        translated = generation.translate_image(module, params, image, value_range)
+      image_io.write(out_path, translated)
     else:
       _translate_tiled(generator, windows, out_path, value_range, tile, tile_stats)
   finally:

@@ -228,3 +228,43 @@ def test_examples_are_offered_and_their_sizes_compiled_at_start(one_step_workdir
   assert shapes == {(1, 32, 32, 3), (1, 32, 48, 3), (1, 20, 24, 3)}, shapes
   with pytest.raises(FileNotFoundError, match='^--demo_examples=.*nowhere: no such folder'):
     demo.example_images(str(tmp_path / 'nowhere'))
+
+
+def test_buckets_share_one_program_per_bucket_and_translate_within_a_grey_level(
+    one_step_workdir, tmp_path):
+  """--demo_buckets=64: the crop's bucket is compiled at start; uploads of
+  three new sizes in that bucket compile nothing more (neither a canvas nor
+  an exact-size program) and each PNG is --mode=translate's within one grey
+  level (tiling.translate_image_in_bucket); the page says it may differ; a
+  bucket off the generator's multiple is one line from main.py."""
+  from cyclegan_jax import generation  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import tiling  # pylint: disable=import-outside-toplevel
+  tiling._compiled_canvases.clear()  # pylint: disable=protected-access
+  port = _free_port()
+  page = demo.serve([one_step_workdir], port=port, block=False, buckets=64)
+  try:
+    assert {key[1] for key in tiling._compiled_canvases} == {(1, 64, 64, 3)}  # pylint: disable=protected-access
+    client = Client(f'http://127.0.0.1:{port}/', verbose=False)
+    for height, width in ((37, 51), (64, 29), (50, 64)):
+      folder = tmp_path / f'in_{height}'
+      folder.mkdir()
+      path = _scene(folder, 'scene.png', height, width, seed=height)
+      exact_programs = set(generation._compiled_generate)  # pylint: disable=protected-access
+      _, _, download, _ = client.predict(handle_file(path), os.path.basename(one_step_workdir),
+                                         'AtoB', demo.NEWEST, 1, api_name='/translate')
+      assert set(generation._compiled_generate) == exact_programs  # pylint: disable=protected-access
+      assert len(tiling._compiled_canvases) == 1  # pylint: disable=protected-access
+      translate.translate_folder(one_step_workdir, str(folder), str(tmp_path / f'out_{height}'))
+      expected = np.asarray(Image.open(tmp_path / f'out_{height}' / 'scene.png')).astype(int)
+      got = np.asarray(Image.open(download)).astype(int)
+      assert got.shape == (height, width, 3)
+      assert np.abs(got - expected).max() <= 1
+  finally:
+    page.close()
+  result = subprocess.run([sys.executable, 'main.py', '--mode=demo', f'--workdir={one_step_workdir}',
+                           f'--port={_free_port()}', '--demo_buckets=30'],
+                          cwd=_REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      'error: --demo_buckets=30: expected 0 (off) or a positive multiple of 4 (this '
+      'generator\'s downsampling factor)'), result.stderr[-2000:]

@@ -303,3 +303,67 @@ def test_an_image_too_large_whole_is_tiled_automatically(one_step_workdir, resto
   got = image_io.read(str(tmp_path / 'out' / 'a.png'))
   assert np.abs(got.astype(int) - expected).max() <= 1
   assert configuration.load(one_step_workdir).model.generator == 'resnet_2blocks'
+
+
+def _unsb_step():
+  """UNSB's generator as tiling runs it: one step G(x, t, z), z fixed."""
+  from configs import tiny_unsb  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  generator = families.unsb.create_generators(tiny_unsb.get_config().model)['gen']
+  params = generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                          np.zeros(1, np.int32), np.zeros((1, 32), np.float32))['params']
+  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)  # Contrast to compare.
+  step, step_params = tiling.one_program(generator, params)
+  step_params['z'] = jax.random.normal(jax.random.PRNGKey(3), step_params['z'].shape)
+  return step, step_params
+
+
+@pytest.mark.parametrize('name', ['resnet', 'resnet_batch_antialias', 'unet', 'unsb_step'])
+def test_sizes_in_one_bucket_share_one_program_and_translate_as_untiled(name):
+  """translate_image_in_bucket (the demo's --demo_buckets): images of three
+  sizes in one 64-pixel bucket run one compiled program on a reflected
+  canvas, and each translation is the untiled one up to float rounding, the
+  bottom and right edges included (each padding layer sees past the image's
+  edge what the untiled generator's padding puts there)."""
+  if name == 'unsb_step':
+    generator, params = _unsb_step()
+  elif name == 'resnet_batch_antialias':  # Batch norm, CUT's blur layers.
+    generator = models.ResnetGenerator(n_blocks=1, ngf=4, norm='batch', antialias=True,
+                                       antialias_up=True, conv=CONV)
+    params = _params(generator)
+  else:
+    generator = GENERATORS[name]
+    params = _params(generator)
+  bucket = 64 if name != 'unet' else 128  # The U-Net's multiple is 32 (num_downs 5).
+  sizes = [(37, 51), (64, 33), (41, 64)] if name != 'unet' else [(101, 70), (128, 97)]
+  before = len(tiling._compiled_canvases)  # pylint: disable=protected-access
+  for height, width in sizes:
+    image = image_io.from_unit(_image(height, width, seed=height), 0, 255, np.uint8)
+    expected = generation.translate_image(generator, params, image).astype(int)
+    got = tiling.translate_image_in_bucket(generator, params, image, bucket).astype(int)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1, (height, width)
+    assert (got != expected).mean() < 0.01
+    assert expected.std() > 5  # A translation with contrast, not a constant.
+  assert len(tiling._compiled_canvases) == before + 1  # pylint: disable=protected-access
+
+
+def test_the_canvas_program_without_its_edge_handling_would_differ():
+  """The check above can fail: statistics over the whole canvas, or layers
+  padding at the canvas's edge instead of the image's, change the image."""
+  generator, params = GENERATORS['resnet'], _params(GENERATORS['resnet'])
+  image = _image(37, 51)
+  canvas = image[np.ix_(tiling.reflect_indices(0, 64, 37), tiling.reflect_indices(0, 64, 51))]
+  expected = _untiled(generator, params, image)
+  whole_canvas = np.asarray(generation.generate(generator, params, canvas[None]))[0, :37, :51]
+  assert np.abs(whole_canvas - expected).max() > 0.1
+  region = np.array([0, 40, 0, 52], np.int32)
+  got = np.asarray(tiling._generate_on_canvas(  # pylint: disable=protected-access
+      generator, params, canvas[None], region))[0, :37, :51]
+  assert np.abs(got - expected).max() < 1e-4
+
+
+def test_a_bucket_off_the_generator_multiple_is_refused_naming_it():
+  with pytest.raises(ValueError, match=r'^--demo_buckets=30: expected 0 \(off\) or a positive '
+                                       r'multiple of 4'):
+    tiling.bucket_size(GENERATORS['resnet'], 37, 51, 30)
