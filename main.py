@@ -120,9 +120,9 @@ flags.DEFINE_string('demo_examples', None, 'demo: a folder of images offered as 
                     '(their sizes are compiled at start).')
 flags.DEFINE_integer('demo_buckets', 0, 'demo: pad each upload (by reflection) to sides that '
                      'are multiples of N pixels, so that sizes in one bucket share one compiled '
-                     'program (no compile for a new size) with the statistics of the image '
-                     'itself; the translation then differs from --mode=translate\'s near the '
-                     'bottom and right edges. 0: one program per size, equal to translate\'s.')
+                     'program (no compile for a new size), computed as for the image itself: '
+                     'within one grey level of --mode=translate\'s PNG. 0: one program per '
+                     'size, equal to translate\'s.')
 flags.register_multi_flags_validator(
     ['mode', 'workdir'], lambda f: f['mode'] == 'report' or f['workdir'] is not None,
     message='--workdir is required (--mode=report takes --workdirs=W1,W2,... instead)')

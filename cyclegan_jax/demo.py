@@ -12,7 +12,7 @@ progress shown). Programs are compiled once per padded input size (the
 generator's multiple, as translate pads) and kept. With `buckets` (the flag
 --demo_buckets=N) every size in a bucket (sides rounded up to a multiple of
 N) shares one program instead: no compile for a new size, and a translation
-that differs from translate's near the bottom and right edges
+within one grey level of translate's, not always equal to it
 (tiling.translate_image_in_bucket). The sizes (or buckets) of the config's
 crop and of the example images are compiled at start.
 
@@ -257,8 +257,8 @@ def compile_at_start(model: Model, sizes: list[tuple[int, int]], buckets: int = 
     if max(height, width) > LARGE_SIDE:
       continue
     if buckets:
-      tiling.compile_canvas(module, params,
-                            (1, *tiling.bucket_size(module, height, width, buckets), channels))
+      tiling.canvas_programs(module, params,
+                             (1, *tiling.bucket_size(module, height, width, buckets), channels))
     else:
       generation.check_fits(module, params,
                             (1, *tiling.padded_size(module, height, width), channels))
@@ -301,7 +301,7 @@ def build(workdirs: list[str], examples_dir: str | None = None,
   with gr.Blocks(title='cyclegan_jax demo', analytics_enabled=False) as page:
     same = ('The PNG is the one `--mode=translate` writes.' if not buckets else
             f'Sizes are padded to multiples of {buckets} pixels (`--demo_buckets`): the PNG '
-            'may differ from `--mode=translate`\'s near the bottom and right edges.')
+            'is `--mode=translate`\'s within one grey level.')
     gr.Markdown('## Translate an image\nUpload or paste an image, pick the model, and '
                 f'press Translate. {same}')
     with gr.Row():

@@ -608,21 +608,48 @@ def compile_canvas(generator, params, shape: tuple[int, int, int, int]):
   return _compiled_canvases[key]
 
 
+def canvas_programs(generator, params, shape: tuple[int, int, int, int]) -> list:
+  """Every program a canvas of `shape` needs, compiled (compile_canvas): the
+  generator's, or for one that translates in steps each step's."""
+  if not generation.draws_noise(generator):
+    return [compile_canvas(generator, params, shape)]
+  z = jnp.zeros((1, 4 * generator.ngf), jnp.float32)
+  # A step's G(x, t, z) does not depend on the NFE or the seed: one program
+  # per step for every choice of them.
+  steps = generator.nfe or generator.num_timesteps
+  generator = generator.clone(nfe=0, seed=0)
+  return [compile_canvas(sb_models.TranslationStep(generator, step),
+                         {'generator': params, 'z': z}, shape) for step in range(steps)]
+
+
 def translate_image_in_bucket(generator, params, image: np.ndarray, bucket: int,
                               value_range=()) -> np.ndarray:
   """generation.translate_image, run on a canvas of bucket_size (the image
   reflected past its edges) so that every size in a bucket shares one
   compiled program (_generate_on_canvas): the untiled translation up to
-  float rounding (the statistics' sums run over other shapes), except where
-  a generator draws at random: UNSB's noise and pix2pix's test-time dropout
-  are drawn for the canvas."""
+  float rounding (the statistics' sums run over other shapes). A generator
+  that translates in steps runs them one by one (as _translate_steps), with
+  the noise drawn at the image's padded size, as untiled, inside the canvas.
+  pix2pix's test-time dropout is drawn for the canvas: another draw."""
   height, width, channels = image.shape
   canvas_h, canvas_w = bucket_size(generator, height, width, bucket)
   low, high = image_io.value_range(value_range, image.dtype)
   canvas = image[np.ix_(reflect_indices(0, canvas_h, height),
                         reflect_indices(0, canvas_w, width))]
-  canvas = image_io.to_unit(canvas, low, high)[None]
+  x = image_io.to_unit(canvas, low, high)[None]
   padded_h, padded_w = padded_size(generator, height, width)
-  program = compile_canvas(generator, params, canvas.shape)
-  y = program(params, canvas, np.array([0, padded_h, 0, padded_w], np.int32))
+  region = np.array([0, padded_h, 0, padded_w], np.int32)
+  programs = canvas_programs(generator, params, x.shape)
+  if not generation.draws_noise(generator):
+    y = programs[0](params, x, region)
+  else:
+    times = sb_models.time_grid(generator.num_timesteps)
+    draws = sb_models.translation_draws(generator.seed, len(programs),
+                                        (padded_h, padded_w, channels), 4 * generator.ngf)
+    for step, (program, (z, noise)) in enumerate(zip(programs, draws)):
+      if step > 0:
+        noise = np.pad(noise, ((0, 0), (0, canvas_h - padded_h), (0, canvas_w - padded_w),
+                               (0, 0)))
+        x = sb_models.bridge_step(x, y, step, times, generator.tau, noise)
+      y = program({'generator': params, 'z': z}, x, region)
   return image_io.from_unit(np.asarray(y)[0, :height, :width], low, high, image.dtype)

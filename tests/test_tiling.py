@@ -367,3 +367,30 @@ def test_a_bucket_off_the_generator_multiple_is_refused_naming_it():
   with pytest.raises(ValueError, match=r'^--demo_buckets=30: expected 0 \(off\) or a positive '
                                        r'multiple of 4'):
     tiling.bucket_size(GENERATORS['resnet'], 37, 51, 30)
+
+
+def test_unsb_in_a_bucket_draws_the_untiled_noise_at_every_nfe():
+  """A generator that translates in steps from noise (UNSB): on the canvas,
+  step by step, with the bridge's noise drawn at the image's padded size as
+  untiled, so each NFE's translation is the untiled one within a grey level
+  (tau large enough that the noise shows: another seed differs); one
+  program per step serves every NFE and seed."""
+  from configs import tiny_unsb  # pylint: disable=import-outside-toplevel
+  from cyclegan_jax import families  # pylint: disable=import-outside-toplevel
+  generator = families.unsb.create_generators(tiny_unsb.get_config().model)['gen']
+  params = generator.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                          np.zeros(1, np.int32), np.zeros((1, 32), np.float32))['params']
+  params = jax.tree.map(lambda p: p * 30 if p.ndim > 1 else p, params)
+  image = image_io.from_unit(_image(37, 51, seed=4), 0, 255, np.uint8)
+  before = len(tiling._compiled_canvases)  # pylint: disable=protected-access
+  for nfe in (1, 3):
+    for seed in (2, 5):
+      module = generator.clone(nfe=nfe, seed=seed, tau=0.5)
+      expected = generation.translate_image(module, params, image).astype(int)
+      got = tiling.translate_image_in_bucket(module, params, image, 64).astype(int)
+      assert np.abs(got - expected).max() <= 1, (nfe, seed)
+      assert expected.std() > 5
+    if nfe == 3:
+      other = generation.translate_image(module.clone(seed=2), params, image).astype(int)
+      assert np.abs(other - expected).mean() > 1  # The noise shows.
+  assert len(tiling._compiled_canvases) == before + 3  # pylint: disable=protected-access
