@@ -28,6 +28,12 @@ step: x_t is held whole at the padded size, each step's G(x_t, t, z) runs in
 tiles with the whole image's statistics (sb_models.TranslationStep), and the
 bridge between steps adds the noise drawn for the whole padded image, as
 untiled.
+
+The same interception gives one compiled program for many sizes (the
+demo's --demo_buckets, translate_image_in_bucket): the image in the corner
+of a larger canvas, its size an argument, each layer's statistics over the
+image and each padding layer shown past the image's edge what the untiled
+generator's padding puts there.
 """
 
 import dataclasses
