@@ -283,10 +283,8 @@ def _nfe_slider(offered: Choices) -> dict:
 
 def build(workdirs: list[str], examples_dir: str | None = None,
           output_root: str | None = None, buckets: int = 0) -> gr.Blocks:
-  """The page, its models loaded and its first sizes compiled."""
-  if buckets < 0:
-    raise ValueError(f'--demo_buckets={buckets}: expected 0 (off) or a positive multiple of '
-                     'the generator\'s downsampling factor')
+  """The page, its models loaded and its first sizes compiled (a bad
+  `buckets` refused there, by tiling.bucket_size)."""
   models = {m.label: m for m in list_models(workdirs)}
   examples = example_images(examples_dir)
   first = next(iter(models.values()))

@@ -561,8 +561,9 @@ def _generate_on_canvas(generator, params, canvas, region):
   the untiled generator's padding puts there, not the canvas's pixels."""
   height = canvas.shape[1]
 
-  def extent(x):
-    factor = height // x.shape[1]
+  def extent(rows: int):
+    """The image's (height, width) in a feature map of `rows` rows."""
+    factor = height // rows
     return region[1] // factor, region[3] // factor
 
   def on_the_image(next_fun, args, kwargs, module):
@@ -571,13 +572,13 @@ def _generate_on_canvas(generator, params, canvas, region):
       count, mean, m2 = _core_measurement(x, height // x.shape[1], region)
       return _normalise(module, x, mean, m2 / count)
     if isinstance(module, models.ConvTranspose):
-      return next_fun(_past_edges(x, *extent(x), 'zero'), *rest, **kwargs)
+      return next_fun(_past_edges(x, *extent(x.shape[1]), 'zero'), *rest, **kwargs)
     if isinstance(module, nn.Conv) and max(module.kernel_size) > 1:
       if np.asarray(module.padding).any():  # Zero padding of its own.
-        return next_fun(_past_edges(x, *extent(x), 'zero'), *rest, **kwargs)
+        return next_fun(_past_edges(x, *extent(x.shape[1]), 'zero'), *rest, **kwargs)
       # No padding of its own: its input was reflect-padded (models.reflect_pad).
       pad = (module.kernel_size[0] - 1) // 2
-      valid_h, valid_w = extent(x[:, pad:x.shape[1] - pad])
+      valid_h, valid_w = extent(x.shape[1] - 2 * pad)
       x = _reflect_past(_reflect_past(x, 1, valid_h, pad), 2, valid_w, pad)
       return next_fun(x, *rest, **kwargs)
     return next_fun(*args, **kwargs)
@@ -591,13 +592,16 @@ def _generate_on_canvas(generator, params, canvas, region):
     # elementwise functions then do keeps that; the layers above re-pad or
     # zero it for themselves).
     if isinstance(y, jax.Array) and y.ndim == 4 and height % y.shape[1] == 0:
-      y = _past_edges(y, *extent(y), 'edge')
+      y = _past_edges(y, *extent(y.shape[1]), 'edge')
     return y
 
   return _run(generator, params, canvas, intercept)
 
 
-_compiled_canvases = {}  # (generator, canvas shape) -> the compiled program.
+# (generator, canvas shape) -> the compiled program; bounded as generation's
+# cache is, for a page that serves for days.
+_compiled_canvases = {}
+_MAX_CANVASES = 32
 
 
 def compile_canvas(generator, params, shape: tuple[int, int, int, int]):
@@ -610,6 +614,8 @@ def compile_canvas(generator, params, shape: tuple[int, int, int, int]):
         jax.ShapeDtypeStruct((4,), jnp.int32)).compile()
     memory.check_fits(compiled, f'translating on a {shape[2]}x{shape[1]} canvas',
                       'pass a smaller --demo_buckets, or 0')
+    if len(_compiled_canvases) >= _MAX_CANVASES:
+      _compiled_canvases.clear()
     _compiled_canvases[key] = compiled
   return _compiled_canvases[key]
 
